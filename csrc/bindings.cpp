@@ -1,0 +1,94 @@
+// pybind11 module robustagg._C: argument unpacking and a call, no logic.
+// Pointers arrive as integers (tensor.data_ptr()); shapes and arguments are
+// validated in robustagg/ops.py before any call reaches this file.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "robustagg/common.h"
+#include "robustagg/pairwise.h"
+#include "robustagg/repeated_median.h"
+#include "robustagg/sign_vote.h"
+#include "robustagg/trimmed_mean.h"
+
+namespace py = pybind11;
+namespace ra = robustagg;
+
+namespace {
+
+template <typename P> P* ptr(uintptr_t p) { return reinterpret_cast<P*>(p); }
+ra::DType dt(int code) { return static_cast<ra::DType>(code); }
+
+std::string compiler() {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return "gcc " + std::to_string(__GNUC__) + "." + std::to_string(__GNUC_MINOR__) + "." +
+         std::to_string(__GNUC_PATCHLEVEL__);
+#elif defined(_MSC_VER)
+  return "msvc " + std::to_string(_MSC_VER);
+#else
+  return "unknown";
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "robustagg native kernels (private; use robustagg.ops)";
+  py::call_guard<py::gil_scoped_release> nogil;
+
+  m.def("sign_vote", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t w, uintptr_t out,
+                        int threads) {
+    ra::cpu::sign_vote(ptr<const void>(u), dt(dtype), K, d, ptr<const double>(w), ptr<void>(out), threads);
+  }, nogil);
+  m.def("robust_lr_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, double threshold,
+                             uintptr_t w, uintptr_t out, int threads) {
+    ra::cpu::robust_lr_mean(ptr<const void>(u), dt(dtype), K, d, threshold, ptr<const double>(w),
+                            ptr<void>(out), threads);
+  }, nogil);
+  m.def("trimmed_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, int64_t trim,
+                           uintptr_t out, int threads) {
+    ra::cpu::trimmed_mean(ptr<const void>(u), dt(dtype), K, d, trim, ptr<void>(out), threads);
+  }, nogil);
+  m.def("median", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out, int threads) {
+    ra::cpu::median(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), threads);
+  }, nogil);
+  m.def("masked_trimmed_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, double tau,
+                                  int64_t trim, uintptr_t out, int threads) {
+    ra::cpu::masked_trimmed_mean(ptr<const void>(u), dt(dtype), K, d, tau, trim, ptr<void>(out), threads);
+  }, nogil);
+  m.def("repeated_median_line", [](uintptr_t u, int dtype, int64_t K, int64_t d, int mode,
+                                   uintptr_t slope, uintptr_t intercept, int threads) {
+    ra::cpu::repeated_median_line(ptr<const void>(u), dt(dtype), K, d,
+                                  static_cast<ra::cpu::InterceptMode>(mode), ptr<void>(slope),
+                                  ptr<void>(intercept), threads);
+  }, nogil);
+  m.def("residual_reweight", [](uintptr_t u, int dtype, int64_t K, int64_t d, double lam,
+                                double delta, double power, int mode, uintptr_t client_weights,
+                                uintptr_t aggregate, int threads) {
+    ra::cpu::residual_reweight(ptr<const void>(u), dt(dtype), K, d, lam, delta, power,
+                               static_cast<ra::cpu::InterceptMode>(mode), ptr<void>(client_weights),
+                               ptr<void>(aggregate), threads);
+  }, nogil);
+  m.def("pairwise_stats", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist,
+                             uintptr_t gram, int threads) {
+    ra::cpu::pairwise_stats(ptr<const void>(u), dt(dtype), K, d, ptr<void>(sqdist), ptr<void>(gram), threads);
+  }, nogil);
+  m.def("cosine_similarity", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out,
+                                int threads) {
+    ra::cpu::cosine_similarity(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), threads);
+  }, nogil);
+
+  m.def("pool_size", &ra::pool_size);
+  m.attr("compiler") = compiler();
+  m.attr("cxx_standard") = static_cast<int>(__cplusplus);
+#ifdef ROBUSTAGG_WITH_CUDA
+  m.attr("with_cuda") = true;
+  m.attr("cuda_archs") = ROBUSTAGG_CUDA_ARCHS_STR;
+#else
+  m.attr("with_cuda") = false;
+  m.attr("cuda_archs") = "";
+#endif
+}

@@ -1,0 +1,359 @@
+#include "robustagg/repeated_median.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "sorting.h"
+
+namespace robustagg {
+namespace cpu {
+namespace {
+
+constexpr int TL = 32;                 // lanes (coordinates) per tile; all arithmetic in double
+constexpr int64_t kTilesPerTask = 4;
+// Up to this many values a median is taken with a pruned network over the
+// tile's lanes; above it, per lane with nth_element.
+constexpr int64_t kMaxMedianNetwork = 160;
+
+// Median of each lane of buf[rows, TL] into out[TL]; reorders buf.
+class LaneMedian {
+ public:
+  explicit LaneMedian(int64_t rows)
+      : rows_(rows), use_net_(rows <= kMaxMedianNetwork),
+        net_(use_net_ ? median_network(rows) : Network{}), col_(use_net_ ? 0 : rows) {}
+  LaneMedian(const LaneMedian& o)
+      : rows_(o.rows_), use_net_(o.use_net_), net_(o.net_), col_(o.col_.size()) {}
+
+  void operator()(double* __restrict__ buf, double* __restrict__ out) {
+    if (use_net_) {
+      apply_network<double, TL>(buf, net_);
+      const double* a = buf + ((rows_ - 1) / 2) * TL;
+      const double* b = buf + (rows_ / 2) * TL;
+      if (rows_ % 2 == 1) {
+        for (int t = 0; t < TL; ++t) out[t] = b[t];
+      } else {
+        for (int t = 0; t < TL; ++t) out[t] = 0.5 * a[t] + 0.5 * b[t];
+      }
+      return;
+    }
+    for (int t = 0; t < TL; ++t) {
+      for (int64_t r = 0; r < rows_; ++r) col_[r] = buf[r * TL + t];
+      const int64_t hi = rows_ / 2;
+      std::nth_element(col_.begin(), col_.begin() + hi, col_.end(), nan_last_less<double>);
+      const double b = col_[hi];
+      if (rows_ % 2 == 1) { out[t] = b; continue; }
+      const double a = *std::max_element(col_.begin(), col_.begin() + hi, nan_last_less<double>);
+      out[t] = 0.5 * a + 0.5 * b;
+    }
+  }
+
+ private:
+  int64_t rows_;
+  bool use_net_;
+  Network net_;
+  std::vector<double> col_;
+};
+
+// Sorts each lane of (val, idx)[K, TL] by value, ties by client index (the
+// lexicographic key makes every key distinct, so the network's result is the
+// stable order). Lanes must not hold NaN (they are masked out by callers).
+void sort_with_index(double* __restrict__ val, double* __restrict__ idx, const Network& net) {
+  for (const auto& c : net) {
+    double* __restrict__ va = val + static_cast<int64_t>(c.first) * TL;
+    double* __restrict__ vb = val + static_cast<int64_t>(c.second) * TL;
+    double* __restrict__ ia = idx + static_cast<int64_t>(c.first) * TL;
+    double* __restrict__ ib = idx + static_cast<int64_t>(c.second) * TL;
+    for (int t = 0; t < TL; ++t) {
+      const double x = va[t], y = vb[t], ix = ia[t], iy = ib[t];
+      const bool swap = (y < x) || (y == x && iy < ix);
+      va[t] = swap ? y : x;  vb[t] = swap ? x : y;
+      ia[t] = swap ? iy : ix; ib[t] = swap ? ix : iy;
+    }
+  }
+}
+
+// Per-task scratch and the fixed per-K pieces (networks, leverages).
+struct Workspace {
+  int64_t K;
+  Network sort_net;
+  LaneMedian inner, outer;  // medians of K-1 and of K values
+  std::vector<double> val, idx, pairs, meds;
+  std::vector<char> finite;
+
+  explicit Workspace(int64_t K_)
+      : K(K_), sort_net(batcher_network(K_)), inner(std::max<int64_t>(K_ - 1, 1)), outer(K_),
+        val(K_ * TL), idx(K_ * TL), pairs(std::max<int64_t>(K_ - 1, 1) * TL), meds(K_ * TL),
+        finite(TL) {}
+};
+
+// Loads n <= TL coordinates from column j0 into ws.val (as double) and ws.idx
+// (client index), sorts each lane, and flags lanes whose K values are finite.
+template <typename T>
+void load_and_sort(const T* __restrict__ u, int64_t d, int64_t j0, int64_t n, Workspace& ws) {
+  const int64_t K = ws.K;
+  for (int64_t k = 0; k < K; ++k) {
+    const T* row = u + k * d + j0;
+    double* v = ws.val.data() + k * TL;
+    double* ix = ws.idx.data() + k * TL;
+    int64_t t = 0;
+    for (; t < n; ++t) v[t] = static_cast<double>(load(row + t));
+    for (; t < TL; ++t) v[t] = 0.0;
+    for (t = 0; t < TL; ++t) ix[t] = static_cast<double>(k);
+  }
+  for (int t = 0; t < TL; ++t) ws.finite[t] = 1;
+  for (int64_t k = 0; k < K; ++k)
+    for (int t = 0; t < TL; ++t) ws.finite[t] &= std::isfinite(ws.val[k * TL + t]) ? 1 : 0;
+  // Non-finite lanes are zeroed so that the network (min/max) stays well defined.
+  for (int64_t k = 0; k < K; ++k)
+    for (int t = 0; t < TL; ++t)
+      if (!ws.finite[t]) ws.val[k * TL + t] = 0.0;
+  sort_with_index(ws.val.data(), ws.idx.data(), ws.sort_net);
+}
+
+// Siegel's repeated-median line of the sorted lanes in ws.val: eq. (1) and (2).
+void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
+              double* __restrict__ intercept) {
+  const int64_t K = ws.K;
+  const double* y = ws.val.data();
+  if (K == 1) {
+    for (int t = 0; t < TL; ++t) { slope[t] = 0.0; intercept[t] = y[t]; }
+    return;
+  }
+  double* pairs = ws.pairs.data();
+  double* meds = ws.meds.data();
+  for (int64_t i = 0; i < K; ++i) {  // eq. (1): med_i med_{j != i} (y_j - y_i) / (j - i)
+    const double* yi = y + i * TL;
+    int64_t row = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      if (j == i) continue;
+      const double* yj = y + j * TL;
+      const double dx = static_cast<double>(j - i);
+      double* p = pairs + (row++) * TL;
+      for (int t = 0; t < TL; ++t) p[t] = (yj[t] - yi[t]) / dx;
+    }
+    ws.inner(pairs, meds + i * TL);
+  }
+  ws.outer(meds, slope);
+  if (mode == InterceptMode::Median) {  // the authors' code: med(y) - slope (K - 1) / 2
+    const double* a = y + ((K - 1) / 2) * TL;
+    const double* b = y + (K / 2) * TL;
+    const double xbar = 0.5 * static_cast<double>(K - 1);
+    for (int t = 0; t < TL; ++t) {
+      const double med = (K % 2 == 1) ? b[t] : 0.5 * a[t] + 0.5 * b[t];
+      intercept[t] = med - slope[t] * xbar;
+    }
+    return;
+  }
+  for (int64_t i = 0; i < K; ++i) {  // eq. (2): med_i med_{j != i} (j y_i - i y_j) / (j - i)
+    const double* yi = y + i * TL;
+    int64_t row = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      if (j == i) continue;
+      const double* yj = y + j * TL;
+      const double xi = static_cast<double>(i), xj = static_cast<double>(j), dx = xj - xi;
+      double* p = pairs + (row++) * TL;
+      for (int t = 0; t < TL; ++t) p[t] = (xj * yi[t] - xi * yj[t]) / dx;
+    }
+    ws.inner(pairs, meds + i * TL);
+  }
+  ws.outer(meds, intercept);
+}
+
+// Quantities of Algorithm 1 that depend only on K.
+struct RankConstants {
+  std::vector<double> s;  // sqrt(1 - h(x)) for rank x: leverage of X = [1, x]
+  double Z;               // Psi clamps at +-Z = lam sqrt(2 / K)
+  double tau_scale;       // 1.4826 (1 + 5 / (K - 1)), eq. (3)
+  RankConstants(int64_t K, double lam) : s(K) {
+    const double xbar = 0.5 * static_cast<double>(K - 1);
+    const double sxx = static_cast<double>(K) * (static_cast<double>(K) * K - 1.0) / 12.0;
+    for (int64_t x = 0; x < K; ++x) {
+      const double h = 1.0 / K + (x - xbar) * (x - xbar) / sxx;
+      s[x] = std::sqrt(1.0 - h);
+    }
+    Z = lam * std::sqrt(2.0 / static_cast<double>(K));
+    tau_scale = 1.4826 * (1.0 + 5.0 / static_cast<double>(K - 1));
+  }
+};
+
+// Confidence of the value at rank x with residual r (eq. 5-6, 8): 1 inside the
+// band, Z / |z| outside it, 0 when that is <= delta.
+inline double confidence(double r, double tau, double s, double Z, double delta) {
+  double w;
+  if (r == 0.0) {
+    w = 1.0;
+  } else {
+    const double z = (r / tau) / s;  // e / sqrt(1 - h); tau = 0 gives +-inf and w = 0
+    const double az = std::abs(z);
+    w = az <= Z ? 1.0 : Z / az;
+  }
+  return w <= delta ? 0.0 : w;
+}
+
+}  // namespace
+
+void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d,
+                          InterceptMode mode, void* slope_out, void* intercept_out,
+                          int num_threads) {
+  if (K <= 0 || d <= 0) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    using V = typename Traits<T>::val_t;
+    const T* u = static_cast<const T*>(updates);
+    V* slope = static_cast<V*>(slope_out);
+    V* intercept = static_cast<V*>(intercept_out);
+    const Workspace proto(K);
+    const int64_t tiles = ceil_div(d, TL), tasks = ceil_div(tiles, kTilesPerTask);
+    parallel_for(tasks, threads_for(K * K * d, num_threads), [&](int64_t task) {
+      Workspace ws(proto);
+      double b1[TL], b0[TL];
+      const int64_t tile_end = std::min(tiles, (task + 1) * kTilesPerTask);
+      for (int64_t ti = task * kTilesPerTask; ti < tile_end; ++ti) {
+        const int64_t j0 = ti * TL, n = std::min<int64_t>(TL, d - j0);
+        load_and_sort(u, d, j0, n, ws);
+        fit_line(ws, mode, b1, b0);
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        for (int64_t t = 0; t < n; ++t) {
+          slope[j0 + t] = static_cast<V>(ws.finite[t] ? b1[t] : nan);
+          intercept[j0 + t] = static_cast<V>(ws.finite[t] ? b0[t] : nan);
+        }
+      }
+    });
+  });
+}
+
+void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam,
+                       double delta, double power, InterceptMode mode, void* client_weights_out,
+                       void* aggregate_out, int num_threads) {
+  if (K <= 0 || d <= 0) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    using V = typename Traits<T>::val_t;
+    const T* u = static_cast<const T*>(updates);
+    V* cw_out = static_cast<V*>(client_weights_out);
+    V* agg = static_cast<V*>(aggregate_out);
+    std::vector<double> cw(K, 1.0 / static_cast<double>(K));
+
+    if (K < 3) {  // degenerate: plain mean, uniform client weights
+      for (int64_t k = 0; k < K; ++k) cw_out[k] = static_cast<V>(cw[k]);
+      parallel_for(ceil_div(d, 4096), threads_for(K * d, num_threads), [&](int64_t task) {
+        const int64_t j1 = std::min(d, (task + 1) * 4096);
+        for (int64_t j = task * 4096; j < j1; ++j) {
+          double acc = 0.0;
+          for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(load(u + k * d + j));
+          agg[j] = static_cast<V>(acc / static_cast<double>(K));
+        }
+      });
+      return;
+    }
+
+    const RankConstants rc(K, lam);
+    const Workspace proto(K);
+    const int64_t tiles = ceil_div(d, TL), tasks = ceil_div(tiles, kTilesPerTask);
+    const int threads = threads_for(K * K * d, num_threads);
+    // Line parameters and residual scale per coordinate, reused by pass 2.
+    std::vector<double> beta0(d), beta1(d), tau(d);
+    std::vector<double> partial_W(tasks * K, 0.0);  // per task, summed in task order
+
+    // Pass 1: lines, confidences and eq. (10) accumulation.
+    parallel_for(tasks, threads, [&](int64_t task) {
+      Workspace ws(proto);
+      double b1[TL], b0[TL], mad[TL];
+      std::vector<double> absr(K * TL), conf(K * TL);
+      LaneMedian med_abs(K);
+      double* W = partial_W.data() + task * K;
+      const int64_t tile_end = std::min(tiles, (task + 1) * kTilesPerTask);
+      for (int64_t ti = task * kTilesPerTask; ti < tile_end; ++ti) {
+        const int64_t j0 = ti * TL, n = std::min<int64_t>(TL, d - j0);
+        load_and_sort(u, d, j0, n, ws);
+        fit_line(ws, mode, b1, b0);
+        for (int64_t x = 0; x < K; ++x)
+          for (int t = 0; t < TL; ++t)
+            absr[x * TL + t] = std::abs(ws.val[x * TL + t] - (b0[t] + b1[t] * x));
+        med_abs(absr.data(), mad);  // eq. (4)
+        double tau_t[TL];
+        for (int t = 0; t < TL; ++t) tau_t[t] = rc.tau_scale * mad[t];
+        for (int64_t x = 0; x < K; ++x)
+          for (int t = 0; t < TL; ++t) {
+            const double r = ws.val[x * TL + t] - (b0[t] + b1[t] * x);
+            conf[x * TL + t] = confidence(r, tau_t[t], rc.s[x], rc.Z, delta);
+          }
+        for (int64_t t = 0; t < n; ++t) {
+          beta0[j0 + t] = b0[t]; beta1[j0 + t] = b1[t]; tau[j0 + t] = tau_t[t];
+          if (!ws.finite[t]) continue;  // non-finite columns add nothing to W
+          double mean = 0.0;
+          for (int64_t x = 0; x < K; ++x) mean += conf[x * TL + t];
+          mean /= static_cast<double>(K);
+          double var = 0.0;
+          for (int64_t x = 0; x < K; ++x) {
+            const double dev = conf[x * TL + t] - mean;
+            var += dev * dev;
+          }
+          const double sigma = std::sqrt(var / static_cast<double>(K - 1));  // unbiased
+          for (int64_t x = 0; x < K; ++x)
+            W[static_cast<int64_t>(ws.idx[x * TL + t])] += conf[x * TL + t] * sigma;  // eq. (10)
+        }
+      }
+    });
+
+    // eq. (11), with W^power; uniform when every coordinate's confidences were equal.
+    std::vector<double> W(K, 0.0);
+    for (int64_t task = 0; task < tasks; ++task)
+      for (int64_t k = 0; k < K; ++k) W[k] += partial_W[task * K + k];
+    double total = 0.0;
+    for (int64_t k = 0; k < K; ++k) { W[k] = std::pow(W[k], power); total += W[k]; }
+    if (total > 0.0 && std::isfinite(total))
+      for (int64_t k = 0; k < K; ++k) cw[k] = W[k] / total;
+    for (int64_t k = 0; k < K; ++k) cw_out[k] = static_cast<V>(cw[k]);
+
+    // Pass 2: the weighted sum of extreme-value-corrected values, eq. (9).
+    parallel_for(tasks, threads, [&](int64_t task) {
+      std::vector<double> val(K * TL), idx(K * TL);
+      const Network& net = proto.sort_net;
+      const int64_t tile_end = std::min(tiles, (task + 1) * kTilesPerTask);
+      for (int64_t ti = task * kTilesPerTask; ti < tile_end; ++ti) {
+        const int64_t j0 = ti * TL, n = std::min<int64_t>(TL, d - j0);
+        bool finite[TL];
+        for (int t = 0; t < TL; ++t) finite[t] = true;
+        for (int64_t k = 0; k < K; ++k) {
+          const T* row = u + k * d + j0;
+          int64_t t = 0;
+          for (; t < n; ++t) {
+            const double v = static_cast<double>(load(row + t));
+            val[k * TL + t] = v;
+            finite[t] = finite[t] && std::isfinite(v);
+          }
+          for (; t < TL; ++t) val[k * TL + t] = 0.0;
+          for (t = 0; t < TL; ++t) idx[k * TL + t] = static_cast<double>(k);
+        }
+        double raw[TL];  // non-finite columns: weighted sum of the raw values
+        for (int64_t t = 0; t < n; ++t) {
+          raw[t] = 0.0;
+          if (finite[t]) continue;
+          for (int64_t k = 0; k < K; ++k) raw[t] += cw[k] * val[k * TL + t];
+        }
+        for (int64_t k = 0; k < K; ++k)
+          for (int t = 0; t < TL; ++t)
+            if (!finite[t]) val[k * TL + t] = 0.0;
+        sort_with_index(val.data(), idx.data(), net);
+        for (int64_t t = 0; t < n; ++t) {
+          const int64_t j = j0 + t;
+          if (!finite[t]) { agg[j] = static_cast<V>(raw[t]); continue; }
+          double acc = 0.0;
+          for (int64_t x = 0; x < K; ++x) {
+            const double line = beta0[j] + beta1[j] * x;
+            const double y = val[x * TL + t];
+            const double w = confidence(y - line, tau[j], rc.s[x], rc.Z, delta);
+            acc += cw[static_cast<int64_t>(idx[x * TL + t])] * (w == 0.0 ? line : y);
+          }
+          agg[j] = static_cast<V>(acc);
+        }
+      }
+    });
+  });
+}
+
+}  // namespace cpu
+}  // namespace robustagg

@@ -1,0 +1,104 @@
+#include "robustagg/sign_vote.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace robustagg {
+namespace cpu {
+namespace {
+
+// Coordinates per task: the accumulators of one task stay in L1.
+constexpr int64_t kChunk = 2048;
+
+template <typename V> inline int sgn(V x) { return (x > V(0)) - (x < V(0)); }  // NaN, +-0 -> 0
+
+template <typename T, bool kWeighted>
+void sign_vote_impl(const T* __restrict__ u,        // [K, d]
+                    int64_t K, int64_t d,
+                    const double* __restrict__ w,   // [K] or nullptr
+                    void* out_ptr,                  // [d] int32 or val_t
+                    int num_threads) {
+  using V = typename Traits<T>::val_t;
+  const int64_t tasks = ceil_div(d, kChunk);
+  parallel_for(tasks, threads_for(K * d, num_threads), [&](int64_t task) {
+    const int64_t j0 = task * kChunk, n = std::min(kChunk, d - j0);
+    if (kWeighted) {
+      double acc[kChunk];
+      std::fill(acc, acc + n, 0.0);
+      for (int64_t k = 0; k < K; ++k) {
+        const T* row = u + k * d + j0;
+        const double wk = w[k];
+        for (int64_t j = 0; j < n; ++j) acc[j] += wk * sgn(load(row + j));
+      }
+      V* out = static_cast<V*>(out_ptr) + j0;
+      for (int64_t j = 0; j < n; ++j) out[j] = static_cast<V>(acc[j]);
+    } else {
+      int32_t* out = static_cast<int32_t*>(out_ptr) + j0;
+      std::fill(out, out + n, 0);
+      for (int64_t k = 0; k < K; ++k) {
+        const T* row = u + k * d + j0;
+        for (int64_t j = 0; j < n; ++j) out[j] += sgn(load(row + j));
+      }
+    }
+  });
+}
+
+template <typename T>
+void robust_lr_mean_impl(const T* __restrict__ u,        // [K, d]
+                         int64_t K, int64_t d, double threshold,
+                         const double* __restrict__ w,   // [K] or nullptr
+                         typename Traits<T>::val_t* __restrict__ out,  // [d]
+                         int num_threads) {
+  using V = typename Traits<T>::val_t;
+  double wsum = 0.0;
+  for (int64_t k = 0; k < K; ++k) wsum += w ? w[k] : 1.0;
+  const int64_t tasks = ceil_div(d, kChunk);
+  parallel_for(tasks, threads_for(K * d, num_threads), [&](int64_t task) {
+    const int64_t j0 = task * kChunk, n = std::min(kChunk, d - j0);
+    double acc[kChunk];
+    int32_t votes[kChunk];
+    std::fill(acc, acc + n, 0.0);
+    std::fill(votes, votes + n, 0);
+    for (int64_t k = 0; k < K; ++k) {
+      const T* row = u + k * d + j0;
+      const double wk = w ? w[k] : 1.0;
+      for (int64_t j = 0; j < n; ++j) {
+        const V x = load(row + j);
+        acc[j] += wk * static_cast<double>(x);
+        votes[j] += sgn(x);
+      }
+    }
+    // eq. (5)-(6): server learning rate +1 where the vote is strong enough, -1 elsewhere.
+    for (int64_t j = 0; j < n; ++j) {
+      const double mean = acc[j] / wsum;
+      const double vote = std::abs(static_cast<double>(votes[j]));
+      out[j0 + j] = static_cast<V>(vote >= threshold ? mean : -mean);
+    }
+  });
+}
+
+}  // namespace
+
+void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d,
+               const double* weights, void* out, int num_threads) {
+  if (K <= 0 || d <= 0) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    const T* u = static_cast<const T*>(updates);
+    if (weights) sign_vote_impl<T, true>(u, K, d, weights, out, num_threads);
+    else sign_vote_impl<T, false>(u, K, d, nullptr, out, num_threads);
+  });
+}
+
+void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d,
+                    double threshold, const double* weights, void* out, int num_threads) {
+  if (K <= 0 || d <= 0) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    robust_lr_mean_impl<T>(static_cast<const T*>(updates), K, d, threshold, weights,
+                           static_cast<typename Traits<T>::val_t*>(out), num_threads);
+  });
+}
+
+}  // namespace cpu
+}  // namespace robustagg

@@ -1,0 +1,152 @@
+#include "robustagg/trimmed_mean.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "sorting.h"
+
+namespace robustagg {
+namespace cpu {
+namespace {
+
+enum class Stat { Trimmed, Median, Masked };
+
+constexpr int64_t kTilesPerTask = 8;
+
+template <typename V> inline int sgn(V x) { return (x > V(0)) - (x < V(0)); }
+
+// Median (midpoint for even K) of col[0, K) under the NaN-last order; reorders col.
+template <typename V> double select_median(V* col, int64_t K) {
+  const int64_t hi = K / 2;
+  std::nth_element(col, col + hi, col + K, nan_last_less<V>);
+  const double b = static_cast<double>(col[hi]);
+  if (K % 2 == 1) return b;
+  const double a = static_cast<double>(*std::max_element(col, col + hi, nan_last_less<V>));
+  return 0.5 * a + 0.5 * b;
+}
+
+// Mean of col after dropping `trim` values per tail; reorders col.
+template <typename V> double select_trimmed_mean(V* col, int64_t K, int64_t trim) {
+  if (trim > 0) {
+    std::nth_element(col, col + trim, col + K, nan_last_less<V>);
+    std::nth_element(col + trim, col + (K - trim - 1), col + K, nan_last_less<V>);
+  }
+  double acc = 0.0;
+  for (int64_t k = trim; k < K - trim; ++k) acc += static_cast<double>(col[k]);
+  return acc / static_cast<double>(K - 2 * trim);
+}
+
+template <typename V> double column_stat(Stat stat, V* col, int64_t K, int64_t trim, double tau) {
+  if (stat == Stat::Median) return select_median(col, K);
+  if (stat == Stat::Masked) {
+    int64_t votes = 0;
+    for (int64_t k = 0; k < K; ++k) votes += sgn(col[k]);
+    if (static_cast<double>(std::llabs(votes)) / static_cast<double>(K) < tau) return 0.0;
+  }
+  return select_trimmed_mean(col, K, trim);
+}
+
+template <typename T, int TL>
+void network_path(Stat stat, const T* __restrict__ u, int64_t K, int64_t d, int64_t trim,
+                  double tau, typename Traits<T>::val_t* __restrict__ out, int num_threads) {
+  using V = typename Traits<T>::val_t;
+  Network net;
+  if (stat == Stat::Median) net = median_network(K);
+  else if (trim > 0) net = prune_network(batcher_network(K), K, trim, K - trim - 1);
+  const int64_t tiles = ceil_div(d, TL);
+  const int64_t tasks = ceil_div(tiles, kTilesPerTask);
+  const int64_t work = K * d * (1 + static_cast<int64_t>(net.size()) / std::max<int64_t>(K, 1));
+  parallel_for(tasks, threads_for(work, num_threads), [&](int64_t task) {
+    std::vector<V> tile(K * TL), col(K);
+    bool nan_lanes[TL];
+    int32_t votes[TL];
+    double acc[TL];
+    const int64_t tile_end = std::min(tiles, (task + 1) * kTilesPerTask);
+    for (int64_t ti = task * kTilesPerTask; ti < tile_end; ++ti) {
+      const int64_t j0 = ti * TL, n = std::min<int64_t>(TL, d - j0);
+      const bool any_nan = load_tile<T, V, TL>(u, K, d, j0, n, tile.data(), nan_lanes);
+      if (stat == Stat::Masked) {
+        std::fill(votes, votes + TL, 0);
+        for (int64_t k = 0; k < K; ++k)
+          for (int t = 0; t < TL; ++t) votes[t] += sgn(tile[k * TL + t]);
+      }
+      apply_network<V, TL>(tile.data(), net);
+      if (stat == Stat::Median) {
+        const V* a = tile.data() + ((K - 1) / 2) * TL;
+        const V* b = tile.data() + (K / 2) * TL;
+        for (int64_t t = 0; t < n; ++t)
+          out[j0 + t] = (K % 2 == 1) ? b[t]
+              : static_cast<V>(0.5 * static_cast<double>(a[t]) + 0.5 * static_cast<double>(b[t]));
+      } else {
+        std::fill(acc, acc + TL, 0.0);
+        for (int64_t k = trim; k < K - trim; ++k) {
+          const V* row = tile.data() + k * TL;
+          for (int t = 0; t < TL; ++t) acc[t] += static_cast<double>(row[t]);
+        }
+        const double kept = static_cast<double>(K - 2 * trim);
+        for (int64_t t = 0; t < n; ++t) {
+          const bool pass = stat != Stat::Masked ||
+              static_cast<double>(std::abs(votes[t])) / static_cast<double>(K) >= tau;
+          out[j0 + t] = pass ? static_cast<V>(acc[t] / kept) : V(0);
+        }
+      }
+      if (any_nan) {  // min/max scramble NaN: redo those coordinates in NaN-last order
+        for (int64_t t = 0; t < n; ++t) {
+          if (!nan_lanes[t]) continue;
+          gather_column(u, K, d, j0 + t, col.data());
+          out[j0 + t] = static_cast<V>(column_stat(stat, col.data(), K, trim, tau));
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void selection_path(Stat stat, const T* __restrict__ u, int64_t K, int64_t d, int64_t trim,
+                    double tau, typename Traits<T>::val_t* __restrict__ out, int num_threads) {
+  using V = typename Traits<T>::val_t;
+  constexpr int64_t kCols = 16;  // columns gathered together: 16 loads per cache line walk
+  const int64_t tasks = ceil_div(d, kCols);
+  parallel_for(tasks, num_threads, [&](int64_t task) {
+    const int64_t j0 = task * kCols, n = std::min(kCols, d - j0);
+    std::vector<V> cols(kCols * K);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t t = 0; t < n; ++t) cols[t * K + k] = load(u + k * d + j0 + t);
+    for (int64_t t = 0; t < n; ++t)
+      out[j0 + t] = static_cast<V>(column_stat(stat, cols.data() + t * K, K, trim, tau));
+  });
+}
+
+void run(Stat stat, const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim,
+         double tau, void* out, int num_threads) {
+  if (K <= 0 || d <= 0) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    using V = typename Traits<T>::val_t;
+    constexpr int TL = sizeof(V) == 4 ? 64 : 32;
+    const T* u = static_cast<const T*>(updates);
+    V* o = static_cast<V*>(out);
+    if (K <= kMaxNetworkK) network_path<T, TL>(stat, u, K, d, trim, tau, o, num_threads);
+    else selection_path<T>(stat, u, K, d, trim, tau, o, num_threads);
+  });
+}
+
+}  // namespace
+
+void trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim,
+                  void* out, int num_threads) {
+  run(Stat::Trimmed, updates, dtype, K, d, trim, 0.0, out, num_threads);
+}
+
+void median(const void* updates, DType dtype, int64_t K, int64_t d, void* out, int num_threads) {
+  run(Stat::Median, updates, dtype, K, d, 0, 0.0, out, num_threads);
+}
+
+void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d, double tau,
+                         int64_t trim, void* out, int num_threads) {
+  run(Stat::Masked, updates, dtype, K, d, trim, tau, out, num_threads);
+}
+
+}  // namespace cpu
+}  // namespace robustagg

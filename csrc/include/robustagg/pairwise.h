@@ -1,0 +1,26 @@
+// Kernel family 4: pairwise statistics between clients.
+//
+// Contract: updates [K, d] C-contiguous; outputs out_t [K, K], symmetric.
+// Every entry is accumulated in double from direct differences (never
+// |a|^2 + |b|^2 - 2ab), so identical rows give exactly 0 distance, and
+// results match a float64 computation to ~1e-12 relative. d is split into
+// a fixed number of segments whose partial sums are added in segment order:
+// bitwise identical for any thread count.
+#pragma once
+#include "robustagg/common.h"
+
+namespace robustagg {
+namespace cpu {
+
+// sqdist[i, j] = sum_n (u[i, n] - u[j, n])^2; gram[i, j] = sum_n u[i, n] u[j, n].
+// Either output may be nullptr; both are computed in one pass when both are given.
+void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d,
+                    void* sqdist, void* gram, int num_threads);
+
+// cos[i, j] = <u_i, u_j> / sqrt(|u_i|^2 |u_j|^2), clamped to [-1, 1]; exactly 1
+// for identical non-zero rows; 0 where either row is all zero (diagonal too).
+void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d,
+                       void* out, int num_threads);
+
+}  // namespace cpu
+}  // namespace robustagg

@@ -1,0 +1,33 @@
+// Kernel family 3: repeated-median lines and residual-based reweighting
+// (residual_reweighting.txt, Algorithm 1; DESIGN.md "step by step").
+//
+// Per coordinate n the K values are sorted; the value of rank x (0..K-1) is
+// y_(x), ties broken by client index. Medians of an even count are the
+// midpoint of the two middle values. Arithmetic is done in double for every
+// input type. NaN sorts above +inf; a column with NaN or Inf produces NaN/Inf
+// in its line and residuals (the aggregator layer excludes such clients).
+#pragma once
+#include "robustagg/common.h"
+
+namespace robustagg {
+namespace cpu {
+
+enum class InterceptMode : int { Siegel = 0, Median = 1 };
+
+// Siegel's repeated medians on (rank, sorted value):
+//   slope     = med_i med_{j != i} (y_j - y_i) / (j - i)                    eq. (1)
+//   intercept = med_i med_{j != i} (j y_i - i y_j) / (j - i)   (Siegel)     eq. (2)
+//             = med(y) - slope (K - 1) / 2                      (Median)
+// K = 1: slope 0, intercept y_0. slope, intercept: out_t [d].
+void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d,
+                          InterceptMode mode, void* slope, void* intercept, int num_threads);
+
+// Algorithm 1 of residual_reweighting.txt. client_weights: out_t [K],
+// aggregate: out_t [d]. K < 3: plain mean, uniform weights. Two passes over
+// `updates`; the only temporaries are O(d) line parameters and O(K) sums.
+void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d,
+                       double lam, double delta, double power, InterceptMode mode,
+                       void* client_weights, void* aggregate, int num_threads);
+
+}  // namespace cpu
+}  // namespace robustagg

@@ -1,0 +1,31 @@
+// Kernel family 1: per-coordinate sign voting.
+//
+// Contract (clients are rows):
+//   updates : [K, d] C-contiguous, element type `dtype`
+//   weights : [K] float64, non-negative, not all zero, or nullptr (unweighted)
+//   out_t   : float for float32/float16/bfloat16 inputs, double for float64
+//
+// sgn(x) is +1 for x > 0, -1 for x < 0 and 0 otherwise: zeros of either sign
+// and NaN abstain (as in the RLR authors' code, where torch.sign(0) = 0).
+// Sums over clients are accumulated in double in client order, so results do
+// not depend on the thread count.
+#pragma once
+#include "robustagg/common.h"
+
+namespace robustagg {
+namespace cpu {
+
+// out[j] = sum_k sgn(u[k, j])                 (int32_t* out) when weights == nullptr
+// out[j] = sum_k weights[k] * sgn(u[k, j])    (out_t* out)   otherwise
+void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d,
+               const double* weights, void* out, int num_threads);
+
+// RLR eq. (5)-(6): m[j] = sum_k w_k u[k, j] / sum_k w_k (uniform w when
+// weights == nullptr); out[j] = m[j] if |sum_k sgn(u[k, j])| >= threshold,
+// else -m[j]. The vote is the unweighted count of clients (theta is a number
+// of agents). NaN in a column makes m[j] NaN there. out: out_t [d].
+void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d,
+                    double threshold, const double* weights, void* out, int num_threads);
+
+}  // namespace cpu
+}  // namespace robustagg

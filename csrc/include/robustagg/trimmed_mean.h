@@ -1,0 +1,34 @@
+// Kernel family 2: coordinate-wise order statistics.
+//
+// Contract (clients are rows):
+//   updates : [K, d] C-contiguous, element type `dtype`; out : out_t [d]
+//   (out_t is float for float32/float16/bfloat16 inputs, double for float64).
+//
+// Ordering: values are ordered by value with NaN above +inf (as torch.sort);
+// -0.0 and +0.0 compare equal, so which of them is dropped by trimming is
+// unspecified, and a result can be -0.0 where the reference gives +0.0.
+// The kept values are summed in double; the order of that sum is fixed for a
+// given K (not for a given thread count), so results are bitwise identical
+// for any thread count. CPU and CUDA may differ in the last bit.
+#pragma once
+#include "robustagg/common.h"
+
+namespace robustagg {
+namespace cpu {
+
+// Drop `trim` smallest and `trim` largest values per coordinate (0 <= 2*trim < K)
+// and average the remaining K - 2*trim.
+void trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,
+                  int64_t trim, void* out, int num_threads);
+
+// Median per coordinate: the middle value for odd K, the midpoint of the two
+// middle values for even K (computed as a/2 + b/2, which cannot overflow).
+void median(const void* updates, DType dtype, int64_t K, int64_t d, void* out, int num_threads);
+
+// Invariant aggregator (Algorithm 1, Definitions 7-9): trimmed mean where
+// |sum_k sgn(u[k, j])| / K >= tau, else 0. sgn as in sign_vote.h.
+void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,
+                         double tau, int64_t trim, void* out, int num_threads);
+
+}  // namespace cpu
+}  // namespace robustagg

@@ -1,0 +1,212 @@
+"""Pure-PyTorch references of every op in :mod:`robustagg.ops`.
+
+These are the oracles of the tests and the baselines of the benchmarks: what a
+careful user would write with vectorised torch calls (``torch.sort``, chunked
+broadcasting), with the same semantics as the native kernels (NaN sorted last,
+midpoint medians, sgn(0) = 0, float64 arithmetic where the kernels use it).
+Shapes and arguments are validated by :mod:`robustagg.ops`; these functions
+assume valid input.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = [
+    "sign_vote",
+    "robust_lr_mean",
+    "trimmed_mean",
+    "median",
+    "masked_trimmed_mean",
+    "repeated_median_line",
+    "residual_reweight",
+    "pairwise_sq_distances",
+    "cosine_similarity",
+    "gram",
+]
+
+# Elements of the largest temporary a reference builds per chunk ([K, K, chunk]).
+_CHUNK_ELEMENTS = 1 << 23
+
+
+def _value_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _values(updates: torch.Tensor) -> torch.Tensor:
+    """float32 (float16/bfloat16/float32 input) or float64 copy-free view of the values."""
+    return updates.detach().to(_value_dtype(updates.dtype))
+
+
+def _sgn(u: torch.Tensor) -> torch.Tensor:
+    """+1 / -1 / 0, with 0 for zeros of either sign and for NaN."""
+    return (u > 0).to(torch.int32) - (u < 0).to(torch.int32)
+
+
+def _chunk(K: int, d: int, per_column: int) -> int:
+    return max(1, min(d, _CHUNK_ELEMENTS // max(1, per_column)))
+
+
+def _midpoint_median(sorted_values: torch.Tensor, dim: int) -> torch.Tensor:
+    """Median of already sorted values along ``dim``: midpoint of the middle two for even n."""
+    n = sorted_values.shape[dim]
+    b = sorted_values.select(dim, n // 2)
+    if n % 2 == 1:
+        return b
+    a = sorted_values.select(dim, (n - 1) // 2)
+    return 0.5 * a.double() + 0.5 * b.double()
+
+
+def sign_vote(updates: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    s = _sgn(_values(updates))
+    if weights is None:
+        return s.sum(0, dtype=torch.int32)
+    w = weights.detach().to(torch.float64)
+    return (w[:, None] * s.double()).sum(0).to(_value_dtype(updates.dtype))
+
+
+def robust_lr_mean(updates: torch.Tensor, threshold: float,
+                   weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    u = _values(updates)
+    u64 = u.double()
+    if weights is None:
+        mean = u64.mean(0)
+    else:
+        w = weights.detach().to(torch.float64)
+        mean = (w[:, None] * u64).sum(0) / w.sum()
+    votes = _sgn(u).sum(0).abs().double()
+    out = torch.where(votes >= threshold, mean, -mean)
+    return out.to(_value_dtype(updates.dtype)).to(updates.dtype)
+
+
+def trimmed_mean(updates: torch.Tensor, trim: int) -> torch.Tensor:
+    K = updates.shape[0]
+    s = torch.sort(_values(updates), dim=0).values
+    kept = s[trim:K - trim].double()
+    return (kept.sum(0) / (K - 2 * trim)).to(_value_dtype(updates.dtype)).to(updates.dtype)
+
+
+def median(updates: torch.Tensor) -> torch.Tensor:
+    s = torch.sort(_values(updates), dim=0).values
+    return _midpoint_median(s, 0).to(_value_dtype(updates.dtype)).to(updates.dtype)
+
+
+def masked_trimmed_mean(updates: torch.Tensor, tau: float, trim: int) -> torch.Tensor:
+    K = updates.shape[0]
+    tm = trimmed_mean(updates, trim)
+    consistency = _sgn(_values(updates)).sum(0).abs().double() / K
+    return torch.where(consistency >= tau, tm, torch.zeros_like(tm))
+
+
+def _repeated_median_chunk(y: torch.Tensor, intercept: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Siegel line of sorted float64 columns y [K, c] on ranks 0..K-1."""
+    K, c = y.shape
+    if K == 1:
+        return torch.zeros_like(y[0]), y[0].clone()
+    x = torch.arange(K, dtype=torch.float64, device=y.device)
+    # Index of the K-1 partners j != i of each i.
+    partners = torch.arange(K, device=y.device).expand(K, K)
+    partners = partners[~torch.eye(K, dtype=torch.bool, device=y.device)].view(K, K - 1)
+    xi, xj = x[:, None], x[partners]                           # [K, 1], [K, K-1]
+    yi, yj = y[:, None, :], y[partners]                         # [K, 1, c], [K, K-1, c]
+    dx = (xj - xi)[:, :, None]
+    slopes = (yj - yi) / dx                                     # eq. (1)
+    slope = _midpoint_median(torch.sort(_midpoint_median(torch.sort(slopes, 1).values, 1), 0).values, 0)
+    if intercept == "median":
+        icpt = _midpoint_median(y, 0) - slope * (0.5 * (K - 1))
+    else:
+        pts = (xj[:, :, None] * yi - xi[:, :, None] * yj) / dx  # eq. (2)
+        icpt = _midpoint_median(torch.sort(_midpoint_median(torch.sort(pts, 1).values, 1), 0).values, 0)
+    return slope, icpt
+
+
+def repeated_median_line(updates: torch.Tensor, intercept: str = "siegel") -> Tuple[torch.Tensor, torch.Tensor]:
+    u = updates.detach().double()
+    K, d = u.shape
+    slope = torch.empty(d, dtype=torch.float64, device=u.device)
+    icpt = torch.empty_like(slope)
+    step = _chunk(K, d, 2 * K * K)
+    for c0 in range(0, d, step):
+        y = torch.sort(u[:, c0:c0 + step], dim=0).values
+        slope[c0:c0 + step], icpt[c0:c0 + step] = _repeated_median_chunk(y, intercept)
+    bad = ~torch.isfinite(u).all(0)
+    slope[bad] = math.nan
+    icpt[bad] = math.nan
+    out = _value_dtype(updates.dtype)
+    return slope.to(out).to(updates.dtype), icpt.to(out).to(updates.dtype)
+
+
+def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
+                      power: float = 1.0, intercept: str = "siegel") -> Tuple[torch.Tensor, torch.Tensor]:
+    u = updates.detach().double()
+    K, d = u.shape
+    out_dtype = _value_dtype(updates.dtype)
+    if K < 3:
+        cw = torch.full((K,), 1.0 / K, dtype=torch.float64, device=u.device)
+        return cw.to(out_dtype), u.mean(0).to(out_dtype).to(updates.dtype)
+
+    x = torch.arange(K, dtype=torch.float64, device=u.device)
+    xbar = 0.5 * (K - 1)
+    sxx = K * (K * K - 1.0) / 12.0
+    s = torch.sqrt(1.0 - (1.0 / K + (x - xbar) ** 2 / sxx))[:, None]  # sqrt(1 - h) per rank
+    Z = lam * math.sqrt(2.0 / K)
+    tau_scale = 1.4826 * (1.0 + 5.0 / (K - 1))
+
+    finite = torch.isfinite(u).all(0)
+    W = torch.zeros(K, dtype=torch.float64, device=u.device)
+    corrected = u.clone()  # K x d is fine for a reference
+    step = _chunk(K, d, 2 * K * K)
+    for c0 in range(0, d, step):
+        cols = slice(c0, c0 + step)
+        block = torch.where(finite[cols], u[:, cols], torch.zeros_like(u[:, cols]))
+        y, perm = torch.sort(block, dim=0, stable=True)  # rank -> client, ties by client index
+        b1, b0 = _repeated_median_chunk(y, intercept)
+        line = b0 + b1 * x[:, None]
+        r = y - line
+        tau = tau_scale * _midpoint_median(torch.sort(r.abs(), 0).values, 0)
+        az = ((r / tau) / s).abs()
+        w = torch.where(az <= Z, torch.ones_like(r), Z / az)
+        w = torch.where(r == 0, torch.ones_like(w), w)
+        w = torch.where(w <= delta, torch.zeros_like(w), w)           # eq. (8)
+        y_corr = torch.where(w == 0, line, y)                          # eq. (9)
+        sigma = w.std(0, unbiased=True)
+        contrib = torch.where(finite[cols], w * sigma, torch.zeros_like(w))
+        W.index_add_(0, perm.flatten(), contrib.flatten())            # eq. (10)
+        unsorted = torch.empty_like(y_corr).scatter_(0, perm, y_corr)
+        corrected[:, cols] = torch.where(finite[cols], unsorted, u[:, cols])
+
+    Wp = W ** power
+    total = Wp.sum()
+    if total > 0 and torch.isfinite(total):
+        cw = Wp / total
+    else:
+        cw = torch.full((K,), 1.0 / K, dtype=torch.float64, device=u.device)
+    agg = (cw[:, None] * corrected).sum(0)
+    return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
+
+
+def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
+    u = updates.detach().double()
+    K, d = u.shape
+    out = torch.zeros(K, K, dtype=torch.float64, device=u.device)
+    step = _chunk(K, d, K * K)
+    for c0 in range(0, d, step):
+        blk = u[:, c0:c0 + step]
+        out += ((blk[:, None, :] - blk[None, :, :]) ** 2).sum(-1)
+    return out.to(_value_dtype(updates.dtype))
+
+
+def gram(updates: torch.Tensor) -> torch.Tensor:
+    u = updates.detach().double()
+    return (u @ u.T).to(_value_dtype(updates.dtype))
+
+
+def cosine_similarity(updates: torch.Tensor) -> torch.Tensor:
+    u = updates.detach().double()
+    g = u @ u.T
+    n = torch.diagonal(g)
+    denom = torch.sqrt(n[:, None] * n[None, :])
+    cos = torch.where((n[:, None] > 0) & (n[None, :] > 0), g / denom, torch.zeros_like(g))
+    return cos.clamp(-1.0, 1.0).to(_value_dtype(updates.dtype))

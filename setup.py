@@ -1,0 +1,100 @@
+"""Build of robustagg._C: plain C++17 (+ CUDA when nvcc is found), no torch headers.
+
+Environment:
+  ROBUSTAGG_CUDA        unset: build CUDA sources when nvcc is found; 0: CPU only;
+                        1: a missing nvcc is an error.
+  ROBUSTAGG_CUDA_ARCHS  e.g. "80;90" (default), compiled for each plus PTX of the last.
+  ROBUSTAGG_MARCH       -march value for the CPU kernels (default "native": this is
+                        a source build for this machine); set to "" for portable binaries.
+  CUDA_HOME             CUDA toolkit root; else nvcc is looked up on PATH.
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
+from setuptools import setup
+
+ParallelCompile("ROBUSTAGG_BUILD_JOBS", default=0).install()
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def find_nvcc():
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if cuda_home:
+        cand = os.path.join(cuda_home, "bin", "nvcc")
+        if os.path.exists(cand):
+            return cand, cuda_home
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        return nvcc, os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    return None, None
+
+
+def cuda_plan():
+    mode = os.environ.get("ROBUSTAGG_CUDA", "").strip()
+    sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    if mode == "0" or not sources:
+        return None
+    nvcc, cuda_home = find_nvcc()
+    if nvcc is None:
+        if mode == "1":
+            sys.exit("ROBUSTAGG_CUDA=1 but nvcc was not found (set CUDA_HOME or put nvcc on PATH)")
+        return None
+    archs = [a.strip() for a in os.environ.get("ROBUSTAGG_CUDA_ARCHS", "80;90").replace(",", ";").split(";") if a.strip()]
+    return {"nvcc": nvcc, "home": cuda_home, "archs": archs, "sources": sources}
+
+
+CUDA = cuda_plan()
+
+
+class BuildExt(build_ext):
+    """Compiles csrc/cuda/*.cu with nvcc and links them (cudart static) into _C."""
+
+    def build_extension(self, ext):
+        if CUDA is not None:
+            objects = []
+            os.makedirs(self.build_temp, exist_ok=True)
+            gencode = []
+            for a in CUDA["archs"]:
+                gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+            last = CUDA["archs"][-1]
+            gencode += ["-gencode", f"arch=compute_{last},code=compute_{last}"]
+            for src in CUDA["sources"]:
+                obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
+                cmd = [CUDA["nvcc"], "-c", src, "-o", obj, "-O3", "-std=c++17",
+                       "-Xcompiler", "-fPIC", "-Icsrc/include", "--expt-relaxed-constexpr",
+                       *gencode]
+                print(" ".join(cmd))
+                subprocess.check_call(cmd, cwd=HERE)
+                objects.append(obj)
+            ext.extra_objects = list(ext.extra_objects or []) + objects
+            libdir = os.path.join(CUDA["home"], "lib64")
+            ext.extra_link_args = list(ext.extra_link_args or []) + [
+                f"-L{libdir}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
+            archs = ",".join(f"sm_{a}" for a in CUDA["archs"]) + f",compute_{last}"
+            ext.define_macros = list(ext.define_macros or []) + [
+                ("ROBUSTAGG_WITH_CUDA", "1"), ("ROBUSTAGG_CUDA_ARCHS_STR", f'"{archs}"')]
+            ext.include_dirs = list(ext.include_dirs or []) + [os.path.join(CUDA["home"], "include")]
+        super().build_extension(ext)
+
+
+cpu_sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))) + [os.path.join("csrc", "bindings.cpp")]
+march = os.environ.get("ROBUSTAGG_MARCH", "native").strip()
+cflags = ["-O3", "-fno-math-errno", "-fvisibility=hidden"]
+if march and sys.platform != "win32":
+    cflags.append(f"-march={march}")
+
+ext = Pybind11Extension(
+    "robustagg._C",
+    sources=cpu_sources,
+    include_dirs=["csrc/include", "csrc/cpu"],
+    cxx_std=17,
+    extra_compile_args=cflags,
+    extra_link_args=["-pthread"],
+)
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
