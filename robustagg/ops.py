@@ -231,6 +231,7 @@ def sign_vote(updates: torch.Tensor, weights: Optional[torch.Tensor] = None) -> 
         >>> ops.sign_vote(torch.tensor([[1., -2.], [3., 0.], [-1., -1.]]))
         tensor([ 1, -2], dtype=torch.int32)
     """
+    _sign_vote_checks(updates, weights)
     return torch.ops.robustagg.sign_vote(updates, weights)
 
 
@@ -295,6 +296,7 @@ def robust_lr_mean(updates: torch.Tensor, threshold: float,
         >>> ops.robust_lr_mean(torch.tensor([[1., 1.], [1., -1.], [1., 3.]]), threshold=2)
         tensor([ 1.0000, -1.0000])
     """
+    _rlr_checks(updates, threshold, weights)
     return torch.ops.robustagg.robust_lr_mean(updates, threshold, weights)
 
 
@@ -346,6 +348,7 @@ def trimmed_mean(updates: torch.Tensor, trim: int) -> torch.Tensor:
         >>> ops.trimmed_mean(torch.tensor([[1.], [2.], [100.], [3.], [-50.]]), trim=1)
         tensor([2.])
     """
+    _trim_checks(updates, trim)
     return torch.ops.robustagg.trimmed_mean(updates, trim)
 
 
@@ -389,6 +392,7 @@ def median(updates: torch.Tensor) -> torch.Tensor:
         >>> ops.median(torch.tensor([[1.], [4.], [2.], [10.]]))
         tensor([3.])
     """
+    _median_checks(updates)
     return torch.ops.robustagg.median(updates)
 
 
@@ -442,6 +446,7 @@ def masked_trimmed_mean(updates: torch.Tensor, tau: float, trim: int) -> torch.T
         >>> ops.masked_trimmed_mean(torch.tensor([[1., 1.], [2., -1.], [3., 1.]]), tau=1.0, trim=0)
         tensor([2., 0.])
     """
+    _masked_checks(updates, tau, trim)
     return torch.ops.robustagg.masked_trimmed_mean(updates, tau, trim)
 
 
@@ -503,6 +508,7 @@ def repeated_median_line(updates: torch.Tensor, intercept: str = "siegel") -> Tu
         >>> ops.repeated_median_line(torch.tensor([[0.], [2.], [1.], [30.]]))
         (tensor([1.]), tensor([0.]))
     """
+    _rm_checks(updates, intercept)
     return torch.ops.robustagg.repeated_median_line(updates, intercept)
 
 
@@ -572,6 +578,7 @@ def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.
         >>> u = torch.tensor([[1.0], [1.1], [0.9], [1.05], [50.0]])
         >>> w, agg = ops.residual_reweight(u)
     """
+    _rr_checks(updates, lam, delta, power, intercept)
     return torch.ops.robustagg.residual_reweight(updates, lam, delta, power, intercept)
 
 
@@ -618,6 +625,7 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
         tensor([[ 0., 25.],
                 [25.,  0.]])
     """
+    _pw_checks("pairwise_sq_distances", updates)
     return torch.ops.robustagg.pairwise_sq_distances(updates)
 
 
@@ -651,6 +659,7 @@ def cosine_similarity(updates: torch.Tensor) -> torch.Tensor:
         tensor([[1.0000, 0.7071],
                 [0.7071, 1.0000]])
     """
+    _pw_checks("cosine_similarity", updates)
     return torch.ops.robustagg.cosine_similarity(updates)
 
 

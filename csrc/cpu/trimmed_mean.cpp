@@ -26,12 +26,11 @@ template <typename V> double select_median(V* col, int64_t K) {
   return 0.5 * a + 0.5 * b;
 }
 
-// Mean of col after dropping `trim` values per tail; reorders col.
+// Mean of col after dropping `trim` values per tail; sorts col.
 template <typename V> double select_trimmed_mean(V* col, int64_t K, int64_t trim) {
-  if (trim > 0) {
-    std::nth_element(col, col + trim, col + K, nan_last_less<V>);
-    std::nth_element(col + trim, col + (K - trim - 1), col + K, nan_last_less<V>);
-  }
+  // Sorted, so that the sum's order (and so its last bit) does not depend on
+  // the order of the clients.
+  std::sort(col, col + K, nan_last_less<V>);
   double acc = 0.0;
   for (int64_t k = trim; k < K - trim; ++k) acc += static_cast<double>(col[k]);
   return acc / static_cast<double>(K - 2 * trim);
@@ -52,8 +51,10 @@ void network_path(Stat stat, const T* __restrict__ u, int64_t K, int64_t d, int6
                   double tau, typename Traits<T>::val_t* __restrict__ out, int num_threads) {
   using V = typename Traits<T>::val_t;
   Network net;
+  // Trimmed means are summed in sorted order even for trim = 0, so that the
+  // result is bitwise invariant to the order of the clients.
   if (stat == Stat::Median) net = median_network(K);
-  else if (trim > 0) net = prune_network(batcher_network(K), K, trim, K - trim - 1);
+  else net = batcher_network(K);
   const int64_t tiles = ceil_div(d, TL);
   const int64_t tasks = ceil_div(tiles, kTilesPerTask);
   const int64_t work = K * d * (1 + static_cast<int64_t>(net.size()) / std::max<int64_t>(K, 1));

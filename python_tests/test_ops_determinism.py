@@ -1,0 +1,69 @@
+"""Bitwise determinism across thread counts and runs; opcheck and torch.compile."""
+import pytest
+import torch
+
+from robustagg import ops
+from common import make_updates
+
+CASES = [
+    ("sign_vote", ()), ("robust_lr_mean", (3,)), ("trimmed_mean", (4,)), ("median", ()),
+    ("masked_trimmed_mean", (0.3, 2)), ("repeated_median_line", ()), ("residual_reweight", ()),
+    ("pairwise_sq_distances", ()), ("cosine_similarity", ()),
+]
+
+
+@pytest.fixture
+def restore_threads():
+    yield
+    ops.set_num_threads(None)
+
+
+@pytest.mark.parametrize("name,args", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_results_are_bitwise_identical_for_1_2_and_3_threads(name, args, dtype, restore_threads):
+    d = 20_000 if name in ("repeated_median_line", "residual_reweight") else 200_003
+    u = make_updates(17, d, dtype, "normal", seed=1)
+    results = []
+    for threads in (1, 2, 3, 2):
+        ops.set_num_threads(threads)
+        out = getattr(ops, name)(u, *args)
+        results.append(out if isinstance(out, tuple) else (out,))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a.view(torch.uint8) if a.is_floating_point() else a,
+                               b.view(torch.uint8) if b.is_floating_point() else b)
+
+
+OPCHECK_CASES = [
+    ("sign_vote", lambda u: (u,)), ("sign_vote", lambda u: (u, torch.rand(u.shape[0], dtype=u.dtype) + 0.1)),
+    ("robust_lr_mean", lambda u: (u, 2.0)), ("robust_lr_mean", lambda u: (u, 2.0, torch.ones(u.shape[0], dtype=u.dtype))),
+    ("trimmed_mean", lambda u: (u, 1)), ("median", lambda u: (u,)),
+    ("masked_trimmed_mean", lambda u: (u, 0.5, 1)), ("repeated_median_line", lambda u: (u, "siegel")),
+    ("repeated_median_line", lambda u: (u, "median")), ("residual_reweight", lambda u: (u, 2.0, 0.1, 1.0, "siegel")),
+    ("pairwise_sq_distances", lambda u: (u,)), ("cosine_similarity", lambda u: (u,)),
+]
+
+
+@pytest.mark.parametrize("name,make_args", OPCHECK_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck(name, make_args, dtype):
+    u = make_updates(6, 33, dtype, "normal", seed=2)
+    torch.library.opcheck(getattr(torch.ops.robustagg, name).default, make_args(u))
+
+
+def test_ops_work_inside_torch_compile_fullgraph():
+    def f(u):
+        a = ops.trimmed_mean(u, 1) + ops.median(u) + ops.robust_lr_mean(u, 2.0)
+        w, agg = ops.residual_reweight(u)
+        return a + agg + ops.masked_trimmed_mean(u, 0.5, 1), ops.pairwise_sq_distances(u) + ops.cosine_similarity(u), w, ops.sign_vote(u)
+
+    u = make_updates(5, 40, torch.float32, "normal", seed=3)
+    compiled = torch.compile(f, fullgraph=True, backend="eager")
+    for got, want in zip(compiled(u), f(u)):
+        assert torch.equal(got, want)
+
+
+def test_ops_accept_inputs_that_require_grad_without_no_grad():
+    u = make_updates(5, 40, torch.float32, "normal", seed=3).requires_grad_()
+    out = ops.median(u)
+    assert out.shape == (40,)

@@ -1,0 +1,110 @@
+"""Bad input gets a clear ValueError/TypeError naming the argument and the bound."""
+import pytest
+import torch
+
+from robustagg import ops
+
+U = torch.randn(5, 8)
+
+ALL_OPS = [
+    ("sign_vote", ()), ("robust_lr_mean", (2,)), ("trimmed_mean", (1,)), ("median", ()),
+    ("masked_trimmed_mean", (0.5, 1)), ("repeated_median_line", ()), ("residual_reweight", ()),
+    ("pairwise_sq_distances", ()), ("cosine_similarity", ()),
+]
+
+
+@pytest.mark.parametrize("name,args", ALL_OPS)
+@pytest.mark.parametrize("bad,exc,words", [
+    (torch.randn(8), ValueError, "shape [K, d]"),
+    (torch.randn(2, 3, 4), ValueError, "shape [K, d]"),
+    (torch.randn(0, 4), ValueError, "K >= 1"),
+    (torch.randn(4, 0), ValueError, "d >= 1"),
+    (torch.ones(4, 3, dtype=torch.int64), TypeError, "float32, float64"),
+    (torch.ones(4, 3, dtype=torch.bool), TypeError, "float32, float64"),
+    ([[1.0, 2.0]], TypeError, "torch.Tensor"),
+])
+def test_malformed_updates_raise_naming_updates(name, args, bad, exc, words):
+    if name in ("trimmed_mean", "masked_trimmed_mean") and isinstance(bad, torch.Tensor) and bad.dim() == 2 and bad.shape[0] == 0:
+        args = args[:-1] + (0,)
+    with pytest.raises(exc) as info:
+        getattr(ops, name)(bad, *args)
+    assert "updates" in str(info.value) and words in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["sign_vote", "robust_lr_mean"])
+@pytest.mark.parametrize("weights,exc,words", [
+    (torch.ones(4), ValueError, "shape [K] = [5]"),
+    (torch.ones(5, 1), ValueError, "shape [K] = [5]"),
+    (torch.tensor([1.0, -1.0, 1.0, 1.0, 1.0]), ValueError, "non-negative"),
+    (torch.zeros(5), ValueError, "not be all zero"),
+    (torch.tensor([1.0, float("nan"), 1.0, 1.0, 1.0]), ValueError, "finite"),
+    ([1.0] * 5, TypeError, "torch.Tensor"),
+])
+def test_bad_weights_raise_naming_weights(name, weights, exc, words):
+    args = (U, 2, weights) if name == "robust_lr_mean" else (U, weights)
+    with pytest.raises(exc) as info:
+        getattr(ops, name)(*args)
+    assert "weights" in str(info.value) and words in str(info.value)
+
+
+@pytest.mark.parametrize("trim", [-1, 3, 5, 100])
+def test_trim_out_of_range_states_the_bound(trim):
+    with pytest.raises(ValueError, match=r"2\*trim < K = 5; got trim=" + str(trim)):
+        ops.trimmed_mean(U, trim)
+    with pytest.raises(ValueError, match="trim"):
+        ops.masked_trimmed_mean(U, 0.5, trim)
+
+
+def test_trim_must_be_an_int():
+    with pytest.raises(TypeError, match="trim must be an int"):
+        ops.trimmed_mean(U, 1.5)
+
+
+@pytest.mark.parametrize("tau", [-0.1, 1.01, float("nan"), float("inf")])
+def test_tau_outside_unit_interval_is_rejected(tau):
+    with pytest.raises(ValueError, match=r"tau must be in \[0.0, 1.0\]"):
+        ops.masked_trimmed_mean(U, tau, 1)
+
+
+@pytest.mark.parametrize("threshold", [-1, float("nan"), float("inf")])
+def test_negative_or_non_finite_threshold_is_rejected(threshold):
+    with pytest.raises(ValueError, match="threshold must be in"):
+        ops.robust_lr_mean(U, threshold)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"lam": 0.0}, "lam must be in (0.0"), ({"lam": -1.0}, "lam must be in (0.0"),
+    ({"delta": -0.1}, "delta must be in [0.0, 1.0]"), ({"delta": 1.5}, "delta must be in [0.0, 1.0]"),
+    ({"power": 0.0}, "power must be in (0.0"), ({"intercept": "ols"}, "'siegel' or 'median'"),
+])
+def test_residual_reweight_parameters_are_checked(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        ops.residual_reweight(U, **kwargs)
+    assert words in str(info.value)
+
+
+def test_repeated_median_line_rejects_unknown_intercept():
+    with pytest.raises(ValueError, match="intercept must be 'siegel' or 'median'; got 'mean'"):
+        ops.repeated_median_line(U, intercept="mean")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_weights_on_another_device_are_rejected():
+    with pytest.raises(ValueError, match="same device"):
+        ops.sign_vote(U, torch.ones(5, device="cuda"))
+
+
+@pytest.mark.parametrize("name,args", ALL_OPS)
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), -float("inf"), 3e38])
+def test_non_finite_and_huge_values_never_crash(name, args, poison):
+    u = torch.randn(7, 300)
+    u[2, ::3] = poison
+    out = getattr(ops, name)(u, *args)
+    outs = out if isinstance(out, tuple) else (out,)
+    for o in outs:
+        assert o.shape[-1] in (300, 7)
+
+
+def test_set_num_threads_validates():
+    with pytest.raises(ValueError, match="positive int"):
+        ops.set_num_threads(0)
