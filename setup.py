@@ -84,7 +84,7 @@ class BuildExt(build_ext):
 
 cpu_sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))) + [os.path.join("csrc", "bindings.cpp")]
 march = os.environ.get("ROBUSTAGG_MARCH", "native").strip()
-cflags = ["-O3", "-fno-math-errno", "-fvisibility=hidden"]
+cflags = ["-O3", "-fno-math-errno", "-fvisibility=hidden", "-mprefer-vector-width=512"]
 if march and sys.platform != "win32":
     cflags.append(f"-march={march}")
 

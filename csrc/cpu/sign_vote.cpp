@@ -43,7 +43,7 @@ void sign_vote_impl(const T* __restrict__ u,        // [K, d]
   });
 }
 
-template <typename T>
+template <typename T, bool kWeighted>
 void robust_lr_mean_impl(const T* __restrict__ u,        // [K, d]
                          int64_t K, int64_t d, double threshold,
                          const double* __restrict__ w,   // [K] or nullptr
@@ -51,27 +51,27 @@ void robust_lr_mean_impl(const T* __restrict__ u,        // [K, d]
                          int num_threads) {
   using V = typename Traits<T>::val_t;
   double wsum = 0.0;
-  for (int64_t k = 0; k < K; ++k) wsum += w ? w[k] : 1.0;
+  for (int64_t k = 0; k < K; ++k) wsum += kWeighted ? w[k] : 1.0;
   const int64_t tasks = ceil_div(d, kChunk);
   parallel_for(tasks, threads_for(K * d, num_threads), [&](int64_t task) {
     const int64_t j0 = task * kChunk, n = std::min(kChunk, d - j0);
-    double acc[kChunk];
-    int32_t votes[kChunk];
+    // One pass, both sums in double lanes: the vote is a small integer, exact in double.
+    double acc[kChunk], votes[kChunk];
     std::fill(acc, acc + n, 0.0);
-    std::fill(votes, votes + n, 0);
+    std::fill(votes, votes + n, 0.0);
     for (int64_t k = 0; k < K; ++k) {
       const T* row = u + k * d + j0;
-      const double wk = w ? w[k] : 1.0;
+      const double wk = kWeighted ? w[k] : 1.0;
       for (int64_t j = 0; j < n; ++j) {
-        const V x = load(row + j);
-        acc[j] += wk * static_cast<double>(x);
-        votes[j] += sgn(x);
+        const double x = static_cast<double>(load(row + j));
+        acc[j] += kWeighted ? wk * x : x;
+        votes[j] += static_cast<double>((x > 0.0) - (x < 0.0));
       }
     }
     // eq. (5)-(6): server learning rate +1 where the vote is strong enough, -1 elsewhere.
     for (int64_t j = 0; j < n; ++j) {
       const double mean = acc[j] / wsum;
-      const double vote = std::abs(static_cast<double>(votes[j]));
+      const double vote = std::abs(votes[j]);
       out[j0 + j] = static_cast<V>(vote >= threshold ? mean : -mean);
     }
   });
@@ -95,8 +95,10 @@ void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d,
   if (K <= 0 || d <= 0) return;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
-    robust_lr_mean_impl<T>(static_cast<const T*>(updates), K, d, threshold, weights,
-                           static_cast<typename Traits<T>::val_t*>(out), num_threads);
+    auto* o = static_cast<typename Traits<T>::val_t*>(out);
+    const T* u = static_cast<const T*>(updates);
+    if (weights) robust_lr_mean_impl<T, true>(u, K, d, threshold, weights, o, num_threads);
+    else robust_lr_mean_impl<T, false>(u, K, d, threshold, nullptr, o, num_threads);
   });
 }
 

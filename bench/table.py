@@ -1,0 +1,100 @@
+"""Prints (and writes, with --out) the CPU table: each native op against its
+pure-PyTorch reference in the same run, results checked before timing.
+
+    python bench/table.py --out bench/results/cpu.md
+
+Effective bandwidth = bytes of `updates` read once / native time. The
+bandwidth baseline is `updates.mean(0)` on the same tensor.
+"""
+import argparse
+import datetime
+import os
+import platform
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import robustagg  # noqa: E402
+from robustagg import ops, reference  # noqa: E402
+from _timing import check_close, median_seconds  # noqa: E402
+
+SHAPES = [(10, 1_000_000), (100, 1_000_000)]
+RESIDUAL_REF_SLICE = 100_000  # the residual reference is timed on this many coordinates and scaled
+
+
+def cases(K):
+    trim = max(1, K // 10)
+    return [
+        ("sign_vote", lambda u: ops.sign_vote(u), lambda u: reference.sign_vote(u)),
+        ("robust_lr_mean", lambda u: ops.robust_lr_mean(u, 4), lambda u: reference.robust_lr_mean(u, 4)),
+        ("trimmed_mean", lambda u: ops.trimmed_mean(u, trim), lambda u: reference.trimmed_mean(u, trim)),
+        ("median", lambda u: ops.median(u), lambda u: reference.median(u)),
+        ("masked_trimmed_mean", lambda u: ops.masked_trimmed_mean(u, 0.5, trim),
+         lambda u: reference.masked_trimmed_mean(u, 0.5, trim)),
+        ("residual_reweight", lambda u: ops.residual_reweight(u), lambda u: reference.residual_reweight(u)),
+        ("pairwise_sq_distances", lambda u: ops.pairwise_sq_distances(u), lambda u: reference.pairwise_sq_distances(u)),
+        ("cosine_similarity", lambda u: ops.cosine_similarity(u), lambda u: reference.cosine_similarity(u)),
+    ]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", help="write the markdown table here")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--shapes", default=None, help="e.g. 10x1000000,100x1000000")
+    args = p.parse_args()
+    shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+
+    rows = []
+    torch.manual_seed(0)
+    for K, d in shapes:
+        u = torch.randn(K, d)
+        nbytes = u.numel() * u.element_size()
+        t_mean = median_seconds(lambda: u.mean(0), repeats=args.repeats)
+        bw_mean = nbytes / t_mean / 1e9
+        rows.append(("updates.mean(0) (bandwidth baseline)", K, d, None, t_mean, None, bw_mean, None, ""))
+        for name, native, ref in cases(K):
+            note = ""
+            if name == "residual_reweight":
+                sl = u[:, :RESIDUAL_REF_SLICE].contiguous()
+                check_close(native(sl), ref(sl), name)
+                t_ref = median_seconds(lambda: ref(sl), repeats=1, warmup=0) * (d / RESIDUAL_REF_SLICE)
+                note = f"reference timed on d={RESIDUAL_REF_SLICE} and scaled x{d // RESIDUAL_REF_SLICE}"
+                t_nat = median_seconds(lambda: native(u), repeats=max(1, args.repeats // 2), warmup=0)
+            else:
+                check_close(native(u), ref(u), name)
+                t_ref = median_seconds(lambda: ref(u), repeats=max(1, args.repeats // 2), warmup=0)
+                t_nat = median_seconds(lambda: native(u), repeats=args.repeats)
+            bw = nbytes / t_nat / 1e9
+            rows.append((name, K, d, t_ref, t_nat, t_ref / t_nat, bw, bw / bw_mean, note))
+            if name == "pairwise_sq_distances":
+                t_cdist = median_seconds(lambda: torch.cdist(u, u) ** 2, repeats=args.repeats)
+                rows.append(("  vs torch.cdist(u, u)**2 (float32)", K, d, t_cdist, t_nat, t_cdist / t_nat, bw,
+                             bw / bw_mean, "cdist uses the Gram trick in float32 (inexact)"))
+            print(_fmt(rows[-1]), flush=True)
+
+    header = ("| op | K | d | reference ms | native ms | speed-up | native GB/s | of mean(0) BW | note |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines = [header] + [_fmt(r) for r in rows]
+    meta = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+            f"threads: {ops.get_num_threads()}; torch {torch.__version__}; robustagg {robustagg.__version__} "
+            f"({robustagg.native_info()['compiler']}); {datetime.date.today().isoformat()}. "
+            f"float32, medians of {args.repeats} runs (references: fewer). Shared, noisy machine.")
+    text = "# CPU benchmark: native ops vs pure-PyTorch references\n\n" + meta + "\n\n" + "\n".join(lines) + "\n"
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    print(text)
+
+
+def _fmt(r):
+    name, K, d, t_ref, t_nat, speedup, bw, frac, note = r
+    ref = f"{t_ref * 1e3:.1f}" if t_ref is not None else ""
+    sp = f"{speedup:.1f}x" if speedup is not None else ""
+    fr = f"{frac * 100:.0f}%" if frac is not None else ""
+    return f"| {name} | {K} | {d:.0e} | {ref} | {t_nat * 1e3:.2f} | {sp} | {bw:.2f} | {fr} | {note} |"
+
+
+if __name__ == "__main__":
+    main()
