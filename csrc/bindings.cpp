@@ -76,6 +76,10 @@ PYBIND11_MODULE(_C, m) {
                              uintptr_t gram, int threads) {
     ra::cpu::pairwise_stats(ptr<const void>(u), dt(dtype), K, d, ptr<void>(sqdist), ptr<void>(gram), threads);
   }, nogil);
+  m.def("pairwise_stats_f64", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist,
+                                 uintptr_t gram, int threads) {
+    ra::cpu::pairwise_stats_f64(ptr<const void>(u), dt(dtype), K, d, ptr<double>(sqdist), ptr<double>(gram), threads);
+  }, nogil);
   m.def("cosine_similarity", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out,
                                 int threads) {
     ra::cpu::cosine_similarity(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), threads);

@@ -666,14 +666,17 @@ def cosine_similarity(updates: torch.Tensor) -> torch.Tensor:
 def pairwise_stats(updates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Squared distances and Gram matrix ``<u_i, u_j>`` in one pass over ``updates``.
 
-    For rules that need both (RFLBAT's PCA, Krum plus cosine filters). Not a
-    registered torch op; CPU runs the native kernel, other devices the reference.
+    For rules that need both (RFLBAT's PCA and cosines, Krum). Returns float64
+    ``[K, K]`` matrices whatever the input dtype, so that huge-but-finite
+    updates (1e38 in float32) do not overflow. Not a registered torch op; CPU
+    runs the native kernel, other devices the reference.
     """
     K, d = _check_updates("pairwise_stats", updates)
     if updates.device.type != "cpu":
-        return _reference.pairwise_sq_distances(updates), _reference.gram(updates)
+        u = updates.detach().double()
+        return _reference.pairwise_sq_distances(u), _reference.gram(u)
     u, ptr, code = _cpu_args(updates)
-    dist = torch.empty(K, K, dtype=_out_dtype(u.dtype))
-    gram = torch.empty(K, K, dtype=_out_dtype(u.dtype))
-    _native().pairwise_stats(ptr, code, K, d, dist.data_ptr(), gram.data_ptr(), get_num_threads())
+    dist = torch.empty(K, K, dtype=torch.float64)
+    gram = torch.empty(K, K, dtype=torch.float64)
+    _native().pairwise_stats_f64(ptr, code, K, d, dist.data_ptr(), gram.data_ptr(), get_num_threads())
     return dist, gram

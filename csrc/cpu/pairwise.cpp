@@ -107,6 +107,15 @@ void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void
   });
 }
 
+void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d, double* sqdist,
+                        double* gram, int num_threads) {
+  if (K <= 0 || d <= 0 || (!sqdist && !gram)) return;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    pairwise_double(static_cast<const T*>(updates), K, d, sqdist, gram, num_threads);
+  });
+}
+
 void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, void* out,
                        int num_threads) {
   if (K <= 0 || d <= 0) return;

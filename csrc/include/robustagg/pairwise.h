@@ -17,6 +17,10 @@ namespace cpu {
 void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d,
                     void* sqdist, void* gram, int num_threads);
 
+// As pairwise_stats, but both outputs are double [K, K] for every input type.
+void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d,
+                        double* sqdist, double* gram, int num_threads);
+
 // cos[i, j] = <u_i, u_j> / sqrt(|u_i|^2 |u_j|^2), clamped to [-1, 1]; exactly 1
 // for identical non-zero rows; 0 where either row is all zero (diagonal too).
 void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d,

@@ -1,0 +1,208 @@
+"""The shared machinery of every rule: input handling, exclusion of non-finite
+clients, the result type and the registry of names."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from .. import ops
+
+__all__ = ["AggregationResult", "Aggregator", "register", "get", "available", "as_updates"]
+
+
+@dataclasses.dataclass
+class AggregationResult:
+    """What a rule did with one round of updates.
+
+    Attributes:
+        update: ``[d]`` the aggregate (apply it as ``w <- w + lr * update``).
+        client_weights: ``[K]`` the effective weight of each client in
+            ``update`` (sums to 1 where the rule is a weighted mean; nominal
+            ``1/K`` for coordinate-wise rules, whose weight differs per coordinate).
+        excluded: ``[K]`` bool, clients dropped by the rule or for non-finite values.
+        info: rule-specific details (scores, chosen cluster, vote counts...);
+            always has ``"nonfinite"``: the ids of clients excluded for NaN/Inf.
+    """
+
+    update: torch.Tensor
+    client_weights: torch.Tensor
+    excluded: torch.Tensor
+    info: Dict[str, Any]
+
+
+_REGISTRY: Dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def available() -> List[str]:
+    """Names accepted by :func:`get` (and the CLI)."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **params) -> "Aggregator":
+    """Builds a rule from its name, e.g. ``get("trimmed_mean", beta=0.1)``.
+
+    Wrappers take their base rule by name too: ``get("rlr", base="median", threshold=4)``.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown aggregator {name!r}; available: {', '.join(available())}")
+    if isinstance(params.get("base"), str):
+        params["base"] = get(params["base"])
+    return _REGISTRY[name](**params)
+
+
+def as_updates(updates) -> torch.Tensor:
+    """A ``[K, d]`` tensor from a tensor or a list of equally-shaped tensors (flattened)."""
+    if isinstance(updates, torch.Tensor):
+        if updates.dim() != 2:
+            raise ValueError(f"updates must be a [K, d] tensor or a list of tensors; got shape {tuple(updates.shape)}")
+        u = updates
+    elif isinstance(updates, (list, tuple)):
+        if not updates:
+            raise ValueError("updates must hold at least one client; got an empty list")
+        shapes = {tuple(t.shape) for t in updates if isinstance(t, torch.Tensor)}
+        if len(shapes) != 1 or not all(isinstance(t, torch.Tensor) for t in updates):
+            raise ValueError(f"updates must be tensors of one shape; got shapes {sorted(shapes)}")
+        u = torch.stack([t.reshape(-1) for t in updates])
+    else:
+        raise TypeError(f"updates must be a [K, d] tensor or a list of tensors; got {type(updates).__name__}")
+    if not u.is_floating_point():
+        raise TypeError(f"updates must be floating point; got {u.dtype}")
+    if u.shape[0] < 1 or u.shape[1] < 1:
+        raise ValueError(f"updates needs K >= 1 clients and d >= 1 coordinates; got shape {tuple(u.shape)}")
+    return u.detach()
+
+
+def _sample_weights(weights, K: int, device) -> Optional[torch.Tensor]:
+    if weights is None:
+        return None
+    w = torch.as_tensor(weights, dtype=torch.float64).to(device).reshape(-1)
+    if w.numel() != K:
+        raise ValueError(f"weights must have one entry per client (K={K}); got {w.numel()}")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("weights (sample counts) must be finite and non-negative")
+    return w
+
+
+def _client_ids(client_ids, K: int) -> List[Any]:
+    if client_ids is None:
+        return list(range(K))
+    ids = list(client_ids.tolist() if isinstance(client_ids, torch.Tensor) else client_ids)
+    if len(ids) != K:
+        raise ValueError(f"client_ids must have one entry per client (K={K}); got {len(ids)}")
+    if len(set(ids)) != K:
+        raise ValueError("client_ids must be distinct")
+    return ids
+
+
+def result_dtype(u: torch.Tensor) -> torch.dtype:
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+class Aggregator:
+    """Base of every rule: ``rule(updates, weights=None, client_ids=None) -> AggregationResult``.
+
+    Subclasses implement ``_aggregate(u, w, ids)`` on the finite clients only:
+    ``u`` is ``[n, d]``, ``w`` their sample counts (float64) or None, ``ids``
+    their ids; it returns an :class:`AggregationResult` over those n clients.
+    Hyper-parameters are keyword-only, stored as given, and checked in
+    ``_validate`` (called once from ``__init__``).
+    """
+
+    name = "aggregator"
+    stateful = False
+
+    def _validate(self) -> None:
+        pass
+
+    def _aggregate(self, u: torch.Tensor, w: Optional[torch.Tensor], ids: List[Any]) -> AggregationResult:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget any state kept across rounds (stateful rules)."""
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+    def __call__(self, updates, weights=None, client_ids=None) -> AggregationResult:
+        u = as_updates(updates)
+        K, d = u.shape
+        w = _sample_weights(weights, K, u.device)
+        ids = _client_ids(client_ids, K)
+        rdt = result_dtype(u)
+
+        finite = torch.isfinite(u).all(1)
+        keep = finite.nonzero().flatten()
+        nonfinite_ids = [ids[i] for i in (~finite).nonzero().flatten().tolist()]
+        if keep.numel() == 0:
+            return AggregationResult(
+                update=torch.zeros(d, dtype=u.dtype, device=u.device),
+                client_weights=torch.zeros(K, dtype=rdt, device=u.device),
+                excluded=torch.ones(K, dtype=torch.bool, device=u.device),
+                info={"nonfinite": nonfinite_ids, "note": "every client sent NaN/Inf: zero update"})
+        all_finite = keep.numel() == K
+        sub = u if all_finite else u.index_select(0, keep)
+        sub_w = None if w is None else (w if all_finite else w[keep])
+        if sub_w is not None and not bool((sub_w > 0).any()):
+            raise ValueError("weights (sample counts) must not be all zero over the finite clients")
+        sub_ids = ids if all_finite else [ids[i] for i in keep.tolist()]
+
+        res = self._aggregate(sub, sub_w, sub_ids)
+        update = res.update
+        info = dict(res.info)
+        if not bool(torch.isfinite(update).all()):
+            # Overflow inside a rule (e.g. huge but finite values): never hand it on.
+            update = ops.median(sub)
+            info["fallback"] = "non-finite aggregate replaced by the coordinate-wise median"
+        info["nonfinite"] = nonfinite_ids
+        if all_finite:
+            cw, excluded = res.client_weights.to(rdt), res.excluded
+        else:
+            cw = torch.zeros(K, dtype=rdt, device=u.device)
+            cw[keep] = res.client_weights.to(rdt)
+            excluded = torch.ones(K, dtype=torch.bool, device=u.device)
+            excluded[keep] = res.excluded
+        return AggregationResult(update=update.to(u.dtype), client_weights=cw, excluded=excluded, info=info)
+
+
+def uniform(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.full((n,), 1.0 / n, dtype=result_dtype(like), device=like.device)
+
+
+def none_excluded(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(n, dtype=torch.bool, device=like.device)
+
+
+def normalized(w: Optional[torch.Tensor], n: int, like: torch.Tensor) -> torch.Tensor:
+    """Sample counts as weights summing to 1 (uniform when None)."""
+    if w is None:
+        return uniform(n, like)
+    return (w / w.sum()).to(result_dtype(like))
+
+
+def check_positive_int(owner: str, name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum}; got {value!r}")
+
+
+def check_real(owner: str, name: str, value, lo: float, hi: float, lo_open=False, hi_open=False) -> None:
+    import math
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        raise ValueError(f"{owner}: {name} must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}; got {value!r}")
+
+
+def check_rule(owner: str, name: str, value) -> None:
+    if not isinstance(value, Aggregator):
+        raise ValueError(f"{owner}: {name} must be a robustagg aggregator (e.g. FedAvg()); got {value!r}")

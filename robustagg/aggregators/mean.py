@@ -1,0 +1,229 @@
+"""Mean-family rules: FedAvg, norm clipping and noise wrappers, Centered
+Clipping, geometric median (RFA)."""
+from __future__ import annotations
+
+import torch
+
+from .. import ops
+from .base import (AggregationResult, Aggregator, check_positive_int, check_real, check_rule,
+                   none_excluded, normalized, register, result_dtype)
+
+__all__ = ["FedAvg", "NormClip", "GaussianNoise", "CenteredClip", "GeometricMedian"]
+
+
+def weighted_mean(u: torch.Tensor, w) -> torch.Tensor:
+    """sum_k w_k u_k / sum_k w_k in one native pass, accumulated in float64.
+
+    (``robust_lr_mean`` with threshold 0 negates nothing: it is the weighted mean.)
+    """
+    return ops.robust_lr_mean(u, 0.0, None if w is None else w.to(u.device))
+
+
+def row_norms(u: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each client's update, in float64 (no overflow for float32 input)."""
+    return torch.stack([torch.linalg.vector_norm(row, dtype=torch.float64) for row in u])
+
+
+@register("fedavg")
+class FedAvg(Aggregator):
+    """Federated averaging: ``update = sum_k n_k u_k / sum_k n_k`` (McMahan et al. 2017).
+
+    ``weights`` are sample counts n_k (uniform when omitted). ``client_weights``
+    are ``n_k / sum n``. ``info`` is empty. The baseline every paper compares with.
+
+    Example:
+        >>> FedAvg()(torch.tensor([[1., 2.], [3., 4.]]), weights=[1, 3]).update
+        tensor([2.5000, 3.5000])
+    """
+
+    def __init__(self):
+        self._validate()
+
+    def _aggregate(self, u, w, ids):
+        return AggregationResult(weighted_mean(u, w), normalized(w, u.shape[0], u), none_excluded(u.shape[0], u), {})
+
+
+@register("clip")
+class NormClip(Aggregator):
+    """Norm clipping wrapper: ``u_k <- u_k * min(1, max_norm / ||u_k||)``, then ``base``.
+
+    The server-side bound of "weak DP" (RLR paper, eq. 2; Sun et al. 2019) and
+    the clipping bound S of "How to backdoor FL". Composable with any rule.
+
+    Args:
+        base: the rule applied to the clipped updates (default FedAvg()).
+        max_norm: M > 0.
+
+    ``info``: ``clipped`` (bool per client), ``norms`` (before clipping), and the base rule's info under ``base``.
+    """
+
+    def __init__(self, *, base=None, max_norm: float = 1.0):
+        self.base = FedAvg() if base is None else base
+        self.max_norm = max_norm
+        self._validate()
+
+    def _validate(self):
+        check_rule("NormClip", "base", self.base)
+        check_real("NormClip", "max_norm", self.max_norm, 0.0, float("inf"), lo_open=True, hi_open=True)
+
+    def _aggregate(self, u, w, ids):
+        norms = row_norms(u)
+        scale = torch.clamp(self.max_norm / norms.clamp_min(1e-300), max=1.0)
+        clipped = norms > self.max_norm
+        uc = u * scale.to(u.dtype)[:, None] if bool(clipped.any()) else u
+        res = self.base(uc, w, ids)
+        info = {"clipped": clipped.tolist(), "norms": norms.tolist(), "base": res.info}
+        return AggregationResult(res.update, res.client_weights, res.excluded, info)
+
+    def reset(self):
+        self.base.reset()
+
+
+@register("noise")
+class GaussianNoise(Aggregator):
+    """Gaussian noise wrapper: ``update = base(u).update + N(0, sigma^2 I)``.
+
+    With :class:`NormClip` this is the weak-DP defense of the RLR paper (eq. 2):
+    ``GaussianNoise(base=NormClip(max_norm=M), sigma=s)``.
+
+    Args:
+        base: the rule whose output gets noise (default FedAvg()).
+        sigma: noise standard deviation >= 0.
+        seed: seeds the noise generator (reproducible runs); None draws from torch's global RNG.
+
+    ``info``: ``sigma`` and the base rule's info under ``base``.
+    """
+
+    def __init__(self, *, base=None, sigma: float = 1e-3, seed=None):
+        self.base = FedAvg() if base is None else base
+        self.sigma = sigma
+        self.seed = seed
+        self._validate()
+        self._gen = None
+
+    def _validate(self):
+        check_rule("GaussianNoise", "base", self.base)
+        check_real("GaussianNoise", "sigma", self.sigma, 0.0, float("inf"), hi_open=True)
+
+    def _aggregate(self, u, w, ids):
+        res = self.base(u, w, ids)
+        if self.seed is not None and self._gen is None:
+            self._gen = torch.Generator(device=u.device).manual_seed(self.seed)
+        noise = torch.randn(res.update.shape, generator=self._gen, dtype=res.update.dtype, device=u.device)
+        return AggregationResult(res.update + self.sigma * noise, res.client_weights, res.excluded,
+                                 {"sigma": self.sigma, "base": res.info})
+
+    def reset(self):
+        self._gen = None
+        self.base.reset()
+
+
+@register("centered_clip")
+class CenteredClip(Aggregator):
+    """Centered Clipping (Karimireddy, He & Jaggi 2021).
+
+    Starting from ``v`` (the previous round's aggregate, or the coordinate-wise
+    median in the first round / with ``init="median"``), repeat ``iterations`` times::
+
+        v <- v + sum_k p_k (u_k - v) min(1, tau / ||u_k - v||)
+
+    with ``p_k`` the normalised sample counts. Each client moves ``v`` by at most ``tau``.
+
+    Args:
+        tau: clipping radius > 0.
+        iterations: L >= 1 (the paper uses 1 with momentum; more iterations converge further).
+        init: ``"previous"`` (stateful: the last aggregate of this instance) or ``"median"``.
+
+    ``info``: ``clipped_fraction`` of clients clipped in the last iteration.
+    """
+
+    stateful = True
+
+    def __init__(self, *, tau: float = 1.0, iterations: int = 3, init: str = "previous"):
+        self.tau = tau
+        self.iterations = iterations
+        self.init = init
+        self._validate()
+        self._previous = None
+
+    def _validate(self):
+        check_real("CenteredClip", "tau", self.tau, 0.0, float("inf"), lo_open=True, hi_open=True)
+        check_positive_int("CenteredClip", "iterations", self.iterations)
+        if self.init not in ("previous", "median"):
+            raise ValueError(f"CenteredClip: init must be 'previous' or 'median'; got {self.init!r}")
+
+    def _aggregate(self, u, w, ids):
+        n = u.shape[0]
+        p = normalized(w, n, u).to(torch.float64)
+        prev = self._previous
+        if self.init == "median" or prev is None or prev.shape[0] != u.shape[1] or prev.device != u.device:
+            v = ops.median(u).to(torch.float64)
+        else:
+            v = prev.to(torch.float64)
+        for _ in range(self.iterations):
+            diff_norm = torch.cdist(u, v.to(u.dtype)[None],
+                                    compute_mode="donot_use_mm_for_euclid_dist")[:, 0].to(torch.float64)
+            scale = torch.clamp(self.tau / diff_norm.clamp_min(1e-300), max=1.0)
+            coef = p * scale
+            # v + sum_k coef_k (u_k - v) = (1 - sum coef) v + sum_k coef_k u_k
+            v = (1.0 - coef.sum()) * v + (coef.to(u.dtype) @ u).to(torch.float64)
+        clipped = (scale < 1.0).double().mean().item()
+        self._previous = v.detach().clone()
+        return AggregationResult(v.to(u.dtype), (p * scale / (p * scale).sum()).to(result_dtype(u)),
+                                 none_excluded(n, u), {"clipped_fraction": clipped})
+
+    def reset(self):
+        self._previous = None
+
+
+@register("geomed")
+class GeometricMedian(Aggregator):
+    """Geometric median by the smoothed Weiszfeld algorithm (RFA, Pillutla et al. 2019).
+
+    ``argmin_v sum_k a_k ||v - u_k||`` with ``a_k`` the normalised sample counts;
+    each step ``v <- sum_k b_k u_k / sum_k b_k``, ``b_k = a_k / max(nu, ||v - u_k||)``,
+    from ``v`` = the weighted mean, until the objective improves by less than
+    ``tol`` (relative) or ``max_iter`` steps.
+
+    Args:
+        nu: smoothing > 0 (guards the division near a client).
+        tol: relative tolerance >= 0.
+        max_iter: >= 1.
+
+    ``info``: ``iterations``, ``objective``, ``converged``.
+    """
+
+    def __init__(self, *, nu: float = 1e-6, tol: float = 1e-5, max_iter: int = 100):
+        self.nu = nu
+        self.tol = tol
+        self.max_iter = max_iter
+        self._validate()
+
+    def _validate(self):
+        check_real("GeometricMedian", "nu", self.nu, 0.0, float("inf"), lo_open=True, hi_open=True)
+        check_real("GeometricMedian", "tol", self.tol, 0.0, float("inf"), hi_open=True)
+        check_positive_int("GeometricMedian", "max_iter", self.max_iter)
+
+    def _aggregate(self, u, w, ids):
+        n = u.shape[0]
+        a = normalized(w, n, u).to(torch.float64)
+        v = weighted_mean(u, w)
+
+        def distances(v):
+            return torch.cdist(u, v[None], compute_mode="donot_use_mm_for_euclid_dist")[:, 0].to(torch.float64)
+
+        dist = distances(v)
+        obj = float((a * dist).sum())
+        converged, it = False, 0
+        for it in range(1, self.max_iter + 1):
+            b = a / dist.clamp_min(self.nu)
+            v = weighted_mean(u, b)
+            dist = distances(v)
+            new_obj = float((a * dist).sum())
+            if abs(obj - new_obj) <= self.tol * max(new_obj, 1e-300):
+                obj, converged = new_obj, True
+                break
+            obj = new_obj
+        b = a / dist.clamp_min(self.nu)
+        return AggregationResult(v, (b / b.sum()).to(result_dtype(u)), none_excluded(n, u),
+                                 {"iterations": it, "objective": obj, "converged": converged})
