@@ -4,9 +4,9 @@ The kernels are in :mod:`robustagg.ops` (also ``torch.ops.robustagg.*``), their
 pure-PyTorch twins in :mod:`robustagg.reference`.
 """
 from ._version import __version__
-from . import ops, reference
+from . import aggregators, ops, reference, utils
 
-__all__ = ["__version__", "native_info", "ops", "reference"]
+__all__ = ["__version__", "aggregators", "native_info", "ops", "reference", "utils"]
 
 
 def native_info() -> dict:

@@ -110,7 +110,9 @@ class Bulyan(Aggregator):
 
     1. Select ``theta = n - 2f`` clients by repeated Krum: each time, the client
        with the lowest Krum score among those not yet selected (scores over the
-       remaining set, ``max(r - f - 2, 1)`` neighbours for r remaining).
+       remaining set with ``min(max(r - f - 2, f), r - 1)`` neighbours for r
+       remaining: near the end r - f - 2 drops below f, and f colluders could
+       then score 0 on each other alone; f neighbours always include an honest one).
     2. Per coordinate, average the ``beta = theta - 2f`` selected values closest to their median.
 
     Args:
@@ -137,7 +139,8 @@ class Bulyan(Aggregator):
         for _ in range(theta):
             sub = sqdist[remaining][:, remaining]
             r = len(remaining)
-            scores = krum_scores(sub, f, neighbours=max(r - f - 2, 1)) if r > 1 else torch.zeros(1, dtype=sub.dtype)
+            neighbours = min(max(r - f - 2, f, 1), r - 1)
+            scores = krum_scores(sub, f, neighbours=neighbours) if r > 1 else torch.zeros(1, dtype=sub.dtype)
             best = remaining[int(torch.sort(scores, stable=True).indices[0])]
             selected.append(best)
             remaining.remove(best)

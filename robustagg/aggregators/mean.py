@@ -24,6 +24,12 @@ def row_norms(u: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.linalg.vector_norm(row, dtype=torch.float64) for row in u])
 
 
+def distances_to(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """||u_k - v|| for every client, in float64; one row at a time (no [K, d] temporary)."""
+    v = v.to(u.dtype)
+    return torch.stack([torch.linalg.vector_norm(row - v, dtype=torch.float64) for row in u])
+
+
 @register("fedavg")
 class FedAvg(Aggregator):
     """Federated averaging: ``update = sum_k n_k u_k / sum_k n_k`` (McMahan et al. 2017).
@@ -161,8 +167,7 @@ class CenteredClip(Aggregator):
         else:
             v = prev.to(torch.float64)
         for _ in range(self.iterations):
-            diff_norm = torch.cdist(u, v.to(u.dtype)[None],
-                                    compute_mode="donot_use_mm_for_euclid_dist")[:, 0].to(torch.float64)
+            diff_norm = distances_to(u, v)
             scale = torch.clamp(self.tau / diff_norm.clamp_min(1e-300), max=1.0)
             coef = p * scale
             # v + sum_k coef_k (u_k - v) = (1 - sum coef) v + sum_k coef_k u_k
@@ -209,16 +214,13 @@ class GeometricMedian(Aggregator):
         a = normalized(w, n, u).to(torch.float64)
         v = weighted_mean(u, w)
 
-        def distances(v):
-            return torch.cdist(u, v[None], compute_mode="donot_use_mm_for_euclid_dist")[:, 0].to(torch.float64)
-
-        dist = distances(v)
+        dist = distances_to(u, v)
         obj = float((a * dist).sum())
         converged, it = False, 0
         for it in range(1, self.max_iter + 1):
             b = a / dist.clamp_min(self.nu)
             v = weighted_mean(u, b)
-            dist = distances(v)
+            dist = distances_to(u, v)
             new_obj = float((a * dist).sum())
             if abs(obj - new_obj) <= self.tol * max(new_obj, 1e-300):
                 obj, converged = new_obj, True

@@ -92,15 +92,15 @@ class Invariant(Aggregator):
     """Invariant aggregator (Wang et al., Algorithm 1): AND-mask plus trimmed mean, one fused pass.
 
     ``update[j] = TrMean_alpha(u[:, j])`` where ``|sum_k sgn(u_k[j])| / K >= tau``, else 0.
-    TrMean drops ``ceil(alpha K)`` values per tail (Definition 9), which must
-    leave at least one: ``2 ceil(alpha K) < K``.
+    TrMean drops ``ceil(alpha K)`` values per tail (Definition 9); where that
+    would leave nothing (tiny K) it drops ``(K - 1) // 2`` and says so in ``info``.
 
     Args:
         tau: sign-consistency threshold in [0, 1]. The paper starts at the
             corruption level N'/N and raises it for more robustness; its theory uses 1 - 2 alpha.
         alpha: fraction trimmed per tail, in [0, 0.5).
 
-    ``info``: ``masked_fraction`` (coordinates set to 0), ``trim`` (count per tail).
+    ``info``: ``masked_fraction`` (coordinates set to 0), ``trim`` (count per tail), ``trim_clamped``.
     """
 
     def __init__(self, *, tau: float = 0.1, alpha: float = 0.1):
@@ -114,12 +114,10 @@ class Invariant(Aggregator):
 
     def _aggregate(self, u, w, ids):
         n = u.shape[0]
-        trim = math.ceil(self.alpha * n - 1e-12)
-        if 2 * trim >= n:
-            raise ValueError(f"Invariant: alpha={self.alpha} trims ceil(alpha*K)={trim} per tail, "
-                             f"which needs K > {2 * trim}; got K={n}")
+        wanted = math.ceil(self.alpha * n - 1e-12)
+        trim = min(wanted, (n - 1) // 2)  # tiny K: keep at least one value (reported in info)
         update = ops.masked_trimmed_mean(u, float(self.tau), trim)
         votes = ops.sign_vote(u)
         masked = float((votes.abs().double() / n < self.tau).double().mean())
         return AggregationResult(update, uniform(n, u), none_excluded(n, u),
-                                 {"masked_fraction": masked, "trim": trim})
+                                 {"masked_fraction": masked, "trim": trim, "trim_clamped": trim < wanted})
