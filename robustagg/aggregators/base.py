@@ -141,7 +141,11 @@ class Aggregator:
         ids = _client_ids(client_ids, K)
         rdt = result_dtype(u)
 
-        finite = torch.isfinite(u).all(1)
+        # A row sum is finite when the row is (a cheap pass with no [K, d] temporary);
+        # rows whose sum is not (NaN/Inf, or overflow of huge finite values) are checked exactly.
+        finite = torch.isfinite(u.sum(1))
+        for k in (~finite).nonzero().flatten().tolist():
+            finite[k] = bool(torch.isfinite(u[k]).all())
         keep = finite.nonzero().flatten()
         nonfinite_ids = [ids[i] for i in (~finite).nonzero().flatten().tolist()]
         if keep.numel() == 0:
