@@ -117,8 +117,11 @@ def test_results_stay_on_the_input_device(device):
     assert ops.cosine_similarity(u).device.type == device
 
 
-def test_pairwise_stats_gives_distances_and_gram_in_one_call():
+def test_pairwise_stats_gives_float64_distances_and_gram_in_one_call():
     u = make_updates(12, 999, torch.float32, "normal", seed=4)
     dist, gram = ops.pairwise_stats(u)
-    assert_close(dist, reference.pairwise_sq_distances(u), torch.float32)
-    assert_close(gram, reference.gram(u), torch.float32)
+    assert dist.dtype == gram.dtype == torch.float64
+    assert_close(dist, reference.pairwise_sq_distances(u.double()), torch.float64)
+    assert_close(gram, reference.gram(u.double()), torch.float64)
+    big = torch.full((2, 10), 3e38, dtype=torch.float32)  # would overflow float32 outputs
+    assert torch.isfinite(ops.pairwise_stats(big)[1]).all()
