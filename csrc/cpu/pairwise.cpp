@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace robustagg {
@@ -12,7 +13,15 @@ constexpr int kLanes = 8;                  // independent double accumulators pe
 constexpr int64_t kMaxSegments = 32;       // d is cut into at most this many segments...
 constexpr int64_t kMinSegment = 4096;      // ...of at least this many coordinates...
 constexpr int64_t kPartialBudget = 1 << 22;  // ...while segments * K * K stays below this
-constexpr int64_t kRowBlock = 16;          // rows i per task
+constexpr int64_t kRowBlock = 16;          // rows i per task, when rows are split
+
+// Rows are split across tasks only when the segments alone cannot keep the
+// threads busy: each row block re-reads its columns. The split never changes a
+// result (each pair's sum runs over the same column blocks in the same order).
+inline int64_t row_blocks_for(int64_t K, int64_t segments, int num_threads) {
+  if (segments >= 4 * static_cast<int64_t>(num_threads)) return 1;
+  return std::min<int64_t>(ceil_div(K, kRowBlock), ceil_div(4 * num_threads, segments));
+}
 
 // Sums over the pairs of one block of columns, converted to double in tile[K, B].
 template <bool kDist, bool kGram>
@@ -45,11 +54,12 @@ void pairwise_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, 
   const int64_t seg_len = ceil_div(d, segments);
   // Columns per block: the K rows of a block stay in L2.
   const int64_t B = std::max<int64_t>(kLanes, std::min<int64_t>(512, (1 << 16) / K) / kLanes * kLanes);
-  const int64_t row_blocks = ceil_div(K, kRowBlock);
+  const int64_t row_blocks = row_blocks_for(K, segments, num_threads);
   std::vector<double> pd(kDist ? segments * K * K : 0), pg(kGram ? segments * K * K : 0);
   parallel_for(segments * row_blocks, threads_for(K * K * d / 2, num_threads), [&](int64_t task) {
     const int64_t seg = task / row_blocks, rb = task % row_blocks;
-    const int64_t i0 = rb * kRowBlock, i1 = std::min(K, i0 + kRowBlock);
+    const int64_t rows_per = ceil_div(K, row_blocks);
+    const int64_t i0 = std::min(K, rb * rows_per), i1 = std::min(K, i0 + rows_per);
     const int64_t s0 = seg * seg_len, s1 = std::min(d, s0 + seg_len);
     std::vector<double> tile(K * B);
     double* dseg = kDist ? pd.data() + seg * K * K : nullptr;
@@ -79,6 +89,147 @@ void pairwise_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, 
     }
 }
 
+// Squared distances for float32 / float16 / bfloat16 input, from float32
+// differences: every lane sums kBlock squared differences in float and then
+// flushes into a double accumulator. All terms are non-negative, so the
+// relative error of each entry is bounded by about (kBlock + 2) * 2^-24
+// ~ 6e-7 (difference, square, block sum; the double sums add ~1e-16): inside
+// the 1e-6 contract, at twice the vector width and with no conversions.
+// Identical rows still give exactly 0.
+constexpr int kFLanes = 16;
+constexpr int kBlock = 8;
+constexpr int64_t kFStep = kFLanes * kBlock;  // coordinates per flush
+
+// One pair of float rows, n a multiple of kFStep. Accumulators are explicit
+// vector values so that they stay in registers (an accumulator array is kept
+// in memory by the compiler, which serialises every step on a store-load).
+#if defined(__GNUC__)
+typedef float vf16 __attribute__((vector_size(64)));
+static inline vf16 load_vf16(const float* p) { vf16 v; std::memcpy(&v, p, sizeof v); return v; }
+inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
+  double acc[kFLanes] = {0};
+  for (int64_t t = 0; t < n; t += kFStep) {
+    vf16 s0 = {0}, s1 = {0};  // two chains of 4 terms each: 8 terms per lane per block
+    for (int s = 0; s < kBlock; s += 2) {
+      const vf16 x = load_vf16(a + t + s * kFLanes) - load_vf16(b + t + s * kFLanes);
+      const vf16 y = load_vf16(a + t + (s + 1) * kFLanes) - load_vf16(b + t + (s + 1) * kFLanes);
+      s0 += x * x;
+      s1 += y * y;
+    }
+    const vf16 blk = s0 + s1;
+    for (int l = 0; l < kFLanes; ++l) acc[l] += static_cast<double>(blk[l]);
+  }
+  double sum = 0.0;
+  for (int l = 0; l < kFLanes; ++l) sum += acc[l];
+  return sum;
+}
+#else
+inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
+  double acc[kFLanes] = {0};
+  for (int64_t t = 0; t < n; t += kFStep) {
+    float blk[kFLanes] = {0};
+    for (int s = 0; s < kBlock; ++s)
+      for (int l = 0; l < kFLanes; ++l) {
+        const float diff = a[t + s * kFLanes + l] - b[t + s * kFLanes + l];
+        blk[l] += diff * diff;
+      }
+    for (int l = 0; l < kFLanes; ++l) acc[l] += static_cast<double>(blk[l]);
+  }
+  double sum = 0.0;
+  for (int l = 0; l < kFLanes; ++l) sum += acc[l];
+  return sum;
+}
+#endif
+
+// Four rows a0..a3 against one row b: b is loaded once for four pairs, which
+// cuts the traffic from L2 four-fold. Same summation scheme as sqdist_f32_pair,
+// so every entry is bitwise the value the single-pair kernel would give.
+#if defined(__GNUC__)
+inline void sqdist_f32_4pairs(const float* const* a, const float* __restrict__ b, int64_t n, double* out) {
+  double acc[4][kFLanes] = {{0}};
+  for (int64_t t = 0; t < n; t += kFStep) {
+    vf16 s0[4] = {{0}}, s1[4] = {{0}};
+    for (int s = 0; s < kBlock; s += 2) {
+      const vf16 bx = load_vf16(b + t + s * kFLanes), by = load_vf16(b + t + (s + 1) * kFLanes);
+      for (int r = 0; r < 4; ++r) {
+        const vf16 x = load_vf16(a[r] + t + s * kFLanes) - bx;
+        const vf16 y = load_vf16(a[r] + t + (s + 1) * kFLanes) - by;
+        s0[r] += x * x;
+        s1[r] += y * y;
+      }
+    }
+    for (int r = 0; r < 4; ++r) {
+      const vf16 blk = s0[r] + s1[r];
+      for (int l = 0; l < kFLanes; ++l) acc[r][l] += static_cast<double>(blk[l]);
+    }
+  }
+  for (int r = 0; r < 4; ++r) {
+    double sum = 0.0;
+    for (int l = 0; l < kFLanes; ++l) sum += acc[r][l];
+    out[r] = sum;
+  }
+}
+#else
+inline void sqdist_f32_4pairs(const float* const* a, const float* __restrict__ b, int64_t n, double* out) {
+  for (int r = 0; r < 4; ++r) out[r] = sqdist_f32_pair(a[r], b, n);
+}
+#endif
+
+template <typename T>
+void sqdist_float_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, int num_threads) {
+  int64_t segments = std::min<int64_t>(kMaxSegments, ceil_div(d, kMinSegment));
+  segments = std::max<int64_t>(1, std::min<int64_t>(segments, kPartialBudget / (K * K)));
+  const int64_t seg_len = ceil_div(d, segments);
+  const int64_t B = std::max<int64_t>(kFStep, std::min<int64_t>(1024, (1 << 17) / K) / kFStep * kFStep);
+  const int64_t row_blocks = row_blocks_for(K, segments, num_threads);
+  std::vector<double> pd(segments * K * K, 0.0);
+  parallel_for(segments * row_blocks, threads_for(K * K * d / 2, num_threads), [&](int64_t task) {
+    const int64_t seg = task / row_blocks, rb = task % row_blocks;
+    const int64_t rows_per = ceil_div(K, row_blocks);
+    const int64_t i0 = std::min(K, rb * rows_per), i1 = std::min(K, i0 + rows_per);
+    const int64_t s0 = seg * seg_len, s1 = std::min(d, s0 + seg_len);
+    std::vector<float> tile(K * B);
+    double* dseg = pd.data() + seg * K * K;
+    for (int64_t c0 = s0; c0 < s1; c0 += B) {
+      const int64_t n = std::min(B, s1 - c0);
+      const int64_t nb = ceil_div(n, kFStep) * kFStep;  // padded length actually swept
+      for (int64_t k = i0; k < K; ++k) {
+        const T* row = u + k * d + c0;
+        float* dst = tile.data() + k * B;
+        int64_t t = 0;
+        for (; t < n; ++t) dst[t] = static_cast<float>(load(row + t));
+        for (; t < nb; ++t) dst[t] = 0.0f;
+      }
+      int64_t i = i0;
+      for (; i + 4 <= i1; i += 4) {  // rows i..i+3 against every later row
+        const float* a[4] = {tile.data() + i * B, tile.data() + (i + 1) * B,
+                             tile.data() + (i + 2) * B, tile.data() + (i + 3) * B};
+        for (int64_t r = 0; r < 3; ++r)  // pairs inside the block of four
+          for (int64_t j = i + r + 1; j < i + 4; ++j)
+            dseg[(i + r) * K + j] += sqdist_f32_pair(a[r], tile.data() + j * B, nb);
+        for (int64_t j = i + 4; j < K; ++j) {
+          double out[4];
+          sqdist_f32_4pairs(a, tile.data() + j * B, nb, out);
+          for (int r = 0; r < 4; ++r) dseg[(i + r) * K + j] += out[r];
+        }
+      }
+      for (; i < i1; ++i) {
+        const float* __restrict__ a = tile.data() + i * B;
+        for (int64_t j = i + 1; j < K; ++j) dseg[i * K + j] += sqdist_f32_pair(a, tile.data() + j * B, nb);
+      }
+    }
+  });
+  for (int64_t i = 0; i < K; ++i) {
+    dist[i * K + i] = 0.0;
+    for (int64_t j = i + 1; j < K; ++j) {
+      double sd = 0.0;
+      for (int64_t s = 0; s < segments; ++s) sd += pd[s * K * K + i * K + j];
+      dist[i * K + j] = sd;
+      dist[j * K + i] = sd;
+    }
+  }
+}
+
 template <typename T>
 void pairwise_double(const T* u, int64_t K, int64_t d, double* dist, double* gram, int threads) {
   if (dist && gram) pairwise_impl<T, true, true>(u, K, d, dist, gram, threads);
@@ -100,8 +251,12 @@ void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
     using V = typename Traits<T>::val_t;
     std::vector<double> dist(sqdist ? K * K : 0), g(gram ? K * K : 0);
-    pairwise_double(static_cast<const T*>(updates), K, d, sqdist ? dist.data() : nullptr,
-                    gram ? g.data() : nullptr, num_threads);
+    if (sqdist && !gram && !std::is_same<T, double>::value) {
+      sqdist_float_impl(static_cast<const T*>(updates), K, d, dist.data(), num_threads);
+    } else {
+      pairwise_double(static_cast<const T*>(updates), K, d, sqdist ? dist.data() : nullptr,
+                      gram ? g.data() : nullptr, num_threads);
+    }
     if (sqdist) store<V>(dist, sqdist);
     if (gram) store<V>(g, gram);
   });

@@ -1,9 +1,12 @@
 // Kernel family 4: pairwise statistics between clients.
 //
 // Contract: updates [K, d] C-contiguous; outputs out_t [K, K], symmetric.
-// Every entry is accumulated in double from direct differences (never
-// |a|^2 + |b|^2 - 2ab), so identical rows give exactly 0 distance, and
-// results match a float64 computation to ~1e-12 relative. d is split into
+// Every entry comes from direct differences (never |a|^2 + |b|^2 - 2ab), so
+// identical rows give exactly 0 distance. float64 input, the Gram matrix and
+// pairwise_stats_f64 accumulate in double (~1e-12 relative to a float64
+// computation); sqdist alone for float32/16/bf16 input uses float32
+// differences summed in blocks of 8 and flushed to double: < 1e-6 relative
+// (every term is non-negative; see pairwise.cpp). d is split into
 // a fixed number of segments whose partial sums are added in segment order:
 // bitwise identical for any thread count.
 #pragma once
