@@ -29,6 +29,24 @@ def krum_scores(sqdist: torch.Tensor, f: int, neighbours: int = None) -> torch.T
     return torch.topk(d, m, dim=1, largest=False).values.sum(1)
 
 
+def mean_of_selected(u: torch.Tensor, w, selected) -> tuple:
+    """Sample-count-weighted mean of the selected clients (uniform if their counts are all 0).
+
+    Returns ``(update, client_weights [n], excluded [n])`` over all n clients.
+    """
+    n = u.shape[0]
+    chosen = torch.zeros(n, dtype=torch.bool)
+    chosen[torch.as_tensor(selected, dtype=torch.long)] = True
+    chosen = chosen.to(u.device)
+    sel = chosen.nonzero().flatten()
+    sw = None if w is None else w[sel]
+    if sw is not None and not bool((sw > 0).any()):
+        sw = None
+    cw = torch.zeros(n, dtype=result_dtype(u), device=u.device)
+    cw[sel] = normalized(sw, sel.numel(), u)
+    return weighted_mean(u.index_select(0, sel), sw), cw, ~chosen
+
+
 def _check_krum(owner: str, n: int, f: int) -> None:
     if n <= 2 * f + 2:
         raise ValueError(f"{owner} needs n > 2f + 2; got n={n}, f={f}")
@@ -72,17 +90,9 @@ class MultiKrum(Aggregator):
         scores = krum_scores(sqdist, self.f)
         # Stable order: equal scores keep client order, so the choice is reproducible.
         order = torch.sort(scores, stable=True).indices[:m]
-        chosen = torch.zeros(n, dtype=torch.bool)
-        chosen[order] = True
-        chosen = chosen.to(u.device)
-        sel = chosen.nonzero().flatten()
-        sw = None if w is None else w[sel]
-        if sw is not None and not bool((sw > 0).any()):
-            sw = None
-        update = weighted_mean(u.index_select(0, sel), sw)
-        cw = torch.zeros(n, dtype=result_dtype(u), device=u.device)
-        cw[sel] = normalized(sw, sel.numel(), u)
-        return AggregationResult(update, cw, ~chosen,
+        update, cw, excluded = mean_of_selected(u, w, order.sort().values)
+        sel = (~excluded).nonzero().flatten()
+        return AggregationResult(update, cw, excluded,
                                  {"scores": scores.tolist(), "selected": [ids[i] for i in sel.tolist()]})
 
 
@@ -371,16 +381,7 @@ class RFLBAT(Aggregator):
             chosen, members = -1, alive
         out2_local = _outliers(pts[members], self.eps2)
         final = members[~out2_local]
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[torch.as_tensor(final, dtype=torch.long)] = True
-        mask = mask.to(u.device)
-        sel = mask.nonzero().flatten()
-        sw = None if w is None else w[sel]
-        if sw is not None and not bool((sw > 0).any()):
-            sw = None
-        update = weighted_mean(u.index_select(0, sel), sw)
-        cw = torch.zeros(n, dtype=result_dtype(u), device=u.device)
-        cw[sel] = normalized(sw, sel.numel(), u)
+        update, cw, excluded = mean_of_selected(u, w, final)
         info = {
             "pca": pts.tolist(),
             "outliers_stage1": [ids[i] for i in np.flatnonzero(out1)],
@@ -391,4 +392,4 @@ class RFLBAT(Aggregator):
             "outliers_stage2": [ids[i] for i in members[out2_local]],
             "selected": [ids[i] for i in final],
         }
-        return AggregationResult(update, cw, ~mask, info)
+        return AggregationResult(update, cw, excluded, info)
