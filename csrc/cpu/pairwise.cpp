@@ -23,6 +23,26 @@ inline int64_t row_blocks_for(int64_t K, int64_t segments, int num_threads) {
   return std::min<int64_t>(ceil_div(K, kRowBlock), ceil_div(4 * num_threads, segments));
 }
 
+// How d is cut into segments (fixed for given K and d: this is what makes the
+// results independent of the thread count) and how rows are spread over tasks.
+struct Split {
+  int64_t K, d, segments, seg_len, row_blocks;
+  Split(int64_t K_, int64_t d_, int num_threads) : K(K_), d(d_) {
+    segments = std::min<int64_t>(kMaxSegments, ceil_div(d, kMinSegment));
+    segments = std::max<int64_t>(1, std::min<int64_t>(segments, kPartialBudget / (K * K)));
+    seg_len = ceil_div(d, segments);
+    row_blocks = row_blocks_for(K, segments, num_threads);
+  }
+  int64_t tasks() const { return segments * row_blocks; }
+  struct Range { int64_t seg, i0, i1, s0, s1; };
+  Range range(int64_t task) const {
+    const int64_t seg = task / row_blocks, rb = task % row_blocks;
+    const int64_t rows_per = ceil_div(K, row_blocks);
+    const int64_t i0 = std::min(K, rb * rows_per), s0 = seg * seg_len;
+    return {seg, i0, std::min(K, i0 + rows_per), s0, std::min(d, s0 + seg_len)};
+  }
+};
+
 // Sums over the pairs of one block of columns, converted to double in tile[K, B].
 template <bool kDist, bool kGram>
 void accumulate_block(const double* __restrict__ tile, int64_t K, int64_t B, int64_t i0,
@@ -49,18 +69,13 @@ void accumulate_block(const double* __restrict__ tile, int64_t K, int64_t B, int
 template <typename T, bool kDist, bool kGram>
 void pairwise_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, double* gram,
                    int num_threads) {
-  int64_t segments = std::min<int64_t>(kMaxSegments, ceil_div(d, kMinSegment));
-  segments = std::max<int64_t>(1, std::min<int64_t>(segments, kPartialBudget / (K * K)));
-  const int64_t seg_len = ceil_div(d, segments);
+  const Split split(K, d, num_threads);
+  const int64_t segments = split.segments;
   // Columns per block: the K rows of a block stay in L2.
   const int64_t B = std::max<int64_t>(kLanes, std::min<int64_t>(512, (1 << 16) / K) / kLanes * kLanes);
-  const int64_t row_blocks = row_blocks_for(K, segments, num_threads);
   std::vector<double> pd(kDist ? segments * K * K : 0), pg(kGram ? segments * K * K : 0);
-  parallel_for(segments * row_blocks, threads_for(K * K * d / 2, num_threads), [&](int64_t task) {
-    const int64_t seg = task / row_blocks, rb = task % row_blocks;
-    const int64_t rows_per = ceil_div(K, row_blocks);
-    const int64_t i0 = std::min(K, rb * rows_per), i1 = std::min(K, i0 + rows_per);
-    const int64_t s0 = seg * seg_len, s1 = std::min(d, s0 + seg_len);
+  parallel_for(split.tasks(), threads_for(K * K * d / 2, num_threads), [&](int64_t task) {
+    const auto [seg, i0, i1, s0, s1] = split.range(task);
     std::vector<double> tile(K * B);
     double* dseg = kDist ? pd.data() + seg * K * K : nullptr;
     double* gseg = kGram ? pg.data() + seg * K * K : nullptr;
@@ -177,17 +192,12 @@ inline void sqdist_f32_4pairs(const float* const* a, const float* __restrict__ b
 
 template <typename T>
 void sqdist_float_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, int num_threads) {
-  int64_t segments = std::min<int64_t>(kMaxSegments, ceil_div(d, kMinSegment));
-  segments = std::max<int64_t>(1, std::min<int64_t>(segments, kPartialBudget / (K * K)));
-  const int64_t seg_len = ceil_div(d, segments);
+  const Split split(K, d, num_threads);
+  const int64_t segments = split.segments;
   const int64_t B = std::max<int64_t>(kFStep, std::min<int64_t>(1024, (1 << 17) / K) / kFStep * kFStep);
-  const int64_t row_blocks = row_blocks_for(K, segments, num_threads);
   std::vector<double> pd(segments * K * K, 0.0);
-  parallel_for(segments * row_blocks, threads_for(K * K * d / 2, num_threads), [&](int64_t task) {
-    const int64_t seg = task / row_blocks, rb = task % row_blocks;
-    const int64_t rows_per = ceil_div(K, row_blocks);
-    const int64_t i0 = std::min(K, rb * rows_per), i1 = std::min(K, i0 + rows_per);
-    const int64_t s0 = seg * seg_len, s1 = std::min(d, s0 + seg_len);
+  parallel_for(split.tasks(), threads_for(K * K * d / 2, num_threads), [&](int64_t task) {
+    const auto [seg, i0, i1, s0, s1] = split.range(task);
     std::vector<float> tile(K * B);
     double* dseg = pd.data() + seg * K * K;
     for (int64_t c0 = s0; c0 < s1; c0 += B) {
