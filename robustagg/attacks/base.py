@@ -1,0 +1,117 @@
+"""What an attacker can do in the simulator, and the registry of attack names."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+__all__ = ["Attack", "CraftContext", "register", "get", "available", "NoAttack"]
+
+
+@dataclasses.dataclass
+class CraftContext:
+    """What the attackers see when they build the updates they send in a round.
+
+    Attributes:
+        round: 0-based round index.
+        malicious: ``[a, d]`` the attackers' own trained deltas (on poisoned data
+            for data attacks, on clean data otherwise).
+        benign: ``[h, d]`` the honest deltas of the round; only white-box attacks
+            (ALIE's omniscient mode, the AND-mask adaptive attack) read them.
+        global_params: ``[d]`` the global model before the round.
+        num_aggregated: n, the number of updates the server aggregates.
+        server_lr: η of ``w <- w + η g``.
+        generator: the attack's random source (seeded from the run's seed).
+    """
+
+    round: int
+    malicious: torch.Tensor
+    benign: torch.Tensor
+    global_params: torch.Tensor
+    num_aggregated: int
+    server_lr: float
+    generator: torch.Generator
+
+
+class Attack:
+    """Base: behaves honestly. Subclasses override some of the hooks.
+
+    Hooks, in the order the simulator calls them:
+        ``setup(dataset)`` once; ``poison(x, y, rank, num_attackers, generator)`` once
+        per attacker on its local data; ``active(round)`` each round; attackers
+        train with ``local_spec(honest_spec)`` on poisoned data when active, else
+        like honest clients on clean data; ``craft(ctx)`` turns their deltas into
+        what they send. ``success_set(dataset)`` gives the attack-success test set.
+    """
+
+    name = "none"
+    #: whether active attackers train on their poisoned data (data attacks) or clean data.
+    uses_poisoned_data = False
+
+    def setup(self, dataset) -> None:
+        self.num_classes = dataset.num_classes
+
+    def poison(self, x: torch.Tensor, y: torch.Tensor, rank: int, num_attackers: int,
+               generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        return x, y
+
+    def active(self, round: int) -> bool:
+        return True
+
+    def local_spec(self, honest):
+        return honest
+
+    def craft(self, ctx: CraftContext) -> torch.Tensor:
+        return ctx.malicious
+
+    def success_set(self, dataset) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(x, y_target)``: the attack succeeds on a sample when the model predicts
+        ``y_target``. None for untargeted attacks (no attack-success metric)."""
+        return None
+
+    @property
+    def base_class(self) -> Optional[int]:
+        """The class whose clean test accuracy is reported as base-class accuracy."""
+        return None
+
+    def params(self) -> Dict[str, Any]:
+        out = {}
+        for k, v in vars(self).items():
+            if k.startswith("_") or k == "num_classes":
+                continue
+            out[k] = v.params() | {"name": v.name} if isinstance(v, Attack) else v
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
+
+
+_REGISTRY: Dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    def deco(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def available() -> List[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **params) -> Attack:
+    """Builds an attack from its name, e.g. ``get("model_replacement", gamma=10)``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown attack {name!r}; available: {', '.join(available())}")
+    try:
+        return _REGISTRY[name](**params)
+    except TypeError as e:
+        raise ValueError(f"bad parameters for attack {name!r}: {e}") from None
+
+
+@register("none")
+class NoAttack(Attack):
+    """No attack: the attackers (if any) behave like honest clients."""

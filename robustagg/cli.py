@@ -1,0 +1,239 @@
+"""The ``robustagg`` command.
+
+    robustagg simulate [options]     run an FL experiment (default: digits, trojan backdoor, 9 rules)
+    robustagg info                   what the installed native core holds
+    robustagg rules | attacks        the names accepted by --rules / --attack
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+__all__ = ["main"]
+
+
+class _Progress:
+    """A one-line progress bar on stderr (tqdm's when installed); silent when disabled."""
+
+    def __init__(self, rules: List[str], rounds: int, enabled: bool):
+        self.total = len(rules) * rounds
+        self.done = 0
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=self.total, unit="round", file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                self.bar = None
+
+    def __call__(self, label, done, rounds, metrics):
+        if not self.enabled:
+            return
+        self.done += 1
+        asr = metrics.get("attack_success")
+        status = f"{label} {done}/{rounds} acc {metrics['accuracy']:.3f}" + (
+            "" if asr is None else f" attack {asr:.3f}")
+        if self.bar is not None:
+            self.bar.set_description_str(label)
+            self.bar.set_postfix_str(status.split(" ", 1)[1])
+            self.bar.update(1)
+            return
+        if self.tty:
+            width = 30
+            fill = int(width * self.done / self.total)
+            sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {100 * self.done // self.total:3d}% "
+                             f"{status:<60}")
+            sys.stderr.flush()
+        elif done == rounds:
+            sys.stderr.write(f"{status}\n")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+def _split_top_level(text: str) -> List[str]:
+    """Splits ``"a,b(x=1, y=2),c"`` at the commas outside parentheses."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [s.strip() for s in out if s.strip()]
+
+
+def _key_value(text: str):
+    from .sim.simulator import _literal
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip().replace("-", "_"), _literal(v.strip())
+
+
+def _load_config(path: str) -> Dict[str, Any]:
+    if not os.path.exists(path):
+        raise ValueError(f"--config: no such file {path!r}")
+    try:
+        if path.endswith(".toml"):
+            import tomllib
+            with open(path, "rb") as f:
+                cfg = tomllib.load(f)
+        else:
+            with open(path) as f:
+                cfg = json.load(f)
+    except Exception as e:      # a parse error of either format, reported as a message
+        raise ValueError(f"--config: cannot parse {path!r}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"--config: {path!r} must hold a table/object of options")
+    return {k.replace("-", "_"): v for k, v in cfg.items()}
+
+
+def _simulate_parser(sub):
+    p = sub.add_parser("simulate", help="run a federated-learning experiment comparing rules under an attack",
+                       description="Run FL with every rule in --rules on the same clients, data and attack; "
+                                   "print a results table and write results.json/.csv (and a plot) "
+                                   "to the output folder.")
+    S = argparse.SUPPRESS       # unset options fall back to --config, then to SimConfig's defaults
+    p.add_argument("--config", metavar="FILE", help="TOML or JSON file with any of the options below")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=S, help="digits (default) | fashion_mnist | synthetic")
+    g.add_argument("--data-path", default=S, help="folder of the Fashion-MNIST idx files "
+                   "(default /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist)")
+    g.add_argument("--partition", default=S, help="iid (default) | dirichlet | shards")
+    g.add_argument("--alpha", type=float, default=S, help="Dirichlet concentration (default 0.5)")
+    g.add_argument("--classes-per-client", type=int, default=S, help="shards partition (default 2)")
+    g = p.add_argument_group("federation")
+    g.add_argument("--clients", type=int, default=S, help="K, number of clients (default 20)")
+    g.add_argument("--fraction", type=float, default=S, help="C, fraction sampled per round (default 1.0)")
+    g.add_argument("--rounds", type=int, default=S, help="default 30")
+    g.add_argument("--server-lr", type=float, default=S, help="η in w <- w + η g (default 1.0)")
+    g = p.add_argument_group("local training")
+    g.add_argument("--model", default=S, help="logreg | mlp (default) | cnn")
+    g.add_argument("--hidden", type=int, default=S, help="hidden width of mlp (64) / cnn (128)")
+    g.add_argument("--local-epochs", type=int, default=S, help="E (default 2)")
+    g.add_argument("--batch-size", type=int, default=S, help="B (default 16)")
+    g.add_argument("--lr", type=float, default=S, help="client learning rate (default 0.1)")
+    g.add_argument("--attacker-epochs", type=int, default=S, help="attackers' E (default 5)")
+    g.add_argument("--attacker-lr", type=float, default=S, help="attackers' lr (default: --lr)")
+    g = p.add_argument_group("attack")
+    g.add_argument("--attack", default=S, help="trojan (default) | dba | model_replacement | constrain_scale | "
+                   "label_flip | sign_flip | gaussian | alie | andmask_adaptive | none")
+    g.add_argument("--attackers", type=int, default=S, help="malicious clients among K (default 4)")
+    g.add_argument("--attack-param", action="append", type=_key_value, default=S, metavar="KEY=VALUE",
+                   help="an attack parameter, repeatable (e.g. --attack-param gamma=10)")
+    g = p.add_argument_group("run")
+    g.add_argument("--rules", default=S, help="comma-separated rules, each 'name' or 'name(param=value, ...)' "
+                   "(default: fedavg,median,trimmed_mean,krum,foolsgold,rlr,residual,rflbat,invariant)")
+    g.add_argument("--device", default=S, help="cpu (default) | cuda | cuda:i")
+    g.add_argument("--seed", type=int, default=S, help="fixes data split, attackers, init, sampling (default 0)")
+    p.add_argument("--out", help="output folder (default runs/simulate-<date>-<time>)")
+    p.add_argument("--no-plot", action="store_true", help="do not write results.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _config_from_args(args) -> "SimConfig":
+    from .sim.simulator import SimConfig
+
+    values: Dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(_load_config(args.config))
+    explicit = {k: v for k, v in vars(args).items()
+                if k not in ("config", "out", "no_plot", "quiet", "command", "attack_param")}
+    values.update(explicit)
+    if hasattr(args, "attack_param"):
+        values["attack_params"] = {**values.get("attack_params", {}), **dict(args.attack_param)}
+    if isinstance(values.get("rules"), str):
+        values["rules"] = _split_top_level(values["rules"])
+    for key in ("out", "no_plot", "quiet"):
+        values.pop(key, None)
+    fields = {f.name for f in dataclasses.fields(SimConfig)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    return SimConfig(**values)
+
+
+def _default_out() -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join("runs", f"simulate-{stamp}")
+    out, i = base, 1
+    while os.path.exists(out):
+        out, i = f"{base}-{i}", i + 1
+    return out
+
+
+def _simulate(args) -> int:
+    from .sim.simulator import format_table, run, write_outputs
+
+    cfg = _config_from_args(args)
+    cfg.validate()
+    out = args.out or _default_out()
+    from .sim.simulator import parse_rule
+    labels = [parse_rule(r)[2] for r in cfg.rules]
+    print(f"robustagg simulate: {cfg.dataset}, {cfg.clients} clients ({cfg.per_round} per round), "
+          f"{cfg.rounds} rounds, attack {cfg.attack} by {cfg.attackers} clients, {len(labels)} rules, "
+          f"device {cfg.device}, seed {cfg.seed}", flush=True)
+    progress = _Progress(labels, cfg.rounds, enabled=not args.quiet)
+    try:
+        results = run(cfg, progress=progress)
+    finally:
+        progress.close()
+    files = write_outputs(results, out, plot=not args.no_plot)
+    print(format_table(results))
+    print(f"results written to {out}/ ({', '.join(os.path.basename(f) for f in files)})")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="robustagg", description="Robust aggregation for federated learning.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sim = _simulate_parser(sub)
+    sub.add_parser("info", help="what the installed native core holds")
+    sub.add_parser("rules", help="the aggregation rules (names for --rules)")
+    sub.add_parser("attacks", help="the attacks (names for --attack)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "info":
+            import robustagg
+            print(json.dumps(robustagg.native_info(), indent=2))
+            return 0
+        if args.command == "rules":
+            from . import aggregators
+            print("\n".join(aggregators.available()))
+            return 0
+        if args.command == "attacks":
+            from . import attacks
+            print("\n".join(attacks.available()))
+            return 0
+        parser.print_help()
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        prog = f"robustagg {args.command}" if args.command else "robustagg"
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,453 @@
+"""The server loop: configuration, one federated run per rule, metrics and output files.
+
+Every rule of a comparison sees the same experiment: the same data split,
+attackers, initial model, clients sampled per round and mini-batch order (each
+rule's run re-seeds its generators from ``seed``), so differences between the
+rules come from the rules alone.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import aggregators, attacks
+from . import data as data_mod
+from .models import MODELS, build_model
+from .partition import PARTITIONS, partition
+from .train import LocalSpec, flat_params, predict, train_batched
+
+__all__ = ["SimConfig", "DEFAULT_RULES", "parse_rule", "run", "write_outputs", "format_table"]
+
+#: FedAvg and the defenses compared by ``robustagg simulate`` with no arguments.
+DEFAULT_RULES = ("fedavg", "median", "trimmed_mean", "krum", "foolsgold", "rlr", "residual", "rflbat",
+                 "invariant")
+
+
+@dataclasses.dataclass
+class SimConfig:
+    """One experiment. Defaults: the CLI's default run (digits, trojan backdoor).
+
+    Data: ``dataset`` (digits | fashion_mnist | synthetic), ``data_path`` (the
+    Fashion-MNIST folder), ``partition`` (iid | dirichlet | shards), ``alpha``
+    (Dirichlet concentration), ``classes_per_client`` (shards).
+    Federation: ``clients`` K, ``fraction`` C (round(C·K) clients, at least 1, sampled
+    per round), ``rounds``, ``server_lr`` η (``w <- w + η g``).
+    Local training: ``model`` (logreg | mlp | cnn), ``hidden``, ``local_epochs``
+    E, ``batch_size`` B, ``lr``; attackers may differ (``attacker_epochs``, default 5 as
+    attackers train longer in the papers, ``None`` = E; ``attacker_lr``, ``None`` = lr).
+    Attack: ``attack`` (a name of :mod:`robustagg.attacks`), ``attack_params``,
+    ``attackers`` (how many of the K clients are malicious, chosen at random).
+    Rules: ``rules``, names or ``"name(param=value, ...)"``; rules taking the
+    number of attackers (krum, multikrum, bulyan: f; trimmed_mean: trim; rlr:
+    threshold = f + 1; invariant: tau = alpha = f/n) get it from the expected
+    number of attackers per round unless given.
+    """
+
+    dataset: str = "digits"
+    data_path: Optional[str] = None
+    partition: str = "iid"
+    alpha: float = 0.5
+    classes_per_client: int = 2
+    clients: int = 20
+    fraction: float = 1.0
+    rounds: int = 30
+    server_lr: float = 1.0
+    model: str = "mlp"
+    hidden: Optional[int] = None
+    local_epochs: int = 2
+    batch_size: int = 16
+    lr: float = 0.1
+    attacker_epochs: Optional[int] = 5
+    attacker_lr: Optional[float] = None
+    attack: str = "trojan"
+    attack_params: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    attackers: int = 4
+    rules: Sequence[str] = DEFAULT_RULES
+    device: str = "cpu"
+    seed: int = 0
+
+    def validate(self) -> None:
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(msg)
+
+        need(self.dataset.replace("-", "_") in data_mod.DATASETS + ("fmnist",),
+             f"dataset must be one of {', '.join(data_mod.DATASETS)}; got {self.dataset!r}")
+        need(self.partition in PARTITIONS, f"partition must be one of {', '.join(PARTITIONS)}; got {self.partition!r}")
+        need(self.model in MODELS, f"model must be one of {', '.join(MODELS)}; got {self.model!r}")
+        for name in ("clients", "rounds", "local_epochs", "batch_size", "classes_per_client"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                 f"{name} must be a positive integer; got {v!r}")
+        need(isinstance(self.attackers, int) and 0 <= self.attackers < self.clients,
+             f"attackers must be an integer in [0, clients={self.clients}); got {self.attackers!r}")
+        need(isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1,
+             f"fraction must be in (0, 1]; got {self.fraction!r}")
+        for name in ("alpha", "server_lr", "lr"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and v > 0 and math.isfinite(v), f"{name} must be > 0; got {v!r}")
+        need(self.attacker_epochs is None or (isinstance(self.attacker_epochs, int) and self.attacker_epochs >= 1),
+             f"attacker_epochs must be a positive integer; got {self.attacker_epochs!r}")
+        need(self.attacker_lr is None or (isinstance(self.attacker_lr, (int, float)) and self.attacker_lr > 0),
+             f"attacker_lr must be > 0; got {self.attacker_lr!r}")
+        need(self.hidden is None or (isinstance(self.hidden, int) and self.hidden >= 1),
+             f"hidden must be a positive integer; got {self.hidden!r}")
+        need(self.attack in attacks.available(),
+             f"attack must be one of {', '.join(attacks.available())}; got {self.attack!r}")
+        need(isinstance(self.attack_params, dict), f"attack_params must be a mapping; got {self.attack_params!r}")
+        need(len(self.rules) > 0, "rules must name at least one rule")
+        labels = [parse_rule(r)[2] for r in self.rules]
+        need(len(set(labels)) == len(labels), f"rules must not repeat; got {labels}")
+        need(self.device == "cpu" or self.device.startswith("cuda"), f"device must be cpu or cuda[:i]; got {self.device!r}")
+        if self.device.startswith("cuda"):
+            need(torch.cuda.is_available(), f"device {self.device!r} asked for, but torch sees no CUDA device")
+
+    @property
+    def per_round(self) -> int:
+        return max(1, min(self.clients, int(round(self.fraction * self.clients))))
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["rules"] = list(self.rules)
+        return d
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_rule(spec) -> tuple:
+    """``"trimmed_mean(trim=2)"`` or ``{"name": "trimmed_mean", "trim": 2}`` → (name, params, label)."""
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        if not isinstance(name, str):
+            raise ValueError(f"a rule given as a table needs a 'name'; got {spec!r}")
+        label = name + ("(" + ", ".join(f"{k}={v!r}" for k, v in spec.items()) + ")" if spec else "")
+        return name, spec, label
+    if not isinstance(spec, str):
+        raise ValueError(f"a rule must be a name or 'name(param=value, ...)'; got {spec!r}")
+    m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*", spec)
+    if not m:
+        raise ValueError(f"cannot parse rule {spec!r}; write 'name' or 'name(param=value, ...)'")
+    name, body = m.group(1), m.group(2)
+    params = {}
+    if body and body.strip():
+        for item in body.split(","):
+            if "=" not in item:
+                raise ValueError(f"rule {spec!r}: parameter {item.strip()!r} is not 'param=value'")
+            k, v = item.split("=", 1)
+            params[k.strip()] = _literal(v.strip())
+    return name, params, spec.strip()
+
+
+def _rule_defaults(name: str, n: int, f: int) -> Dict[str, Any]:
+    """f-aware defaults (see :class:`SimConfig`), clamped to each rule's bound."""
+    if name in ("krum", "multikrum"):
+        return {"f": max(0, min(f, (n - 3) // 2))}
+    if name == "bulyan":
+        return {"f": max(0, min(f, (n - 3) // 4))}
+    if name == "trimmed_mean":
+        return {"trim": max(0, min(f, (n - 1) // 2))}
+    if name == "rlr":
+        return {"threshold": f + 1}
+    if name == "invariant":
+        frac = min(f / n, 0.49) if n else 0.0
+        return {"tau": frac, "alpha": max(frac - 1e-9, 0.0)}
+    return {}
+
+
+def build_rule(spec, n: int, f: int):
+    name, params, label = parse_rule(spec)
+    if name not in aggregators.available():
+        raise ValueError(f"unknown rule {name!r}; available: {', '.join(aggregators.available())}")
+    full = {**_rule_defaults(name, n, f), **params}
+    try:
+        return aggregators.get(name, **full), label, full
+    except TypeError as e:
+        raise ValueError(f"bad parameters for rule {label!r}: {e}") from None
+
+
+#: Rules whose client weights / exclusions say who they distrust (detection rates are reported).
+SELECTING_RULES = ("krum", "multikrum", "bulyan", "foolsgold", "rflbat", "residual", "geomed")
+
+
+def _pad(parts: List[torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+    nmax = max(int(p.numel()) for p in parts)
+    X = torch.zeros(len(parts), nmax, *x.shape[1:], dtype=x.dtype)
+    Y = torch.zeros(len(parts), nmax, dtype=torch.long)
+    for k, p in enumerate(parts):
+        X[k, :p.numel()] = x[p]
+        Y[k, :p.numel()] = y[p]
+    return X, Y
+
+
+class _Experiment:
+    """Everything shared by the rules' runs: data, split, attackers, initial model."""
+
+    def __init__(self, cfg: SimConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        ds = data_mod.load(cfg.dataset, path=cfg.data_path, seed=cfg.seed)
+        self.dataset = ds
+        rng = np.random.default_rng(cfg.seed)
+        self.parts = partition(cfg.partition, ds.y_train, cfg.clients, rng, alpha=cfg.alpha,
+                               classes_per_client=cfg.classes_per_client)
+        self.counts = torch.tensor([p.numel() for p in self.parts])
+        self.attacker_ids = sorted(rng.choice(cfg.clients, size=cfg.attackers, replace=False).tolist())
+
+        params = dict(cfg.attack_params)
+        if cfg.attack not in ("none", "label_flip", "sign_flip", "gaussian", "alie") and ds.name == "fashion_mnist":
+            params.setdefault("base_class", 5)      # sandal -> sneaker, as in the RLR paper
+            params.setdefault("target_class", 7)
+        self.attack = attacks.get(cfg.attack, **params)
+        self.attack.setup(ds)
+
+        X, Y = _pad(self.parts, ds.x_train, ds.y_train)
+        gen = torch.Generator().manual_seed(cfg.seed + 7)
+        Xp, Yp = X[self.attacker_ids].clone(), Y[self.attacker_ids].clone()
+        self.poisoned_counts = []
+        for rank, cid in enumerate(self.attacker_ids):
+            c = int(self.counts[cid])
+            xp, yp = self.attack.poison(Xp[rank, :c], Yp[rank, :c], rank, len(self.attacker_ids), gen)
+            self.poisoned_counts.append(int((yp != Y[cid, :c]).sum()) + int(((xp != X[cid, :c]).flatten(1).any(1)
+                                                                            & (yp == Y[cid, :c])).sum()))
+            Xp[rank, :c], Yp[rank, :c] = xp, yp
+        dev = self.device
+        self.X, self.Y, self.Xp, self.Yp = X.to(dev), Y.to(dev), Xp.to(dev), Yp.to(dev)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.model = build_model(cfg.model, ds.image_shape, ds.num_classes, cfg.hidden).to(dev)
+        self.init_params = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        self.num_params = sum(v.numel() for v in self.init_params.values())
+
+        self.x_test, self.y_test = ds.x_test.to(dev), ds.y_test.to(dev)
+        succ = self.attack.success_set(ds)
+        self.success_set = None if succ is None else (succ[0].to(dev), succ[1].to(dev))
+        self.base_class = self.attack.base_class
+
+        self.honest_spec = LocalSpec(cfg.local_epochs, float(cfg.lr), cfg.batch_size)
+        self.attacker_spec = self.attack.local_spec(LocalSpec(
+            cfg.attacker_epochs or cfg.local_epochs, float(cfg.attacker_lr or cfg.lr), cfg.batch_size))
+        n = cfg.per_round
+        self.expected_f = int(round(cfg.attackers * n / cfg.clients))
+        if cfg.attackers and self.expected_f == 0:
+            self.expected_f = 1
+
+    def evaluate(self, params) -> Dict[str, Optional[float]]:
+        pred = predict(self.model, params, self.x_test)
+        out = {"accuracy": float((pred == self.y_test).float().mean())}
+        if self.base_class is not None:
+            sel = self.y_test == self.base_class
+            out["base_accuracy"] = float((pred[sel] == self.base_class).float().mean()) if bool(sel.any()) else None
+        else:
+            out["base_accuracy"] = None
+        if self.success_set is not None and self.success_set[0].shape[0]:
+            p = predict(self.model, params, self.success_set[0])
+            out["attack_success"] = float((p == self.success_set[1]).float().mean())
+        else:
+            out["attack_success"] = None
+        return out
+
+
+def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str, Any]:
+    cfg = exp.cfg
+    n = cfg.per_round
+    rule, label, rule_params = build_rule(spec, n, exp.expected_f)
+    g_sample = torch.Generator().manual_seed(cfg.seed + 1)
+    g_train = torch.Generator().manual_seed(cfg.seed + 2)
+    g_attack = torch.Generator().manual_seed(cfg.seed + 3)
+    params = {k: v.clone() for k, v in exp.init_params.items()}
+    attacker_rank = {cid: r for r, cid in enumerate(exp.attacker_ids)}
+    selecting = parse_rule(spec)[0] in SELECTING_RULES
+
+    hist = {k: [] for k in ("accuracy", "base_accuracy", "attack_success", "attackers_sampled",
+                            "true_positive_rate", "false_positive_rate", "aggregation_seconds")}
+    start = time.perf_counter()
+    for rnd in range(cfg.rounds):
+        sampled = torch.randperm(cfg.clients, generator=g_sample)[:n].sort().values
+        active = exp.attack.active(rnd)
+        is_att = torch.tensor([int(c) in attacker_rank for c in sampled.tolist()], dtype=torch.bool)
+        mal_pos = is_att.nonzero().flatten() if active else torch.zeros(0, dtype=torch.long)
+        hon_pos = (~is_att).nonzero().flatten() if active else torch.arange(n)
+
+        d = exp.num_params
+        deltas = torch.empty(n, d, device=exp.device)
+        if hon_pos.numel():
+            rows = sampled[hon_pos]
+            deltas[hon_pos.to(exp.device)] = train_batched(exp.model, params, exp.X, exp.Y, rows,
+                                                           exp.counts[rows], exp.honest_spec, g_train)
+        if mal_pos.numel():
+            rows = sampled[mal_pos]
+            counts = exp.counts[rows]
+            if exp.attack.uses_poisoned_data:
+                ranks = torch.tensor([attacker_rank[int(c)] for c in rows.tolist()])
+                mal = train_batched(exp.model, params, exp.Xp, exp.Yp, ranks, counts, exp.attacker_spec, g_train)
+            else:
+                mal = train_batched(exp.model, params, exp.X, exp.Y, rows, counts, exp.attacker_spec, g_train)
+            ctx = attacks.CraftContext(round=rnd, malicious=mal, benign=deltas[hon_pos.to(exp.device)],
+                                       global_params=flat_params(params, batched=False), num_aggregated=n,
+                                       server_lr=cfg.server_lr, generator=g_attack)
+            deltas[mal_pos.to(exp.device)] = exp.attack.craft(ctx).to(deltas.dtype)
+
+        t0 = time.perf_counter()
+        result = rule(deltas, weights=exp.counts[sampled].to(torch.float64), client_ids=sampled.tolist())
+        hist["aggregation_seconds"].append(time.perf_counter() - t0)
+
+        update = result.update.to(exp.device)
+        offset = 0
+        for k, v in params.items():
+            params[k] = v + cfg.server_lr * update[offset:offset + v.numel()].view_as(v)
+            offset += v.numel()
+
+        m = exp.evaluate(params)
+        for k in ("accuracy", "base_accuracy", "attack_success"):
+            hist[k].append(m[k])
+        hist["attackers_sampled"].append(int(mal_pos.numel()))
+        tpr = fpr = None
+        if selecting:
+            cw = result.client_weights.detach().cpu().double()
+            kept = ~result.excluded.cpu()
+            ref = cw[kept].median() if bool(kept.any()) else torch.tensor(0.0)
+            flagged = result.excluded.cpu() | (cw < 0.5 * ref)
+            att_mask = torch.zeros(n, dtype=torch.bool)
+            att_mask[mal_pos] = True
+            if bool(att_mask.any()):
+                tpr = float(flagged[att_mask].float().mean())
+            if bool((~att_mask).any()):
+                fpr = float(flagged[~att_mask].float().mean())
+        hist["true_positive_rate"].append(tpr)
+        hist["false_positive_rate"].append(fpr)
+        if progress is not None:
+            progress(label, rnd + 1, cfg.rounds, m)
+    seconds = time.perf_counter() - start
+
+    def last(xs):
+        return xs[-1] if xs else None
+
+    out = {
+        "rule": parse_rule(spec)[0],
+        "params": {k: v for k, v in rule_params.items()},
+        **hist,
+        "final_accuracy": last(hist["accuracy"]),
+        "final_base_accuracy": last(hist["base_accuracy"]),
+        "final_attack_success": last(hist["attack_success"]),
+        "seconds": seconds,
+        "aggregation_seconds_total": float(sum(hist["aggregation_seconds"])),
+    }
+    if selecting:
+        tp = [t for t in hist["true_positive_rate"] if t is not None]
+        fp = [t for t in hist["false_positive_rate"] if t is not None]
+        out["mean_true_positive_rate"] = float(np.mean(tp)) if tp else None
+        out["mean_false_positive_rate"] = float(np.mean(fp)) if fp else None
+    return label, out
+
+
+def run(cfg: SimConfig, progress: Optional[Callable] = None) -> Dict[str, Any]:
+    """Runs the experiment once per rule and returns the results dictionary
+    (the content of ``results.json``).
+
+    ``progress(rule_label, rounds_done, rounds, metrics)`` is called after every round.
+    """
+    exp = _Experiment(cfg)
+    # Check every rule's parameters before spending time on any run.
+    for spec in cfg.rules:
+        build_rule(spec, cfg.per_round, exp.expected_f)
+    results = {
+        "config": {**cfg.to_dict(), "attack_resolved": {"name": exp.attack.name, **exp.attack.params()}},
+        "experiment": {
+            "dataset": exp.dataset.name, "train_samples": int(exp.dataset.y_train.numel()),
+            "test_samples": int(exp.dataset.y_test.numel()), "image_shape": list(exp.dataset.image_shape),
+            "num_params": exp.num_params, "clients_per_round": cfg.per_round,
+            "attacker_ids": exp.attacker_ids, "poisoned_samples": exp.poisoned_counts,
+            "expected_attackers_per_round": exp.expected_f, "client_sizes": exp.counts.tolist(),
+            "torch": torch.__version__, "device": str(exp.device),
+        },
+        "rules": {},
+    }
+    for spec in cfg.rules:
+        label, out = _run_rule(exp, spec, progress)
+        results["rules"][label] = out
+    return results
+
+
+def _fmt(v, pct=True):
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}%" if pct else f"{v:.2f}"
+
+
+def format_table(results: Dict[str, Any]) -> str:
+    """The results table the CLI prints: rule, final accuracy, attack success, detection, seconds."""
+    rows = [("rule", "accuracy", "attack success", "attackers flagged", "honest flagged", "seconds")]
+    for label, r in results["rules"].items():
+        rows.append((label, _fmt(r["final_accuracy"]), _fmt(r["final_attack_success"]),
+                     _fmt(r.get("mean_true_positive_rate")), _fmt(r.get("mean_false_positive_rate")),
+                     f"{r['seconds']:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for j, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> List[str]:
+    """Writes ``results.json``, ``results.csv`` (one row per rule and round) and,
+    when matplotlib is installed, ``results.png``. Returns the paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    path = os.path.join(out_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, allow_nan=False)
+    written.append(path)
+
+    path = os.path.join(out_dir, "results.csv")
+    cols = ["accuracy", "base_accuracy", "attack_success", "attackers_sampled", "true_positive_rate",
+            "false_positive_rate", "aggregation_seconds"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rule", "round"] + cols)
+        for label, r in results["rules"].items():
+            for i in range(len(r["accuracy"])):
+                w.writerow([label, i + 1] + ["" if r[c][i] is None else r[c][i] for c in cols])
+    written.append(path)
+
+    if plot:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return written
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for label, r in results["rules"].items():
+            x = range(1, len(r["accuracy"]) + 1)
+            axes[0].plot(x, r["accuracy"], label=label)
+            if any(v is not None for v in r["attack_success"]):
+                axes[1].plot(x, [float("nan") if v is None else v for v in r["attack_success"]], label=label)
+        axes[0].set(title="main-task accuracy", xlabel="round", ylim=(0, 1))
+        axes[1].set(title="attack success", xlabel="round", ylim=(0, 1))
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "results.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
