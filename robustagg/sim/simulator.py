@@ -24,6 +24,7 @@ from .. import aggregators, attacks
 from . import data as data_mod
 from .models import MODELS, build_model
 from .partition import PARTITIONS, partition
+from .metrics import accuracy, class_accuracy, detection_rates, flagged_clients
 from .train import LocalSpec, flat_params, predict, train_batched
 
 __all__ = ["SimConfig", "DEFAULT_RULES", "parse_rule", "run", "write_outputs", "format_table"]
@@ -251,17 +252,11 @@ class _Experiment:
 
     def evaluate(self, params) -> Dict[str, Optional[float]]:
         pred = predict(self.model, params, self.x_test)
-        out = {"accuracy": float((pred == self.y_test).float().mean())}
-        if self.base_class is not None:
-            sel = self.y_test == self.base_class
-            out["base_accuracy"] = float((pred[sel] == self.base_class).float().mean()) if bool(sel.any()) else None
-        else:
-            out["base_accuracy"] = None
-        if self.success_set is not None and self.success_set[0].shape[0]:
-            p = predict(self.model, params, self.success_set[0])
-            out["attack_success"] = float((p == self.success_set[1]).float().mean())
-        else:
-            out["attack_success"] = None
+        out = {"accuracy": accuracy(pred, self.y_test),
+               "base_accuracy": class_accuracy(pred, self.y_test, self.base_class),
+               "attack_success": None}
+        if self.success_set is not None:
+            out["attack_success"] = accuracy(predict(self.model, params, self.success_set[0]), self.success_set[1])
         return out
 
 
@@ -321,16 +316,9 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
         hist["attackers_sampled"].append(int(mal_pos.numel()))
         tpr = fpr = None
         if selecting:
-            cw = result.client_weights.detach().cpu().double()
-            kept = ~result.excluded.cpu()
-            ref = cw[kept].median() if bool(kept.any()) else torch.tensor(0.0)
-            flagged = result.excluded.cpu() | (cw < 0.5 * ref)
-            att_mask = torch.zeros(n, dtype=torch.bool)
-            att_mask[mal_pos] = True
-            if bool(att_mask.any()):
-                tpr = float(flagged[att_mask].float().mean())
-            if bool((~att_mask).any()):
-                fpr = float(flagged[~att_mask].float().mean())
+            is_att = torch.zeros(n, dtype=torch.bool)
+            is_att[mal_pos] = True
+            tpr, fpr = detection_rates(flagged_clients(result.excluded, result.client_weights), is_att)
         hist["true_positive_rate"].append(tpr)
         hist["false_positive_rate"].append(fpr)
         if progress is not None:

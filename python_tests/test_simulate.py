@@ -1,0 +1,185 @@
+"""End to end: the server loop, the results files and the `robustagg` command."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from robustagg import cli
+from robustagg.sim.simulator import SimConfig, parse_rule, run, write_outputs
+
+# Small enough for CI (a few seconds): digits, 20 clients of which 4 attackers
+# poison every base-class sample (1 -> 7) and train 5 local epochs.
+BACKDOOR = dict(rounds=12, seed=1, attack="trojan", attack_params={"poison_fraction": 1.0})
+
+
+@pytest.fixture(scope="module")
+def backdoor_results():
+    return run(SimConfig(rules=["fedavg", "median", "rlr", "krum"], **BACKDOOR))
+
+
+def test_backdoor_succeeds_under_fedavg(backdoor_results):
+    fedavg = backdoor_results["rules"]["fedavg"]
+    assert fedavg["final_accuracy"] > 0.8
+    assert fedavg["final_attack_success"] > 0.5
+
+
+@pytest.mark.parametrize("rule", ["median", "krum"])
+def test_backdoor_is_stopped_by_a_defense(backdoor_results, rule):
+    r = backdoor_results["rules"][rule]
+    assert r["final_attack_success"] < 0.15
+    assert r["final_accuracy"] > 0.75
+
+
+def test_krum_reports_the_attackers_it_dropped(backdoor_results):
+    r = backdoor_results["rules"]["krum"]
+    assert r["mean_true_positive_rate"] == 1.0          # Krum keeps one honest client per round
+    assert "mean_true_positive_rate" not in backdoor_results["rules"]["median"]
+
+
+def test_without_an_attack_the_trigger_does_not_flip_the_prediction():
+    res = run(SimConfig(rules=["fedavg"], **{**BACKDOOR, "attack": "trojan", "attackers": 0}))
+    assert res["rules"]["fedavg"]["final_attack_success"] < 0.15
+
+
+def test_results_have_the_documented_shape(backdoor_results):
+    assert set(backdoor_results) >= {"config", "rules"}
+    assert backdoor_results["config"]["rounds"] == 12
+    for r in backdoor_results["rules"].values():
+        assert len(r["accuracy"]) == len(r["attack_success"]) == 12
+        assert isinstance(r["final_accuracy"], float) and isinstance(r["final_attack_success"], float)
+        assert r["seconds"] > 0
+    assert len(backdoor_results["experiment"]["attacker_ids"]) == 4
+    json.dumps(backdoor_results, allow_nan=False)       # valid JSON, no NaN
+
+
+def test_same_seed_gives_the_same_run():
+    cfg = dict(dataset="synthetic", clients=8, attackers=2, rounds=3, rules=["fedavg", "foolsgold"])
+    a, b = run(SimConfig(**cfg)), run(SimConfig(**cfg))
+    for rule in a["rules"]:
+        assert a["rules"][rule]["accuracy"] == b["rules"][rule]["accuracy"]
+        assert a["rules"][rule]["attack_success"] == b["rules"][rule]["attack_success"]
+    c = run(SimConfig(**{**cfg, "seed": 1}))
+    assert c["rules"]["fedavg"]["accuracy"] != a["rules"]["fedavg"]["accuracy"]
+
+
+@pytest.mark.parametrize("attack, params", [
+    ("dba", {}), ("model_replacement", {"rounds": [1]}), ("constrain_scale", {"bound": 1.0}),
+    ("label_flip", {"source": 1, "target": 7}), ("sign_flip", {}), ("gaussian", {}), ("alie", {}),
+    ("andmask_adaptive", {}), ("none", {}),
+])
+def test_every_attack_runs_through_the_loop(attack, params):
+    res = run(SimConfig(dataset="synthetic", clients=8, attackers=2, rounds=2, attack=attack, attack_params=params,
+                        rules=["fedavg", "invariant"], partition="dirichlet", alpha=1.0))
+    r = res["rules"]["fedavg"]
+    assert len(r["accuracy"]) == 2 and all(0.0 <= a <= 1.0 for a in r["accuracy"])
+    untargeted = attack in ("sign_flip", "gaussian", "alie", "none")
+    assert (r["final_attack_success"] is None) == untargeted
+
+
+def test_model_replacement_single_shot_implants_the_backdoor_in_fedavg():
+    res = run(SimConfig(rules=["fedavg", "median"], rounds=8, seed=2, attackers=1, attack="model_replacement",
+                        attack_params={"rounds": [7], "poison_fraction": 1.0}, attacker_epochs=20))
+    assert res["rules"]["fedavg"]["attack_success"][5] < 0.2           # before the shot
+    assert res["rules"]["fedavg"]["final_attack_success"] > 0.8         # replaced in one round
+    assert res["rules"]["median"]["final_attack_success"] < 0.2
+
+
+def test_rule_specs_parse_with_parameters():
+    assert parse_rule("trimmed_mean(trim=2)") == ("trimmed_mean", {"trim": 2}, "trimmed_mean(trim=2)")
+    assert parse_rule({"name": "rlr", "threshold": 6})[:2] == ("rlr", {"threshold": 6})
+    assert parse_rule("clip(base='median', max_norm=0.5)")[1] == {"base": "median", "max_norm": 0.5}
+    with pytest.raises(ValueError, match="not 'param=value'"):
+        parse_rule("krum(2)")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(clients=0), "clients must be a positive integer"),
+    (dict(attackers=20), r"attackers must be an integer in \[0, clients=20\)"),
+    (dict(fraction=1.5), r"fraction must be in \(0, 1\]"),
+    (dict(partition="pathological"), "partition must be one of"),
+    (dict(attack="poison"), "attack must be one of"),
+    (dict(rules=["fedavg", "fedavg"]), "must not repeat"),
+    (dict(device="tpu"), "device must be cpu or cuda"),
+])
+def test_bad_config_is_rejected_with_the_bound(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SimConfig(**kwargs).validate()
+
+
+def test_unknown_rule_fails_before_any_training():
+    with pytest.raises(ValueError, match="unknown rule 'krum2'"):
+        run(SimConfig(dataset="synthetic", rounds=1, rules=["fedavg", "krum2"]))
+
+
+def test_write_outputs_gives_json_and_csv(tmp_path, backdoor_results):
+    files = write_outputs(backdoor_results, str(tmp_path / "out"), plot=False)
+    names = sorted(os.path.basename(f) for f in files)
+    assert names == ["results.csv", "results.json"]
+    rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("rule,round,accuracy") and len(rows) == 1 + 4 * 12
+
+
+# ---------------------------------------------------------------- the command
+
+SMALL = ["--dataset", "synthetic", "--clients", "6", "--attackers", "1", "--rounds", "2", "--quiet", "--no-plot"]
+
+
+def test_cli_simulate_runs_and_writes_results(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "robustagg.cli", "simulate", *SMALL, "--rules",
+                           "fedavg,trimmed_mean(trim=1),rlr", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "attack success" in proc.stdout and "trimmed_mean(trim=1)" in proc.stdout
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["rules"]) == ["fedavg", "trimmed_mean(trim=1)", "rlr"]
+    assert res["rules"]["trimmed_mean(trim=1)"]["params"] == {"trim": 1}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--clients", "0"], "clients must be a positive integer"),
+    (["--rules", "fedavg,nope"], "unknown rule 'nope'"),
+    (["--attack", "nope"], "attack must be one of"),
+    (["--attack-param", "strength=2"], "bad parameters for attack 'trojan'"),
+    (["--config", "/nonexistent.toml"], "no such file"),
+    (["--dataset", "fashion_mnist", "--data-path", "/nonexistent"], "dataset-fashion-mnist"),
+])
+def test_cli_bad_options_exit_nonzero_with_a_message(tmp_path, capsys, argv, message):
+    code = cli.main(["simulate", *SMALL, "--out", str(tmp_path / "x"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_argument_type_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["simulate", "--rounds", "many"])
+    assert e.value.code == 2 and "--rounds" in capsys.readouterr().err
+
+
+def test_cli_config_file_sets_the_experiment_and_flags_override_it(tmp_path, capsys):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text('dataset = "synthetic"\nclients = 6\nattackers = 1\nrounds = 3\n'
+                   'rules = ["fedavg", "trimmed_mean(trim=1)"]\nattack = "label_flip"\n'
+                   '[attack_params]\nsource = 1\ntarget = 2\n')
+    out = tmp_path / "run"
+    code = cli.main(["simulate", "--config", str(cfg), "--rounds", "2", "--quiet", "--no-plot", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["rounds"] == 2 and res["config"]["attack"] == "label_flip"
+    assert res["config"]["attack_params"] == {"source": 1, "target": 2}
+    assert list(res["rules"]) == ["fedavg", "trimmed_mean(trim=1)"]
+
+
+def test_cli_config_with_an_unknown_key_is_rejected(tmp_path, capsys):
+    cfg = tmp_path / "exp.json"
+    cfg.write_text(json.dumps({"dataset": "synthetic", "epochs": 3}))
+    assert cli.main(["simulate", "--config", str(cfg)]) == 2
+    assert "unknown option(s) epochs" in capsys.readouterr().err
+
+
+def test_cli_info_and_lists(capsys):
+    assert cli.main(["info"]) == 0 and '"backends"' in capsys.readouterr().out
+    assert cli.main(["rules"]) == 0 and "rflbat" in capsys.readouterr().out
+    assert cli.main(["attacks"]) == 0 and "constrain_scale" in capsys.readouterr().out
