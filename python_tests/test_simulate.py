@@ -183,3 +183,18 @@ def test_cli_info_and_lists(capsys):
     assert cli.main(["info"]) == 0 and '"backends"' in capsys.readouterr().out
     assert cli.main(["rules"]) == 0 and "rflbat" in capsys.readouterr().out
     assert cli.main(["attacks"]) == 0 and "constrain_scale" in capsys.readouterr().out
+
+
+def test_sequential_local_training_gives_the_same_run_as_batched():
+    cfg = dict(dataset="synthetic", clients=6, attackers=1, rounds=2, rules=["fedavg"], attack="constrain_scale")
+    a = run(SimConfig(**cfg))["rules"]["fedavg"]
+    b = run(SimConfig(**cfg, local_training="sequential"))["rules"]["fedavg"]
+    assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-2)
+    assert a["attack_success"] == pytest.approx(b["attack_success"], abs=5e-2)
+
+
+def test_cli_config_that_does_not_parse_is_reported(tmp_path, capsys):
+    cfg = tmp_path / "exp.json"
+    cfg.write_text("{rounds: 3")
+    assert cli.main(["simulate", "--config", str(cfg)]) == 2
+    assert "--config: cannot parse" in capsys.readouterr().err

@@ -89,9 +89,17 @@ def _key_value(text: str):
 def _load_config(path: str) -> Dict[str, Any]:
     if not os.path.exists(path):
         raise ValueError(f"--config: no such file {path!r}")
+    if path.endswith(".toml"):
+        try:
+            import tomllib
+        except ImportError:             # Python < 3.11
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise ValueError("--config: TOML needs Python >= 3.11 or `pip install tomli`; "
+                                 "a JSON config works everywhere") from None
     try:
         if path.endswith(".toml"):
-            import tomllib
             with open(path, "rb") as f:
                 cfg = tomllib.load(f)
         else:
@@ -131,6 +139,8 @@ def _simulate_parser(sub):
     g.add_argument("--lr", type=float, default=S, help="client learning rate (default 0.1)")
     g.add_argument("--attacker-epochs", type=int, default=S, help="attackers' E (default 5)")
     g.add_argument("--attacker-lr", type=float, default=S, help="attackers' lr (default: --lr)")
+    g.add_argument("--local-training", default=S, help="batched (default: vmap over clients) | sequential "
+                   "(a loop; faster for the cnn on CPU)")
     g = p.add_argument_group("attack")
     g.add_argument("--attack", default=S, help="trojan (default) | dba | model_replacement | constrain_scale | "
                    "label_flip | sign_flip | gaussian | alie | andmask_adaptive | none")

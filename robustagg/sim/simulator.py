@@ -25,7 +25,7 @@ from . import data as data_mod
 from .models import MODELS, build_model
 from .partition import PARTITIONS, partition
 from .metrics import accuracy, class_accuracy, detection_rates, flagged_clients
-from .train import LocalSpec, flat_params, predict, train_batched
+from .train import LocalSpec, flat_params, predict, train_batched, train_sequential
 
 __all__ = ["SimConfig", "DEFAULT_RULES", "parse_rule", "run", "write_outputs", "format_table"]
 
@@ -48,6 +48,10 @@ class SimConfig:
     attackers train longer in the papers, ``None`` = E; ``attacker_lr``, ``None`` = lr).
     Attack: ``attack`` (a name of :mod:`robustagg.attacks`), ``attack_params``,
     ``attackers`` (how many of the K clients are malicious, chosen at random).
+    ``local_training``: ``"batched"`` (one ``vmap`` step for all clients, the
+    default) or ``"sequential"`` (a loop over clients: same result; faster for
+    the CNN on CPU, where vmap's grouped convolutions are slow, see
+    ``bench/results/local_training_cpu.md``).
     Rules: ``rules``, names or ``"name(param=value, ...)"``; rules taking the
     number of attackers (krum, multikrum, bulyan: f; trimmed_mean: trim; rlr:
     threshold = f + 1; invariant: tau = alpha = f/n) get it from the expected
@@ -76,6 +80,7 @@ class SimConfig:
     rules: Sequence[str] = DEFAULT_RULES
     device: str = "cpu"
     seed: int = 0
+    local_training: str = "batched"
 
     def validate(self) -> None:
         def need(cond, msg):
@@ -109,6 +114,8 @@ class SimConfig:
         need(len(self.rules) > 0, "rules must name at least one rule")
         labels = [parse_rule(r)[2] for r in self.rules]
         need(len(set(labels)) == len(labels), f"rules must not repeat; got {labels}")
+        need(self.local_training in ("batched", "sequential"),
+             f"local_training must be 'batched' or 'sequential'; got {self.local_training!r}")
         need(self.device == "cpu" or self.device.startswith("cuda"), f"device must be cpu or cuda[:i]; got {self.device!r}")
         if self.device.startswith("cuda"):
             need(torch.cuda.is_available(), f"device {self.device!r} asked for, but torch sees no CUDA device")
@@ -270,6 +277,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
     params = {k: v.clone() for k, v in exp.init_params.items()}
     attacker_rank = {cid: r for r, cid in enumerate(exp.attacker_ids)}
     selecting = parse_rule(spec)[0] in SELECTING_RULES
+    train_clients = train_batched if cfg.local_training == "batched" else train_sequential
 
     hist = {k: [] for k in ("accuracy", "base_accuracy", "attack_success", "attackers_sampled",
                             "true_positive_rate", "false_positive_rate", "aggregation_seconds")}
@@ -285,16 +293,16 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
         deltas = torch.empty(n, d, device=exp.device)
         if hon_pos.numel():
             rows = sampled[hon_pos]
-            deltas[hon_pos.to(exp.device)] = train_batched(exp.model, params, exp.X, exp.Y, rows,
+            deltas[hon_pos.to(exp.device)] = train_clients(exp.model, params, exp.X, exp.Y, rows,
                                                            exp.counts[rows], exp.honest_spec, g_train)
         if mal_pos.numel():
             rows = sampled[mal_pos]
             counts = exp.counts[rows]
             if exp.attack.uses_poisoned_data:
                 ranks = torch.tensor([attacker_rank[int(c)] for c in rows.tolist()])
-                mal = train_batched(exp.model, params, exp.Xp, exp.Yp, ranks, counts, exp.attacker_spec, g_train)
+                mal = train_clients(exp.model, params, exp.Xp, exp.Yp, ranks, counts, exp.attacker_spec, g_train)
             else:
-                mal = train_batched(exp.model, params, exp.X, exp.Y, rows, counts, exp.attacker_spec, g_train)
+                mal = train_clients(exp.model, params, exp.X, exp.Y, rows, counts, exp.attacker_spec, g_train)
             ctx = attacks.CraftContext(round=rnd, malicious=mal, benign=deltas[hon_pos.to(exp.device)],
                                        global_params=flat_params(params, batched=False), num_aggregated=n,
                                        server_lr=cfg.server_lr, generator=g_attack)
