@@ -55,7 +55,8 @@ class SimConfig:
     Rules: ``rules``, names or ``"name(param=value, ...)"``; rules taking the
     number of attackers (krum, multikrum, bulyan: f; trimmed_mean: trim; rlr:
     threshold = f + 1; invariant: tau = alpha = f/n) get it from the expected
-    number of attackers per round unless given.
+    number of attackers per round unless given. A rule may set its own server
+    learning rate, ``"sign(server_lr=0.001)"`` (sign aggregation steps ±1 per coordinate).
     """
 
     dataset: str = "digits"
@@ -183,8 +184,12 @@ def build_rule(spec, n: int, f: int):
     if name not in aggregators.available():
         raise ValueError(f"unknown rule {name!r}; available: {', '.join(aggregators.available())}")
     full = {**_rule_defaults(name, n, f), **params}
+    rule_params = {k: v for k, v in full.items() if k != "server_lr"}
+    server_lr = full.get("server_lr")
+    if server_lr is not None and not (isinstance(server_lr, (int, float)) and server_lr > 0):
+        raise ValueError(f"rule {label!r}: server_lr must be > 0; got {server_lr!r}")
     try:
-        return aggregators.get(name, **full), label, full
+        return aggregators.get(name, **rule_params), label, full
     except TypeError as e:
         raise ValueError(f"bad parameters for rule {label!r}: {e}") from None
 
@@ -277,6 +282,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
     params = {k: v.clone() for k, v in exp.init_params.items()}
     attacker_rank = {cid: r for r, cid in enumerate(exp.attacker_ids)}
     selecting = parse_rule(spec)[0] in SELECTING_RULES
+    server_lr = float(rule_params.get("server_lr", cfg.server_lr))
     train_clients = train_batched if cfg.local_training == "batched" else train_sequential
 
     hist = {k: [] for k in ("accuracy", "base_accuracy", "attack_success", "attackers_sampled",
@@ -305,7 +311,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
                 mal = train_clients(exp.model, params, exp.X, exp.Y, rows, counts, exp.attacker_spec, g_train)
             ctx = attacks.CraftContext(round=rnd, malicious=mal, benign=deltas[hon_pos.to(exp.device)],
                                        global_params=flat_params(params, batched=False), num_aggregated=n,
-                                       server_lr=cfg.server_lr, generator=g_attack)
+                                       server_lr=server_lr, generator=g_attack)
             deltas[mal_pos.to(exp.device)] = exp.attack.craft(ctx).to(deltas.dtype)
 
         t0 = time.perf_counter()
@@ -315,7 +321,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
         update = result.update.to(exp.device)
         offset = 0
         for k, v in params.items():
-            params[k] = v + cfg.server_lr * update[offset:offset + v.numel()].view_as(v)
+            params[k] = v + server_lr * update[offset:offset + v.numel()].view_as(v)
             offset += v.numel()
 
         m = exp.evaluate(params)
