@@ -138,29 +138,26 @@ def repeated_median_line(updates: torch.Tensor, intercept: str = "siegel") -> Tu
     return slope.to(out).to(updates.dtype), icpt.to(out).to(updates.dtype)
 
 
-def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
-                      power: float = 1.0, intercept: str = "siegel") -> Tuple[torch.Tensor, torch.Tensor]:
-    u = updates.detach().double()
-    K, d = u.shape
-    out_dtype = _value_dtype(updates.dtype)
-    if K < 3:
-        cw = torch.full((K,), 1.0 / K, dtype=torch.float64, device=u.device)
-        return cw.to(out_dtype), u.mean(0).to(out_dtype).to(updates.dtype)
+def _residual_chunks(u: torch.Tensor, lam: float, delta: float, intercept: str):
+    """Steps 1-6 of Algorithm 1 over column chunks of ``u`` (float64, K >= 3).
 
+    Yields ``(cols, finite, perm, y_corr, contrib)`` per chunk: the client of each
+    rank, the corrected values in rank order (eq. 9) and each rank's share of the
+    client sums W (eq. 10), zero in non-finite columns.
+    """
+    K, d = u.shape
     x = torch.arange(K, dtype=torch.float64, device=u.device)
     xbar = 0.5 * (K - 1)
     sxx = K * (K * K - 1.0) / 12.0
     s = torch.sqrt(1.0 - (1.0 / K + (x - xbar) ** 2 / sxx))[:, None]  # sqrt(1 - h) per rank
     Z = lam * math.sqrt(2.0 / K)
     tau_scale = 1.4826 * (1.0 + 5.0 / (K - 1))
-
-    finite = torch.isfinite(u).all(0)
-    W = torch.zeros(K, dtype=torch.float64, device=u.device)
-    corrected = u.clone()  # K x d is fine for a reference
+    finite_all = torch.isfinite(u).all(0)
     step = _chunk(K, d, 2 * K * K)
     for c0 in range(0, d, step):
         cols = slice(c0, c0 + step)
-        block = torch.where(finite[cols], u[:, cols], torch.zeros_like(u[:, cols]))
+        finite = finite_all[cols]
+        block = torch.where(finite, u[:, cols], torch.zeros_like(u[:, cols]))
         y, perm = torch.sort(block, dim=0, stable=True)  # rank -> client, ties by client index
         b1, b0 = _repeated_median_chunk(y, intercept)
         line = b0 + b1 * x[:, None]
@@ -172,19 +169,64 @@ def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.
         w = torch.where(w <= delta, torch.zeros_like(w), w)           # eq. (8)
         y_corr = torch.where(w == 0, line, y)                          # eq. (9)
         sigma = w.std(0, unbiased=True)
-        contrib = torch.where(finite[cols], w * sigma, torch.zeros_like(w))
-        W.index_add_(0, perm.flatten(), contrib.flatten())            # eq. (10)
-        unsorted = torch.empty_like(y_corr).scatter_(0, perm, y_corr)
-        corrected[:, cols] = torch.where(finite[cols], unsorted, u[:, cols])
+        contrib = torch.where(finite, w * sigma, torch.zeros_like(w))
+        yield cols, finite, perm, y_corr, contrib
 
+
+def _residual_client_weights(W: torch.Tensor, power: float) -> torch.Tensor:
+    """eq. (11) with a power; uniform when every W is 0 (or the sum overflows)."""
     Wp = W ** power
     total = Wp.sum()
     if total > 0 and torch.isfinite(total):
-        cw = Wp / total
-    else:
+        return Wp / total
+    return torch.full_like(W, 1.0 / W.numel())
+
+
+def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
+                      power: float = 1.0, intercept: str = "siegel") -> Tuple[torch.Tensor, torch.Tensor]:
+    u = updates.detach().double()
+    K, d = u.shape
+    out_dtype = _value_dtype(updates.dtype)
+    if K < 3:
         cw = torch.full((K,), 1.0 / K, dtype=torch.float64, device=u.device)
+        return cw.to(out_dtype), u.mean(0).to(out_dtype).to(updates.dtype)
+
+    W = torch.zeros(K, dtype=torch.float64, device=u.device)
+    corrected = u.clone()  # K x d is fine for a reference
+    for cols, finite, perm, y_corr, contrib in _residual_chunks(u, lam, delta, intercept):
+        W.index_add_(0, perm.flatten(), contrib.flatten())            # eq. (10)
+        unsorted = torch.empty_like(y_corr).scatter_(0, perm, y_corr)
+        corrected[:, cols] = torch.where(finite, unsorted, u[:, cols])
+
+    cw = _residual_client_weights(W, power)
     agg = (cw[:, None] * corrected).sum(0)
     return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
+
+
+def residual_partial_sums(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
+                          intercept: str = "siegel") -> torch.Tensor:
+    """The client sums W of eq. (10) over these coordinates only (``[K]``, float64).
+
+    W is additive over coordinates, so the sums of coordinate shards add up to
+    the W of the whole update: sharded aggregation all-reduces them.
+    """
+    u = updates.detach().double()
+    W = torch.zeros(u.shape[0], dtype=torch.float64, device=u.device)
+    for _, _, perm, _, contrib in _residual_chunks(u, lam, delta, intercept):
+        W.index_add_(0, perm.flatten(), contrib.flatten())
+    return W
+
+
+def residual_apply(updates: torch.Tensor, client_weights: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
+                   intercept: str = "siegel") -> torch.Tensor:
+    """``sum_k client_weights_k * y_k(corrected)`` over these coordinates (``[d]``, input dtype)."""
+    u = updates.detach().double()
+    cw = client_weights.to(torch.float64)
+    agg = torch.empty(u.shape[1], dtype=torch.float64, device=u.device)
+    for cols, finite, perm, y_corr, _ in _residual_chunks(u, lam, delta, intercept):
+        w_rank = cw[perm]                                              # each rank's client weight
+        agg[cols] = torch.where(finite, (w_rank * y_corr).sum(0), (cw[:, None] * u[:, cols]).sum(0))
+    return agg.to(_value_dtype(updates.dtype)).to(updates.dtype)
 
 
 def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:

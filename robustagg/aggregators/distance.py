@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import ops
+from . import _shard
 from .base import (AggregationResult, Aggregator, check_positive_int, check_real, none_excluded,
                    normalized, register, result_dtype)
 from .mean import weighted_mean
@@ -86,7 +87,7 @@ class MultiKrum(Aggregator):
         m = self._m(n)
         if m > n:
             raise ValueError(f"{type(self).__name__}: m must be <= n; got m={m}, n={n}")
-        sqdist, _ = ops.pairwise_stats(u)
+        sqdist, _ = _shard.pairwise_stats(u)
         scores = krum_scores(sqdist, self.f)
         # Stable order: equal scores keep client order, so the choice is reproducible.
         order = torch.sort(scores, stable=True).indices[:m]
@@ -143,7 +144,7 @@ class Bulyan(Aggregator):
         if n < 4 * f + 3:
             raise ValueError(f"Bulyan needs n >= 4f + 3; got n={n}, f={f}")
         theta, beta = n - 2 * f, n - 4 * f
-        sqdist, _ = ops.pairwise_stats(u)
+        sqdist, _ = _shard.pairwise_stats(u)
         remaining = list(range(n))
         selected: List[int] = []
         for _ in range(theta):
@@ -239,7 +240,7 @@ class FoolsGold(Aggregator):
             else:
                 h.add_(u[k])
         H = torch.stack([self._history[cid] for cid in ids])
-        _, gram = ops.pairwise_stats(H)
+        _, gram = _shard.pairwise_stats(H)
         cs = _cosine_from_gram(gram)
         v = foolsgold_weights(cs)
         if float(v.sum()) > 0:
@@ -347,7 +348,7 @@ class RFLBAT(Aggregator):
 
     def _aggregate(self, u, w, ids):
         n = u.shape[0]
-        _, gram = ops.pairwise_stats(u)
+        _, gram = _shard.pairwise_stats(u)
         gram = gram.cpu()
         # PCA from the Gram matrix: centre it (H G H) and take the top-2 eigenpairs.
         H = torch.eye(n, dtype=torch.float64) - 1.0 / n

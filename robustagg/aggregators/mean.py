@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
+from . import _shard
 from .base import (AggregationResult, Aggregator, check_positive_int, check_real, check_rule,
                    none_excluded, normalized, register, result_dtype)
 
@@ -19,15 +20,8 @@ def weighted_mean(u: torch.Tensor, w) -> torch.Tensor:
     return ops.robust_lr_mean(u, 0.0, None if w is None else w.to(u.device))
 
 
-def row_norms(u: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each client's update, in float64 (no overflow for float32 input)."""
-    return torch.stack([torch.linalg.vector_norm(row, dtype=torch.float64) for row in u])
-
-
-def distances_to(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """||u_k - v|| for every client, in float64; one row at a time (no [K, d] temporary)."""
-    v = v.to(u.dtype)
-    return torch.stack([torch.linalg.vector_norm(row - v, dtype=torch.float64) for row in u])
+row_norms = _shard.row_norms
+distances_to = _shard.distances_to
 
 
 @register("fedavg")
@@ -114,7 +108,8 @@ class GaussianNoise(Aggregator):
     def _aggregate(self, u, w, ids):
         res = self.base(u, w, ids)
         if self.seed is not None and self._gen is None:
-            self._gen = torch.Generator(device=u.device).manual_seed(self.seed)
+            # sharded aggregation: each rank draws its own slice of the noise
+            self._gen = torch.Generator(device=u.device).manual_seed(self.seed + _shard.seed_offset())
         noise = torch.randn(res.update.shape, generator=self._gen, dtype=res.update.dtype, device=u.device)
         return AggregationResult(res.update + self.sigma * noise, res.client_weights, res.excluded,
                                  {"sigma": self.sigma, "base": res.info})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import ops
+from . import _shard
 from .base import AggregationResult, Aggregator, check_real, none_excluded, register, uniform
 
 __all__ = ["Median", "TrimmedMean", "RepeatedMedian", "Residual"]
@@ -133,5 +134,5 @@ class Residual(Aggregator):
 
     def _aggregate(self, u, w, ids):
         n = u.shape[0]
-        cw, agg = ops.residual_reweight(u, float(self.lam), float(self.delta), float(self.power), self.intercept)
+        cw, agg = _shard.residual_reweight(u, float(self.lam), float(self.delta), float(self.power), self.intercept)
         return AggregationResult(agg, cw, none_excluded(n, u), {"client_weights": cw.tolist()})
