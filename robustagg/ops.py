@@ -665,20 +665,35 @@ def cosine_similarity(updates: torch.Tensor) -> torch.Tensor:
     return torch.ops.robustagg.cosine_similarity(updates)
 
 
-def pairwise_stats(updates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Squared distances and Gram matrix ``<u_i, u_j>`` in one pass over ``updates``.
-
-    For rules that need both (RFLBAT's PCA and cosines, Krum). Returns float64
-    ``[K, K]`` matrices whatever the input dtype, so that huge-but-finite
-    updates (1e38 in float32) do not overflow. Not a registered torch op; CPU
-    runs the native kernel, other devices the reference.
-    """
-    K, d = _check_updates("pairwise_stats", updates)
-    if updates.device.type != "cpu":
-        u = updates.detach().double()
-        return _reference.pairwise_sq_distances(u), _reference.gram(u)
+def _stats_cpu(updates):
+    K, d = updates.shape
     u, ptr, code = _cpu_args(updates)
     dist = torch.empty(K, K, dtype=torch.float64)
     gram = torch.empty(K, K, dtype=torch.float64)
     _native().pairwise_stats_f64(ptr, code, K, d, dist.data_ptr(), gram.data_ptr(), get_num_threads())
     return dist, gram
+
+
+def _stats_ref(updates):
+    u = updates.detach().double()
+    return _reference.pairwise_sq_distances(u), _reference.gram(u)
+
+
+def _stats_fake(updates):
+    K = updates.shape[0]
+    return updates.new_empty(K, K, dtype=torch.float64), updates.new_empty(K, K, dtype=torch.float64)
+
+
+_register("pairwise_stats(Tensor updates) -> (Tensor, Tensor)", _stats_cpu, _stats_fake, _stats_ref)
+
+
+def pairwise_stats(updates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Squared distances and Gram matrix ``<u_i, u_j>`` in one pass over ``updates``.
+
+    For rules that need both (RFLBAT's PCA and cosines, Krum). Returns float64
+    ``[K, K]`` matrices whatever the input dtype, so that huge-but-finite
+    updates (1e38 in float32) do not overflow. Also ``torch.ops.robustagg.pairwise_stats``;
+    CPU runs the native kernel, other devices the reference.
+    """
+    _check_updates("pairwise_stats", updates)
+    return torch.ops.robustagg.pairwise_stats(updates)

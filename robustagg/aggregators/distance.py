@@ -346,6 +346,7 @@ class RFLBAT(Aggregator):
         check_positive_int("RFLBAT", "max_clusters", self.max_clusters)
         check_positive_int("RFLBAT", "gap_references", self.gap_references)
 
+    @torch.compiler.disable      # PCA + scikit-learn KMeans on the host: runs eagerly under torch.compile
     def _aggregate(self, u, w, ids):
         n = u.shape[0]
         _, gram = _shard.pairwise_stats(u)

@@ -105,6 +105,7 @@ class GaussianNoise(Aggregator):
         check_rule("GaussianNoise", "base", self.base)
         check_real("GaussianNoise", "sigma", self.sigma, 0.0, float("inf"), hi_open=True)
 
+    @torch.compiler.disable      # a seeded torch.Generator: host code, runs eagerly under torch.compile
     def _aggregate(self, u, w, ids):
         res = self.base(u, w, ids)
         if self.seed is not None and self._gen is None:
