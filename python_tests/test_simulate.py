@@ -127,10 +127,13 @@ SMALL = ["--dataset", "synthetic", "--clients", "6", "--attackers", "1", "--roun
 
 
 def test_cli_simulate_runs_and_writes_results(tmp_path):
+    import robustagg
     out = tmp_path / "run"
+    # The child imports the same robustagg as this process (not a source tree in its cwd).
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(robustagg.__file__))}
     proc = subprocess.run([sys.executable, "-m", "robustagg.cli", "simulate", *SMALL, "--rules",
                            "fedavg,trimmed_mean(trim=1),rlr", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "attack success" in proc.stdout and "trimmed_mean(trim=1)" in proc.stdout
     res = json.loads((out / "results.json").read_text())
