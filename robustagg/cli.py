@@ -190,12 +190,11 @@ def _default_out() -> str:
 
 
 def _simulate(args) -> int:
-    from .sim.simulator import format_table, run, write_outputs
+    from .sim.simulator import format_table, parse_rule, run, write_outputs
 
     cfg = _config_from_args(args)
     cfg.validate()
     out = args.out or _default_out()
-    from .sim.simulator import parse_rule
     labels = [parse_rule(r)[2] for r in cfg.rules]
     print(f"robustagg simulate: {cfg.dataset}, {cfg.clients} clients ({cfg.per_round} per round), "
           f"{cfg.rounds} rounds, attack {cfg.attack} by {cfg.attackers} clients, {len(labels)} rules, "

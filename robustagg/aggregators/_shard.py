@@ -23,7 +23,8 @@ _GROUP: contextvars.ContextVar = contextvars.ContextVar("robustagg_shard_group",
 @contextlib.contextmanager
 def sharded(group) -> None:
     """Within the block, statistics are summed over the ranks of ``group``
-    (``torch.distributed`` process group; ``group.WORLD`` may be passed as None via the sentinel)."""
+    (a ``torch.distributed`` process group; None is the default group, so the
+    context holds a tuple: the context's own None means "not sharded")."""
     token = _GROUP.set(("active", group))
     try:
         yield

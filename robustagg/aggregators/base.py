@@ -3,11 +3,12 @@ clients, the result type and the registry of names."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 from .. import ops
+from .._registry import Registry
 
 __all__ = ["AggregationResult", "Aggregator", "register", "get", "available", "as_updates"]
 
@@ -32,20 +33,13 @@ class AggregationResult:
     info: Dict[str, Any]
 
 
-_REGISTRY: Dict[str, type] = {}
-
-
-def register(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return deco
+_RULES = Registry("aggregator")
+register = _RULES.register
 
 
 def available() -> List[str]:
     """Names accepted by :func:`get` (and the CLI)."""
-    return sorted(_REGISTRY)
+    return _RULES.available()
 
 
 def get(name: str, **params) -> "Aggregator":
@@ -53,11 +47,10 @@ def get(name: str, **params) -> "Aggregator":
 
     Wrappers take their base rule by name too: ``get("rlr", base="median", threshold=4)``.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown aggregator {name!r}; available: {', '.join(available())}")
+    _RULES.cls(name)                    # an unknown name fails before its base is built
     if isinstance(params.get("base"), str):
         params["base"] = get(params["base"])
-    return _REGISTRY[name](**params)
+    return _RULES.build(name, **params)
 
 
 def as_updates(updates) -> torch.Tensor:

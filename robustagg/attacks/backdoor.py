@@ -3,7 +3,8 @@ backdoor (DBA, Xie et al. 2020), model replacement and constrain-and-scale
 (Bagdasaryan et al., "How to backdoor federated learning"), label flipping."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import dataclasses
+from typing import Optional, Sequence
 
 import torch
 
@@ -82,6 +83,14 @@ class Trigger:
         return {"pattern": self.pattern, "size": self.size, "position": self.position, "value": self.value}
 
 
+def _dba_mask(trigger: Trigger, parts: Optional[int], height: int, width: int, rank: int, num_attackers: int):
+    """Attacker ``rank``'s local pattern: the trigger cut into ``parts`` pieces
+    (default one per attacker, at most one per pixel), piece ``rank mod parts``."""
+    npix = int(trigger.mask(height, width).sum())
+    parts = min(parts or max(num_attackers, 1), npix)
+    return trigger.split(height, width, parts)[rank % parts]
+
+
 def _check_class(owner, name, value, num_classes):
     if not isinstance(value, int) or not 0 <= value < num_classes:
         raise ValueError(f"{owner}: {name} must be a class index in [0, {num_classes}); got {value!r}")
@@ -112,9 +121,6 @@ class TrojanBackdoor(Attack):
         self.target_class = target_class
         self.poison_fraction = poison_fraction
         self.trigger = Trigger(pattern, size, position, value)
-
-    # base_class is a plain attribute here; the property of Attack is shadowed on purpose.
-    base_class = None
 
     def setup(self, dataset) -> None:
         super().setup(dataset)
@@ -162,9 +168,7 @@ class DistributedBackdoor(TrojanBackdoor):
         self.parts = parts
 
     def _local_mask(self, height, width, rank, num_attackers):
-        npix = int(self.trigger.mask(height, width).sum())
-        parts = min(self.parts or max(num_attackers, 1), npix)
-        return self.trigger.split(height, width, parts)[rank % parts]
+        return _dba_mask(self.trigger, self.parts, height, width, rank, num_attackers)
 
     def params(self):
         return {**super().params(), "parts": self.parts}
@@ -238,10 +242,8 @@ class _BoostedBackdoor(TrojanBackdoor):
 
     def _local_mask(self, height, width, rank, num_attackers):
         if self.distributed:
-            return DistributedBackdoor._local_mask(self, height, width, rank, num_attackers)
+            return _dba_mask(self.trigger, None, height, width, rank, num_attackers)
         return super()._local_mask(height, width, rank, num_attackers)
-
-    parts = None
 
     def active(self, round):
         return self.rounds is None or round in self.rounds
@@ -296,7 +298,6 @@ class ConstrainAndScale(_BoostedBackdoor):
         self.split = split
 
     def local_spec(self, honest):
-        import dataclasses
         return dataclasses.replace(honest, alpha=self.alpha, anomaly=self.anomaly)
 
     def craft(self, ctx):

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-__all__ = ["Attack", "CraftContext", "register", "get", "available", "NoAttack"]
+from .._registry import Registry
+
+__all__ = ["Attack", "CraftContext", "register", "get", "available", "attack_class", "NoAttack"]
 
 
 @dataclasses.dataclass
@@ -70,10 +72,8 @@ class Attack:
         ``y_target``. None for untargeted attacks (no attack-success metric)."""
         return None
 
-    @property
-    def base_class(self) -> Optional[int]:
-        """The class whose clean test accuracy is reported as base-class accuracy."""
-        return None
+    #: the class whose clean test accuracy is reported as base-class accuracy (None: not reported).
+    base_class: Optional[int] = None
 
     def params(self) -> Dict[str, Any]:
         out = {}
@@ -87,29 +87,19 @@ class Attack:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
 
 
-_REGISTRY: Dict[str, type] = {}
-
-
-def register(name: str) -> Callable[[type], type]:
-    def deco(cls):
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return deco
+_ATTACKS = Registry("attack")
+register = _ATTACKS.register
+attack_class = _ATTACKS.cls
 
 
 def available() -> List[str]:
-    return sorted(_REGISTRY)
+    """Names accepted by :func:`get` (and ``robustagg simulate --attack``)."""
+    return _ATTACKS.available()
 
 
 def get(name: str, **params) -> Attack:
     """Builds an attack from its name, e.g. ``get("model_replacement", gamma=10)``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown attack {name!r}; available: {', '.join(available())}")
-    try:
-        return _REGISTRY[name](**params)
-    except TypeError as e:
-        raise ValueError(f"bad parameters for attack {name!r}: {e}") from None
+    return _ATTACKS.build(name, **params)
 
 
 @register("none")

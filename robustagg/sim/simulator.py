@@ -224,7 +224,7 @@ class _Experiment:
         self.attacker_ids = sorted(rng.choice(cfg.clients, size=cfg.attackers, replace=False).tolist())
 
         params = dict(cfg.attack_params)
-        if cfg.attack not in ("none", "label_flip", "sign_flip", "gaussian", "alie") and ds.name == "fashion_mnist":
+        if ds.name == "fashion_mnist" and issubclass(attacks.attack_class(cfg.attack), attacks.TrojanBackdoor):
             params.setdefault("base_class", 5)      # sandal -> sneaker, as in the RLR paper
             params.setdefault("target_class", 7)
         self.attack = attacks.get(cfg.attack, **params)
@@ -236,9 +236,9 @@ class _Experiment:
         self.poisoned_counts = []
         for rank, cid in enumerate(self.attacker_ids):
             c = int(self.counts[cid])
-            xp, yp = self.attack.poison(Xp[rank, :c], Yp[rank, :c], rank, len(self.attacker_ids), gen)
-            self.poisoned_counts.append(int((yp != Y[cid, :c]).sum()) + int(((xp != X[cid, :c]).flatten(1).any(1)
-                                                                            & (yp == Y[cid, :c])).sum()))
+            x, y = Xp[rank, :c], Yp[rank, :c]
+            xp, yp = self.attack.poison(x, y, rank, len(self.attacker_ids), gen)
+            self.poisoned_counts.append(int(((yp != y) | (xp != x).flatten(1).any(1)).sum()))
             Xp[rank, :c], Yp[rank, :c] = xp, yp
         dev = self.device
         self.X, self.Y, self.Xp, self.Yp = X.to(dev), Y.to(dev), Xp.to(dev), Yp.to(dev)
@@ -281,7 +281,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
     g_attack = torch.Generator().manual_seed(cfg.seed + 3)
     params = {k: v.clone() for k, v in exp.init_params.items()}
     attacker_rank = {cid: r for r, cid in enumerate(exp.attacker_ids)}
-    selecting = parse_rule(spec)[0] in SELECTING_RULES
+    selecting = rule.name in SELECTING_RULES
     server_lr = float(rule_params.get("server_lr", cfg.server_lr))
     train_clients = train_batched if cfg.local_training == "batched" else train_sequential
 
@@ -343,7 +343,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
         return xs[-1] if xs else None
 
     out = {
-        "rule": parse_rule(spec)[0],
+        "rule": rule.name,
         "params": {k: v for k, v in rule_params.items()},
         **hist,
         "final_accuracy": last(hist["accuracy"]),
