@@ -1,3 +1,13 @@
+// No fused multiply-adds in this file: the pairwise values (j y_i - i y_j) /
+// (j - i) must be exactly symmetric in (i, j), and the line values and
+// residuals must round as the pure-PyTorch reference rounds them (they decide
+// ties and the band edges).
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #include "robustagg/repeated_median.h"
 
 #include <algorithm>
@@ -16,19 +26,22 @@ constexpr int64_t kTilesPerTask = 4;
 // Up to this many values a median is taken with a pruned network over the
 // tile's lanes; above it, per lane with nth_element.
 constexpr int64_t kMaxMedianNetwork = 160;
+// Up to this K, fit_line keeps every pair's value ([K, K-1, TL] doubles, 1 MB
+// at 64) and computes each once; above it, row by row, each pair twice.
+constexpr int64_t kMaxSymmetricK = 64;
 
 // Median of each lane of buf[rows, TL] into out[TL]; reorders buf.
 class LaneMedian {
  public:
   explicit LaneMedian(int64_t rows)
       : rows_(rows), use_net_(rows <= kMaxMedianNetwork),
-        net_(use_net_ ? median_network(rows) : Network{}), col_(use_net_ ? 0 : rows) {}
+        sorter_(use_net_ ? rows : 1, true), col_(use_net_ ? 0 : rows) {}
   LaneMedian(const LaneMedian& o)
-      : rows_(o.rows_), use_net_(o.use_net_), net_(o.net_), col_(o.col_.size()) {}
+      : rows_(o.rows_), use_net_(o.use_net_), sorter_(o.sorter_), col_(o.col_.size()) {}
 
   void operator()(double* __restrict__ buf, double* __restrict__ out) {
     if (use_net_) {
-      apply_network<double, TL>(buf, net_);
+      sorter_.apply(buf);
       const double* a = buf + ((rows_ - 1) / 2) * TL;
       const double* b = buf + (rows_ / 2) * TL;
       if (rows_ % 2 == 1) {
@@ -52,7 +65,7 @@ class LaneMedian {
  private:
   int64_t rows_;
   bool use_net_;
-  Network net_;
+  TileSorter<double, TL> sorter_;
   std::vector<double> col_;
 };
 
@@ -79,13 +92,15 @@ struct Workspace {
   int64_t K;
   Network sort_net;
   LaneMedian inner, outer;  // medians of K-1 and of K values
+  bool symmetric;  // all K (K - 1) pair values held at once (small K: they fit in L2)
   std::vector<double> val, idx, pairs, meds;
   std::vector<char> finite;
 
   explicit Workspace(int64_t K_)
       : K(K_), sort_net(batcher_network(K_)), inner(std::max<int64_t>(K_ - 1, 1)), outer(K_),
-        val(K_ * TL), idx(K_ * TL), pairs(std::max<int64_t>(K_ - 1, 1) * TL), meds(K_ * TL),
-        finite(TL) {}
+        symmetric(K_ <= kMaxSymmetricK), val(K_ * TL), idx(K_ * TL),
+        pairs(std::max<int64_t>(K_ - 1, 1) * TL * (K_ <= kMaxSymmetricK ? K_ : 1)),
+        meds(K_ * TL), finite(TL) {}
 };
 
 // Loads n <= TL coordinates from column j0 into ws.val (as double) and ws.idx
@@ -121,21 +136,39 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
     for (int t = 0; t < TL; ++t) { slope[t] = 0.0; intercept[t] = y[t]; }
     return;
   }
-  double* pairs = ws.pairs.data();
   double* meds = ws.meds.data();
-  for (int64_t i = 0; i < K; ++i) {  // eq. (1): med_i med_{j != i} (y_j - y_i) / (j - i)
-    const double* yi = y + i * TL;
-    int64_t row = 0;
-    for (int64_t j = 0; j < K; ++j) {
-      if (j == i) continue;
-      const double* yj = y + j * TL;
-      const double dx = static_cast<double>(j - i);
-      double* p = pairs + (row++) * TL;
-      for (int t = 0; t < TL; ++t) p[t] = (yj[t] - yi[t]) / dx;
+  // Both pairwise quantities are symmetric in (i, j) (negating numerator and
+  // denominator is exact), so each pair is computed once and written to the
+  // rows of both i and j.
+  const auto pairwise_medians = [&](auto pair_value, double* result) {
+    double* pairs = ws.pairs.data();
+    if (ws.symmetric) {
+      const int64_t stride = (K - 1) * TL;  // row i holds j != i in order of j
+      for (int64_t i = 0; i < K; ++i)
+        for (int64_t j = i + 1; j < K; ++j) {
+          double* pi = pairs + i * stride + (j - 1) * TL;
+          double* pj = pairs + j * stride + i * TL;
+          pair_value(i, j, pi);
+          for (int t = 0; t < TL; ++t) pj[t] = pi[t];
+        }
+      for (int64_t i = 0; i < K; ++i) ws.inner(pairs + i * stride, meds + i * TL);
+    } else {
+      for (int64_t i = 0; i < K; ++i) {
+        int64_t row = 0;
+        for (int64_t j = 0; j < K; ++j)
+          if (j != i) pair_value(std::min(i, j), std::max(i, j), pairs + (row++) * TL);
+        ws.inner(pairs, meds + i * TL);
+      }
     }
-    ws.inner(pairs, meds + i * TL);
-  }
-  ws.outer(meds, slope);
+    ws.outer(meds, result);
+  };
+  // eq. (1): med_i med_{j != i} (y_j - y_i) / (j - i)
+  pairwise_medians([&](int64_t i, int64_t j, double* __restrict__ p) {
+    const double* __restrict__ yi = y + i * TL;
+    const double* __restrict__ yj = y + j * TL;
+    const double dx = static_cast<double>(j - i);
+    for (int t = 0; t < TL; ++t) p[t] = (yj[t] - yi[t]) / dx;
+  }, slope);
   if (mode == InterceptMode::Median) {  // the authors' code: med(y) - slope (K - 1) / 2
     const double* a = y + ((K - 1) / 2) * TL;
     const double* b = y + (K / 2) * TL;
@@ -146,19 +179,13 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
     }
     return;
   }
-  for (int64_t i = 0; i < K; ++i) {  // eq. (2): med_i med_{j != i} (j y_i - i y_j) / (j - i)
-    const double* yi = y + i * TL;
-    int64_t row = 0;
-    for (int64_t j = 0; j < K; ++j) {
-      if (j == i) continue;
-      const double* yj = y + j * TL;
-      const double xi = static_cast<double>(i), xj = static_cast<double>(j), dx = xj - xi;
-      double* p = pairs + (row++) * TL;
-      for (int t = 0; t < TL; ++t) p[t] = (xj * yi[t] - xi * yj[t]) / dx;
-    }
-    ws.inner(pairs, meds + i * TL);
-  }
-  ws.outer(meds, intercept);
+  // eq. (2): med_i med_{j != i} (j y_i - i y_j) / (j - i)
+  pairwise_medians([&](int64_t i, int64_t j, double* __restrict__ p) {
+    const double* __restrict__ yi = y + i * TL;
+    const double* __restrict__ yj = y + j * TL;
+    const double xi = static_cast<double>(i), xj = static_cast<double>(j), dx = xj - xi;
+    for (int t = 0; t < TL; ++t) p[t] = (xj * yi[t] - xi * yj[t]) / dx;
+  }, intercept);
 }
 
 // Quantities of Algorithm 1 that depend only on K.
@@ -180,15 +207,13 @@ struct RankConstants {
 
 // Confidence of the value at rank x with residual r (eq. 5-6, 8): 1 inside the
 // band, Z / |z| outside it, 0 when that is <= delta.
+// Written branch-free so that loops over lanes vectorise; the same function
+// serves both passes, so their decisions agree exactly.
 inline double confidence(double r, double tau, double s, double Z, double delta) {
-  double w;
-  if (r == 0.0) {
-    w = 1.0;
-  } else {
-    const double z = (r / tau) / s;  // e / sqrt(1 - h); tau = 0 gives +-inf and w = 0
-    const double az = std::abs(z);
-    w = az <= Z ? 1.0 : Z / az;
-  }
+  const double z = (r / tau) / s;  // e / sqrt(1 - h); tau = 0 gives +-inf and w = 0
+  const double az = std::abs(z);
+  double w = az <= Z ? 1.0 : Z / az;
+  w = r == 0.0 ? 1.0 : w;
   return w <= delta ? 0.0 : w;
 }
 
@@ -280,20 +305,23 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
             const double r = ws.val[x * TL + t] - (b0[t] + b1[t] * x);
             conf[x * TL + t] = confidence(r, tau_t[t], rc.s[x], rc.Z, delta);
           }
+        // eq. (10): the unbiased standard deviation of each lane's confidences.
+        double mean[TL], var[TL], sigma[TL];
+        for (int t = 0; t < TL; ++t) mean[t] = var[t] = 0.0;
+        for (int64_t x = 0; x < K; ++x)
+          for (int t = 0; t < TL; ++t) mean[t] += conf[x * TL + t];
+        for (int t = 0; t < TL; ++t) mean[t] /= static_cast<double>(K);
+        for (int64_t x = 0; x < K; ++x)
+          for (int t = 0; t < TL; ++t) {
+            const double dev = conf[x * TL + t] - mean[t];
+            var[t] += dev * dev;
+          }
+        for (int t = 0; t < TL; ++t) sigma[t] = std::sqrt(var[t] / static_cast<double>(K - 1));
         for (int64_t t = 0; t < n; ++t) {
           beta0[j0 + t] = b0[t]; beta1[j0 + t] = b1[t]; tau[j0 + t] = tau_t[t];
           if (!ws.finite[t]) continue;  // non-finite columns add nothing to W
-          double mean = 0.0;
-          for (int64_t x = 0; x < K; ++x) mean += conf[x * TL + t];
-          mean /= static_cast<double>(K);
-          double var = 0.0;
-          for (int64_t x = 0; x < K; ++x) {
-            const double dev = conf[x * TL + t] - mean;
-            var += dev * dev;
-          }
-          const double sigma = std::sqrt(var / static_cast<double>(K - 1));  // unbiased
           for (int64_t x = 0; x < K; ++x)
-            W[static_cast<int64_t>(ws.idx[x * TL + t])] += conf[x * TL + t] * sigma;  // eq. (10)
+            W[static_cast<int64_t>(ws.idx[x * TL + t])] += conf[x * TL + t] * sigma[t];
         }
       }
     });
@@ -338,18 +366,27 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
           for (int t = 0; t < TL; ++t)
             if (!finite[t]) val[k * TL + t] = 0.0;
         sort_with_index(val.data(), idx.data(), net);
-        for (int64_t t = 0; t < n; ++t) {
-          const int64_t j = j0 + t;
-          if (!finite[t]) { agg[j] = static_cast<V>(raw[t]); continue; }
-          double acc = 0.0;
-          for (int64_t x = 0; x < K; ++x) {
-            const double line = beta0[j] + beta1[j] * x;
-            const double y = val[x * TL + t];
-            const double w = confidence(y - line, tau[j], rc.s[x], rc.Z, delta);
-            acc += cw[static_cast<int64_t>(idx[x * TL + t])] * (w == 0.0 ? line : y);
-          }
-          agg[j] = static_cast<V>(acc);
+        // Lanes past n get a harmless line (0, 0) and scale 1; they are not stored.
+        double b0[TL], b1[TL], tj[TL], acc[TL], cwx[TL];
+        for (int t = 0; t < TL; ++t) {
+          const bool in = t < n;
+          b0[t] = in ? beta0[j0 + t] : 0.0;
+          b1[t] = in ? beta1[j0 + t] : 0.0;
+          tj[t] = in ? tau[j0 + t] : 1.0;
+          acc[t] = 0.0;
         }
+        for (int64_t x = 0; x < K; ++x) {
+          const double* __restrict__ yv = val.data() + x * TL;
+          const double* __restrict__ iv = idx.data() + x * TL;
+          for (int t = 0; t < TL; ++t) cwx[t] = cw[static_cast<int64_t>(iv[t])];
+          const double sx = rc.s[x], xd = static_cast<double>(x);
+          for (int t = 0; t < TL; ++t) {
+            const double line = b0[t] + b1[t] * xd;
+            const double w = confidence(yv[t] - line, tj[t], sx, rc.Z, delta);
+            acc[t] += cwx[t] * (w == 0.0 ? line : yv[t]);
+          }
+        }
+        for (int64_t t = 0; t < n; ++t) agg[j0 + t] = static_cast<V>(finite[t] ? acc[t] : raw[t]);
       }
     });
   });

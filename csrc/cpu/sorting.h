@@ -10,10 +10,16 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <cmath>
 #include <cstdint>
 #include <utility>
+#include <type_traits>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "robustagg/common.h"
 
@@ -25,11 +31,13 @@ using Network = std::vector<std::pair<int32_t, int32_t>>;
 // Above this K the selection path (nth_element per coordinate) beats a full network.
 constexpr int64_t kMaxNetworkK = 512;
 
-inline Network batcher_network(int64_t n) {
+// With first_stage = P > 1, only the stages p >= P: the merges of sorted
+// aligned blocks of P rows.
+inline Network batcher_network(int64_t n, int64_t first_stage = 1) {
   Network net;
   int64_t N = 1;
   while (N < n) N <<= 1;
-  for (int64_t p = 1; p < N; p <<= 1)
+  for (int64_t p = first_stage; p < N; p <<= 1)
     for (int64_t k = p; k >= 1; k >>= 1)
       for (int64_t j = k % p; j + k < N; j += 2 * k)
         for (int64_t i = 0; i < std::min(k, N - j - k); ++i)
@@ -71,6 +79,141 @@ inline void apply_network(V* __restrict__ tile, const Network& net) {  // tile: 
   }
 }
 
+// ---------------------------------------------------------------------------
+// Register-resident networks. Comparators that go through memory cost two
+// loads and two stores each, and consecutive layers stall on store-to-load
+// forwarding; for up to kRegRows rows the whole network runs on vector
+// registers instead (one register per row, the network unrolled at compile
+// time). Larger K sorts aligned blocks of kRegRows rows this way first (the
+// first stages of Batcher's network only sort those blocks) and runs only the
+// merging stages through memory.
+constexpr int kRegRows = 32;
+
+struct Cmp { int8_t a, b; };
+struct FixedNet { Cmp c[200]; int size; };  // Batcher on 32 inputs has 191 comparators
+
+constexpr FixedNet make_fixed_net(int n, bool median_only) {
+  FixedNet net{};
+  int N = 1;
+  while (N < n) N <<= 1;
+  for (int p = 1; p < N; p <<= 1)
+    for (int k = p; k >= 1; k >>= 1)
+      for (int j = k % p; j + k < N; j += 2 * k)
+        for (int i = 0; i < (k < N - j - k ? k : N - j - k); ++i)
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p) && i + j + k < n)
+            net.c[net.size++] = Cmp{static_cast<int8_t>(i + j), static_cast<int8_t>(i + j + k)};
+  if (!median_only || n < 1) return net;
+  bool needed[32] = {};
+  needed[(n - 1) / 2] = needed[n / 2] = true;
+  bool keep[200] = {};
+  for (int q = net.size - 1; q >= 0; --q)
+    if (needed[net.c[q].a] || needed[net.c[q].b]) needed[net.c[q].a] = needed[net.c[q].b] = keep[q] = true;
+  FixedNet pruned{};
+  for (int q = 0; q < net.size; ++q)
+    if (keep[q]) pruned.c[pruned.size++] = net.c[q];
+  return pruned;
+}
+
+template <int N, bool kMedian> struct NetOf {
+  static constexpr FixedNet value = make_fixed_net(N, kMedian);
+};
+
+#if defined(__GNUC__)
+#define ROBUSTAGG_REGISTER_NETWORKS 1
+template <typename V> struct VecOf;
+template <> struct VecOf<float>  { typedef float  type __attribute__((vector_size(64))); };
+template <> struct VecOf<double> { typedef double type __attribute__((vector_size(64))); };
+
+// GCC does not turn a vector `x < y ? x : y` into min/max instructions (it
+// emits a compare and two blends), so AVX-512 builds say it directly. (The
+// masked forms with a full mask avoid GCC 12's false -Wuninitialized on the
+// unmasked intrinsics.)
+template <typename Vec> inline Vec vec_min(Vec x, Vec y) { return x < y ? x : y; }
+template <typename Vec> inline Vec vec_max(Vec x, Vec y) { return x < y ? y : x; }
+#if defined(__AVX512F__)
+template <> inline VecOf<float>::type vec_min(VecOf<float>::type x, VecOf<float>::type y) {
+  return _mm512_mask_min_ps(x, 0xFFFF, x, y);
+}
+template <> inline VecOf<float>::type vec_max(VecOf<float>::type x, VecOf<float>::type y) {
+  return _mm512_mask_max_ps(x, 0xFFFF, x, y);
+}
+template <> inline VecOf<double>::type vec_min(VecOf<double>::type x, VecOf<double>::type y) {
+  return _mm512_mask_min_pd(x, 0xFF, x, y);
+}
+template <> inline VecOf<double>::type vec_max(VecOf<double>::type x, VecOf<double>::type y) {
+  return _mm512_mask_max_pd(x, 0xFF, x, y);
+}
+#endif
+
+template <typename Vec> inline void compare_exchange(Vec& x, Vec& y) {
+  const Vec lo = vec_min(x, y), hi = vec_max(x, y);
+  x = lo;
+  y = hi;
+}
+
+template <typename Vec, int N, bool kMedian, size_t... I>
+inline void run_fixed(Vec* r, std::index_sequence<I...>) {
+  (compare_exchange(r[NetOf<N, kMedian>::value.c[I].a], r[NetOf<N, kMedian>::value.c[I].b]), ...);
+}
+
+// Sorts (or, with kMedian, places the median positions of) rows [0, N) of
+// tile[., T] in every lane, one vector of lanes at a time.
+template <typename V, int T, int N, bool kMedian>
+void sort_rows_fixed(V* __restrict__ tile) {
+  using Vec = typename VecOf<V>::type;
+  constexpr int L = static_cast<int>(sizeof(Vec) / sizeof(V));
+  static_assert(T % L == 0, "tile width must be a multiple of the vector width");
+  for (int g = 0; g < T; g += L) {
+    Vec r[N > 0 ? N : 1];
+    for (int k = 0; k < N; ++k) std::memcpy(&r[k], tile + k * T + g, sizeof(Vec));
+    run_fixed<Vec, N, kMedian>(r, std::make_index_sequence<NetOf<N, kMedian>::value.size>{});
+    for (int k = 0; k < N; ++k) std::memcpy(tile + k * T + g, &r[k], sizeof(Vec));
+  }
+}
+
+template <typename V, int T, bool kMedian, size_t... N>
+constexpr auto fixed_sorters(std::index_sequence<N...>) {
+  using Fn = void (*)(V*);
+  return std::array<Fn, sizeof...(N)>{&sort_rows_fixed<V, T, static_cast<int>(N), kMedian>...};
+}
+#endif
+
+// Orders the K rows of a tile[K, T] in every lane: fully (sort) or only as far
+// as the two median positions (median_only).
+template <typename V, int T>
+class TileSorter {
+ public:
+  TileSorter(int64_t K, bool median_only) : K_(K), median_only_(median_only) {
+#if ROBUSTAGG_REGISTER_NETWORKS
+    // The register phase sorts each aligned block of kRegRows rows (Batcher's
+    // stages p < kRegRows act only inside those blocks); memory keeps the rest.
+    Network net = batcher_network(K, kRegRows);
+#else
+    Network net = batcher_network(K);
+#endif
+    mem_ = median_only ? prune_network(net, K, (K - 1) / 2, K / 2) : net;
+  }
+
+  void apply(V* tile) const {
+#if ROBUSTAGG_REGISTER_NETWORKS
+    static constexpr auto full = fixed_sorters<V, T, false>(std::make_index_sequence<kRegRows + 1>{});
+    static constexpr auto med = fixed_sorters<V, T, true>(std::make_index_sequence<kRegRows + 1>{});
+    if (K_ <= kRegRows) {
+      (median_only_ ? med : full)[K_](tile);
+      return;
+    }
+    for (int64_t b = 0; b < K_; b += kRegRows)
+      full[std::min<int64_t>(kRegRows, K_ - b)](tile + b * T);
+#endif
+    apply_network<V, T>(tile, mem_);
+  }
+
+ private:
+  int64_t K_;
+  bool median_only_;
+  Network mem_;
+};
+
 // Strict weak order with NaN above everything (torch.sort's order).
 template <typename V> inline bool nan_last_less(V a, V b) {
   return a < b || (std::isnan(b) && !std::isnan(a));
@@ -81,23 +224,43 @@ template <typename V> inline void sort_column(V* first, V* last) {
 }
 
 // Loads a tile of n <= T coordinates starting at column j0 into tile[K, T];
-// lanes past n are zero. Returns a bit set of lanes holding NaN in `nan_lanes`.
+// lanes past n are zero. Marks in `nan_lanes` the lanes whose K values sum to
+// NaN: every lane holding a NaN, plus (rarely) lanes where +inf meets -inf.
+// Those lanes are redone by the exact scalar path, so a false alarm costs time,
+// never correctness. Returns whether any lane is marked.
 template <typename T_in, typename V, int T>
 inline bool load_tile(const T_in* __restrict__ u, int64_t K, int64_t d, int64_t j0, int64_t n,
                       V* __restrict__ tile, bool* __restrict__ nan_lanes) {
-  bool any_nan = false;
-  for (int t = 0; t < T; ++t) nan_lanes[t] = false;
-  for (int64_t k = 0; k < K; ++k) {
-    const T_in* row = u + k * d + j0;
-    V* dst = tile + k * T;
-    int64_t t = 0;
-    for (; t < n; ++t) dst[t] = load(row + t);
-    for (; t < T; ++t) dst[t] = V(0);
+  V sum[T];
+  for (int t = 0; t < T; ++t) sum[t] = V(0);
+  if (n == T) {
+    for (int64_t k = 0; k < K; ++k) {
+      const T_in* __restrict__ row = u + k * d + j0;
+      V* __restrict__ dst = tile + k * T;
+      for (int t = 0; t < T; ++t) {
+        const V x = load(row + t);
+        dst[t] = x;
+        sum[t] += x;
+      }
+    }
+  } else {
+    for (int64_t k = 0; k < K; ++k) {
+      const T_in* row = u + k * d + j0;
+      V* dst = tile + k * T;
+      for (int t = 0; t < T; ++t) {
+        const V x = t < n ? load(row + t) : V(0);
+        dst[t] = x;
+        sum[t] += x;
+      }
+    }
   }
-  for (int64_t k = 0; k < K; ++k)
-    for (int t = 0; t < T; ++t) nan_lanes[t] |= (tile[k * T + t] != tile[k * T + t]);
-  for (int t = 0; t < T; ++t) any_nan |= nan_lanes[t];
-  return any_nan;
+  int any = 0;
+  for (int t = 0; t < T; ++t) {
+    const bool bad = sum[t] != sum[t];
+    nan_lanes[t] = bad;
+    any |= bad;
+  }
+  return any != 0;
 }
 
 // Copies column j of `updates` into col[K].

@@ -50,14 +50,13 @@ template <typename T, int TL>
 void network_path(Stat stat, const T* __restrict__ u, int64_t K, int64_t d, int64_t trim,
                   double tau, typename Traits<T>::val_t* __restrict__ out, int num_threads) {
   using V = typename Traits<T>::val_t;
-  Network net;
   // Trimmed means are summed in sorted order even for trim = 0, so that the
   // result is bitwise invariant to the order of the clients.
-  if (stat == Stat::Median) net = median_network(K);
-  else net = batcher_network(K);
+  const TileSorter<V, TL> sorter(K, stat == Stat::Median);
+  const int64_t comparators = K * (K <= 32 ? 4 : 10);  // rough cost, for the thread decision only
   const int64_t tiles = ceil_div(d, TL);
   const int64_t tasks = ceil_div(tiles, kTilesPerTask);
-  const int64_t work = K * d * (1 + static_cast<int64_t>(net.size()) / std::max<int64_t>(K, 1));
+  const int64_t work = K * d * (1 + comparators / std::max<int64_t>(K, 1));
   parallel_for(tasks, threads_for(work, num_threads), [&](int64_t task) {
     std::vector<V> tile(K * TL), col(K);
     bool nan_lanes[TL];
@@ -72,7 +71,7 @@ void network_path(Stat stat, const T* __restrict__ u, int64_t K, int64_t d, int6
         for (int64_t k = 0; k < K; ++k)
           for (int t = 0; t < TL; ++t) votes[t] += sgn(tile[k * TL + t]);
       }
-      apply_network<V, TL>(tile.data(), net);
+      sorter.apply(tile.data());
       if (stat == Stat::Median) {
         const V* a = tile.data() + ((K - 1) / 2) * TL;
         const V* b = tile.data() + (K / 2) * TL;
