@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "sorting.h"
@@ -30,6 +31,26 @@ constexpr int64_t kMaxMedianNetwork = 160;
 // at 64) and computes each once; above it, row by row, each pair twice.
 constexpr int64_t kMaxSymmetricK = 64;
 
+// a / b given rb = 1 / b correctly rounded, for b a normal number whose
+// reciprocal is normal too (a pair's x distance; a residual scale or leverage
+// factor in the range checked by callers). With a fused multiply-add this is
+// Markstein's correction step: q = a rb is within an ulp, r = a - b q is
+// exact, and q + r rb rounds to exactly the IEEE quotient a / b (zeros keep
+// their sign; an infinite or NaN a, or an overflowing q, gives q; quotients in
+// the subnormal range may differ in the last place). Without FMA hardware it
+// is the division itself.
+inline double div_rcp(double a, double b, double rb) {
+#if defined(__FMA__)
+  const double q = a * rb;
+  const double r = std::fma(-q, b, a);
+  const double q2 = std::fma(r, rb, q);
+  return (r == 0.0 || q2 != q2) ? q : q2;
+#else
+  (void)rb;
+  return a / b;
+#endif
+}
+
 // Median of each lane of buf[rows, TL] into out[TL]; reorders buf.
 class LaneMedian {
  public:
@@ -40,6 +61,13 @@ class LaneMedian {
       : rows_(o.rows_), use_net_(o.use_net_), sorter_(o.sorter_), col_(o.col_.size()) {}
 
   void operator()(double* __restrict__ buf, double* __restrict__ out) {
+#if ROBUSTAGG_REGISTER_NETWORKS
+    static constexpr auto medians = fixed_medians<double, TL>(std::make_index_sequence<kRegRows + 1>{});
+    if (rows_ <= kRegRows) {
+      medians[rows_](buf, out);
+      return;
+    }
+#endif
     if (use_net_) {
       sorter_.apply(buf);
       const double* a = buf + ((rows_ - 1) / 2) * TL;
@@ -103,28 +131,45 @@ struct Workspace {
         meds(K_ * TL), finite(TL) {}
 };
 
-// Loads n <= TL coordinates from column j0 into ws.val (as double) and ws.idx
-// (client index), sorts each lane, and flags lanes whose K values are finite.
+// Loads n <= TL coordinates from column j0 into val (as double) and idx
+// (client index), flags in finite[] the lanes whose K values are all finite,
+// and sorts each lane (value, then client index). Non-finite lanes are zeroed
+// first so that the network stays well defined; callers mask them out.
+template <typename T>
+void load_and_sort(const T* __restrict__ u, int64_t K, int64_t d, int64_t j0, int64_t n,
+                   const Network& net, double* __restrict__ val, double* __restrict__ idx,
+                   char* __restrict__ finite) {
+  double probe[TL];  // x * 0 is NaN exactly when x is infinite or NaN
+  for (int t = 0; t < TL; ++t) probe[t] = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    const T* __restrict__ row = u + k * d + j0;
+    double* __restrict__ v = val + k * TL;
+    double* __restrict__ ix = idx + k * TL;
+    if (n == TL) {
+      for (int t = 0; t < TL; ++t) v[t] = static_cast<double>(load(row + t));
+    } else {
+      for (int t = 0; t < TL; ++t) v[t] = t < n ? static_cast<double>(load(row + t)) : 0.0;
+    }
+    for (int t = 0; t < TL; ++t) {
+      probe[t] += v[t] * 0.0;
+      ix[t] = static_cast<double>(k);
+    }
+  }
+  int all_finite = 1;
+  for (int t = 0; t < TL; ++t) {
+    finite[t] = probe[t] == probe[t];
+    all_finite &= finite[t];
+  }
+  if (!all_finite)
+    for (int64_t k = 0; k < K; ++k)
+      for (int t = 0; t < TL; ++t)
+        if (!finite[t]) val[k * TL + t] = 0.0;
+  sort_with_index(val, idx, net);
+}
+
 template <typename T>
 void load_and_sort(const T* __restrict__ u, int64_t d, int64_t j0, int64_t n, Workspace& ws) {
-  const int64_t K = ws.K;
-  for (int64_t k = 0; k < K; ++k) {
-    const T* row = u + k * d + j0;
-    double* v = ws.val.data() + k * TL;
-    double* ix = ws.idx.data() + k * TL;
-    int64_t t = 0;
-    for (; t < n; ++t) v[t] = static_cast<double>(load(row + t));
-    for (; t < TL; ++t) v[t] = 0.0;
-    for (t = 0; t < TL; ++t) ix[t] = static_cast<double>(k);
-  }
-  for (int t = 0; t < TL; ++t) ws.finite[t] = 1;
-  for (int64_t k = 0; k < K; ++k)
-    for (int t = 0; t < TL; ++t) ws.finite[t] &= std::isfinite(ws.val[k * TL + t]) ? 1 : 0;
-  // Non-finite lanes are zeroed so that the network (min/max) stays well defined.
-  for (int64_t k = 0; k < K; ++k)
-    for (int t = 0; t < TL; ++t)
-      if (!ws.finite[t]) ws.val[k * TL + t] = 0.0;
-  sort_with_index(ws.val.data(), ws.idx.data(), ws.sort_net);
+  load_and_sort(u, ws.K, d, j0, n, ws.sort_net, ws.val.data(), ws.idx.data(), ws.finite.data());
 }
 
 // Siegel's repeated-median line of the sorted lanes in ws.val: eq. (1) and (2).
@@ -166,8 +211,8 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
   pairwise_medians([&](int64_t i, int64_t j, double* __restrict__ p) {
     const double* __restrict__ yi = y + i * TL;
     const double* __restrict__ yj = y + j * TL;
-    const double dx = static_cast<double>(j - i);
-    for (int t = 0; t < TL; ++t) p[t] = (yj[t] - yi[t]) / dx;
+    const double dx = static_cast<double>(j - i), rdx = 1.0 / dx;
+    for (int t = 0; t < TL; ++t) p[t] = div_rcp(yj[t] - yi[t], dx, rdx);
   }, slope);
   if (mode == InterceptMode::Median) {  // the authors' code: med(y) - slope (K - 1) / 2
     const double* a = y + ((K - 1) / 2) * TL;
@@ -184,21 +229,24 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
     const double* __restrict__ yi = y + i * TL;
     const double* __restrict__ yj = y + j * TL;
     const double xi = static_cast<double>(i), xj = static_cast<double>(j), dx = xj - xi;
-    for (int t = 0; t < TL; ++t) p[t] = (xj * yi[t] - xi * yj[t]) / dx;
+    const double rdx = 1.0 / dx;
+    for (int t = 0; t < TL; ++t) p[t] = div_rcp(xj * yi[t] - xi * yj[t], dx, rdx);
   }, intercept);
 }
 
 // Quantities of Algorithm 1 that depend only on K.
 struct RankConstants {
   std::vector<double> s;  // sqrt(1 - h(x)) for rank x: leverage of X = [1, x]
+  std::vector<double> rs;  // 1 / s
   double Z;               // Psi clamps at +-Z = lam sqrt(2 / K)
   double tau_scale;       // 1.4826 (1 + 5 / (K - 1)), eq. (3)
-  RankConstants(int64_t K, double lam) : s(K) {
+  RankConstants(int64_t K, double lam) : s(K), rs(K) {
     const double xbar = 0.5 * static_cast<double>(K - 1);
     const double sxx = static_cast<double>(K) * (static_cast<double>(K) * K - 1.0) / 12.0;
     for (int64_t x = 0; x < K; ++x) {
       const double h = 1.0 / K + (x - xbar) * (x - xbar) / sxx;
       s[x] = std::sqrt(1.0 - h);
+      rs[x] = 1.0 / s[x];
     }
     Z = lam * std::sqrt(2.0 / static_cast<double>(K));
     tau_scale = 1.4826 * (1.0 + 5.0 / static_cast<double>(K - 1));
@@ -208,13 +256,28 @@ struct RankConstants {
 // Confidence of the value at rank x with residual r (eq. 5-6, 8): 1 inside the
 // band, Z / |z| outside it, 0 when that is <= delta.
 // Written branch-free so that loops over lanes vectorise; the same function
-// serves both passes, so their decisions agree exactly.
-inline double confidence(double r, double tau, double s, double Z, double delta) {
-  const double z = (r / tau) / s;  // e / sqrt(1 - h); tau = 0 gives +-inf and w = 0
+// serves both passes, so their decisions agree exactly. With kRcp the two
+// divisions use reciprocals (rtau = 1 / tau, rs = 1 / s) and give the same
+// quotients (see div_rcp); callers take that path only for tiles whose scales
+// are all 0 or within [2^-1000, 2^1000].
+template <bool kRcp>
+inline double confidence(double r, double tau, double rtau, double s, double rs, double Z,
+                         double delta) {
+  double z;  // e / sqrt(1 - h)
+  if (kRcp) z = div_rcp(div_rcp(r, tau, rtau), s, rs);
+  else z = (r / tau) / s;  // tau = 0 gives +-inf and w = 0
   const double az = std::abs(z);
   double w = az <= Z ? 1.0 : Z / az;
+  if (kRcp) w = tau == 0.0 ? 0.0 : w;
   w = r == 0.0 ? 1.0 : w;
   return w <= delta ? 0.0 : w;
+}
+
+// Whether every lane's residual scale allows confidence<true>.
+inline bool scales_allow_rcp(const double* tau) {
+  int ok = 1;
+  for (int t = 0; t < TL; ++t) ok &= (tau[t] == 0.0 || (tau[t] >= 0x1p-1000 && tau[t] <= 0x1p1000));
+  return ok != 0;
 }
 
 }  // namespace
@@ -300,11 +363,18 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
         med_abs(absr.data(), mad);  // eq. (4)
         double tau_t[TL];
         for (int t = 0; t < TL; ++t) tau_t[t] = rc.tau_scale * mad[t];
-        for (int64_t x = 0; x < K; ++x)
-          for (int t = 0; t < TL; ++t) {
-            const double r = ws.val[x * TL + t] - (b0[t] + b1[t] * x);
-            conf[x * TL + t] = confidence(r, tau_t[t], rc.s[x], rc.Z, delta);
-          }
+        double rtau[TL];
+        for (int t = 0; t < TL; ++t) rtau[t] = 1.0 / tau_t[t];
+        const auto confidences = [&](auto rcp) {
+          for (int64_t x = 0; x < K; ++x)
+            for (int t = 0; t < TL; ++t) {
+              const double r = ws.val[x * TL + t] - (b0[t] + b1[t] * x);
+              conf[x * TL + t] = confidence<decltype(rcp)::value>(r, tau_t[t], rtau[t], rc.s[x],
+                                                                   rc.rs[x], rc.Z, delta);
+            }
+        };
+        if (scales_allow_rcp(tau_t)) confidences(std::true_type{});
+        else confidences(std::false_type{});
         // eq. (10): the unbiased standard deviation of each lane's confidences.
         double mean[TL], var[TL], sigma[TL];
         for (int t = 0; t < TL; ++t) mean[t] = var[t] = 0.0;
@@ -343,29 +413,14 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
       const int64_t tile_end = std::min(tiles, (task + 1) * kTilesPerTask);
       for (int64_t ti = task * kTilesPerTask; ti < tile_end; ++ti) {
         const int64_t j0 = ti * TL, n = std::min<int64_t>(TL, d - j0);
-        bool finite[TL];
-        for (int t = 0; t < TL; ++t) finite[t] = true;
-        for (int64_t k = 0; k < K; ++k) {
-          const T* row = u + k * d + j0;
-          int64_t t = 0;
-          for (; t < n; ++t) {
-            const double v = static_cast<double>(load(row + t));
-            val[k * TL + t] = v;
-            finite[t] = finite[t] && std::isfinite(v);
-          }
-          for (; t < TL; ++t) val[k * TL + t] = 0.0;
-          for (t = 0; t < TL; ++t) idx[k * TL + t] = static_cast<double>(k);
-        }
+        char finite[TL];
+        load_and_sort(u, K, d, j0, n, net, val.data(), idx.data(), finite);
         double raw[TL];  // non-finite columns: weighted sum of the raw values
         for (int64_t t = 0; t < n; ++t) {
           raw[t] = 0.0;
           if (finite[t]) continue;
-          for (int64_t k = 0; k < K; ++k) raw[t] += cw[k] * val[k * TL + t];
+          for (int64_t k = 0; k < K; ++k) raw[t] += cw[k] * static_cast<double>(load(u + k * d + j0 + t));
         }
-        for (int64_t k = 0; k < K; ++k)
-          for (int t = 0; t < TL; ++t)
-            if (!finite[t]) val[k * TL + t] = 0.0;
-        sort_with_index(val.data(), idx.data(), net);
         // Lanes past n get a harmless line (0, 0) and scale 1; they are not stored.
         double b0[TL], b1[TL], tj[TL], acc[TL], cwx[TL];
         for (int t = 0; t < TL; ++t) {
@@ -375,17 +430,24 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
           tj[t] = in ? tau[j0 + t] : 1.0;
           acc[t] = 0.0;
         }
-        for (int64_t x = 0; x < K; ++x) {
-          const double* __restrict__ yv = val.data() + x * TL;
-          const double* __restrict__ iv = idx.data() + x * TL;
-          for (int t = 0; t < TL; ++t) cwx[t] = cw[static_cast<int64_t>(iv[t])];
-          const double sx = rc.s[x], xd = static_cast<double>(x);
-          for (int t = 0; t < TL; ++t) {
-            const double line = b0[t] + b1[t] * xd;
-            const double w = confidence(yv[t] - line, tj[t], sx, rc.Z, delta);
-            acc[t] += cwx[t] * (w == 0.0 ? line : yv[t]);
+        double rtau[TL];
+        for (int t = 0; t < TL; ++t) rtau[t] = 1.0 / tj[t];
+        const auto corrected_sum = [&](auto rcp) {
+          for (int64_t x = 0; x < K; ++x) {
+            const double* __restrict__ yv = val.data() + x * TL;
+            const double* __restrict__ iv = idx.data() + x * TL;
+            for (int t = 0; t < TL; ++t) cwx[t] = cw[static_cast<int64_t>(iv[t])];
+            const double sx = rc.s[x], rsx = rc.rs[x], xd = static_cast<double>(x);
+            for (int t = 0; t < TL; ++t) {
+              const double line = b0[t] + b1[t] * xd;
+              const double w = confidence<decltype(rcp)::value>(yv[t] - line, tj[t], rtau[t], sx,
+                                                                rsx, rc.Z, delta);
+              acc[t] += cwx[t] * (w == 0.0 ? line : yv[t]);
+            }
           }
-        }
+        };
+        if (scales_allow_rcp(tj)) corrected_sum(std::true_type{});
+        else corrected_sum(std::false_type{});
         for (int64_t t = 0; t < n; ++t) agg[j0 + t] = static_cast<V>(finite[t] ? acc[t] : raw[t]);
       }
     });

@@ -171,6 +171,29 @@ void sort_rows_fixed(V* __restrict__ tile) {
   }
 }
 
+// The median (midpoint of the two middle values for even N) of rows [0, N)
+// of tile[., T] into out[T], on registers; the tile is left as it was.
+template <typename V, int T, int N>
+void median_rows_fixed(const V* __restrict__ tile, V* __restrict__ out) {
+  if constexpr (N == 0) return;
+  using Vec = typename VecOf<V>::type;
+  constexpr int L = static_cast<int>(sizeof(Vec) / sizeof(V));
+  for (int g = 0; g < T; g += L) {
+    Vec r[N > 0 ? N : 1];
+    for (int k = 0; k < N; ++k) std::memcpy(&r[k], tile + k * T + g, sizeof(Vec));
+    run_fixed<Vec, N, true>(r, std::make_index_sequence<NetOf<N, true>::value.size>{});
+    Vec m = r[N / 2];
+    if (N % 2 == 0) m = V(0.5) * r[(N - 1) / 2] + V(0.5) * r[N / 2];
+    std::memcpy(out + g, &m, sizeof(Vec));
+  }
+}
+
+template <typename V, int T, size_t... N>
+constexpr auto fixed_medians(std::index_sequence<N...>) {
+  using Fn = void (*)(const V*, V*);
+  return std::array<Fn, sizeof...(N)>{&median_rows_fixed<V, T, static_cast<int>(N)>...};
+}
+
 template <typename V, int T, bool kMedian, size_t... N>
 constexpr auto fixed_sorters(std::index_sequence<N...>) {
   using Fn = void (*)(V*);
