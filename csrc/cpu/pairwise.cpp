@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace robustagg {
 namespace cpu {
@@ -105,14 +108,15 @@ void pairwise_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, 
 }
 
 // Squared distances for float32 / float16 / bfloat16 input, from float32
-// differences: every lane sums kBlock squared differences in float and then
-// flushes into a double accumulator. All terms are non-negative, so the
-// relative error of each entry is bounded by about (kBlock + 2) * 2^-24
-// ~ 6e-7 (difference, square, block sum; the double sums add ~1e-16): inside
-// the 1e-6 contract, at twice the vector width and with no conversions.
-// Identical rows still give exactly 0.
+// differences: every lane sums kBlock squared differences in float, as two
+// chains of kBlock / 2 (even and odd steps) added at the end, and then flushes
+// into a double accumulator. All terms are non-negative, so the relative error
+// of each entry is bounded by about (kBlock / 2 + 3) * 2^-24 ~ 6.6e-7
+// (difference, square, chain, the final add; the double sums add ~1e-16):
+// inside the 1e-6 contract, at twice the vector width, with one conversion
+// per 256 coordinates. Identical rows still give exactly 0.
 constexpr int kFLanes = 16;
-constexpr int kBlock = 8;
+constexpr int kBlock = 16;
 constexpr int64_t kFStep = kFLanes * kBlock;  // coordinates per flush
 
 // One pair of float rows, n a multiple of kFStep. Accumulators are explicit
@@ -120,35 +124,59 @@ constexpr int64_t kFStep = kFLanes * kBlock;  // coordinates per flush
 // in memory by the compiler, which serialises every step on a store-load).
 #if defined(__GNUC__)
 typedef float vf16 __attribute__((vector_size(64)));
+typedef float vf8 __attribute__((vector_size(32)));
+typedef double vd8 __attribute__((vector_size(64)));
 static inline vf16 load_vf16(const float* p) { vf16 v; std::memcpy(&v, p, sizeof v); return v; }
+
+// Lane l of `blk` is added to lane l of the double accumulator (lo: 0-7, hi:
+// 8-15), converted as vectors: a lane loop here is compiled to scalar code.
+static inline void flush(vf16 blk, vd8& lo, vd8& hi) {
+  const vf8 a = __builtin_shufflevector(blk, blk, 0, 1, 2, 3, 4, 5, 6, 7);
+  const vf8 b = __builtin_shufflevector(blk, blk, 8, 9, 10, 11, 12, 13, 14, 15);
+#if defined(__AVX512F__)
+  // One conversion instruction per half (GCC lowers __builtin_convertvector to
+  // four narrower ones); the zero-masked form avoids GCC 12's false warning.
+  lo += _mm512_maskz_cvtps_pd(0xFF, a);
+  hi += _mm512_maskz_cvtps_pd(0xFF, b);
+#else
+  lo += __builtin_convertvector(a, vd8);
+  hi += __builtin_convertvector(b, vd8);
+#endif
+}
+
+// Lanes summed in order 0..15, as the portable kernels do.
+static inline double lane_sum(vd8 lo, vd8 hi) {
+  double sum = 0.0;
+  for (int l = 0; l < 8; ++l) sum += lo[l];
+  for (int l = 0; l < 8; ++l) sum += hi[l];
+  return sum;
+}
+
 inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
-  double acc[kFLanes] = {0};
+  vd8 lo = {0}, hi = {0};
   for (int64_t t = 0; t < n; t += kFStep) {
-    vf16 s0 = {0}, s1 = {0};  // two chains of 4 terms each: 8 terms per lane per block
+    vf16 s0 = {0}, s1 = {0};  // two chains of kBlock / 2 terms per lane per block
     for (int s = 0; s < kBlock; s += 2) {
       const vf16 x = load_vf16(a + t + s * kFLanes) - load_vf16(b + t + s * kFLanes);
       const vf16 y = load_vf16(a + t + (s + 1) * kFLanes) - load_vf16(b + t + (s + 1) * kFLanes);
       s0 += x * x;
       s1 += y * y;
     }
-    const vf16 blk = s0 + s1;
-    for (int l = 0; l < kFLanes; ++l) acc[l] += static_cast<double>(blk[l]);
+    flush(s0 + s1, lo, hi);
   }
-  double sum = 0.0;
-  for (int l = 0; l < kFLanes; ++l) sum += acc[l];
-  return sum;
+  return lane_sum(lo, hi);
 }
 #else
 inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
   double acc[kFLanes] = {0};
   for (int64_t t = 0; t < n; t += kFStep) {
-    float blk[kFLanes] = {0};
+    float blk[2][kFLanes] = {{0}};
     for (int s = 0; s < kBlock; ++s)
       for (int l = 0; l < kFLanes; ++l) {
         const float diff = a[t + s * kFLanes + l] - b[t + s * kFLanes + l];
-        blk[l] += diff * diff;
+        blk[s % 2][l] += diff * diff;
       }
-    for (int l = 0; l < kFLanes; ++l) acc[l] += static_cast<double>(blk[l]);
+    for (int l = 0; l < kFLanes; ++l) acc[l] += static_cast<double>(blk[0][l] + blk[1][l]);
   }
   double sum = 0.0;
   for (int l = 0; l < kFLanes; ++l) sum += acc[l];
@@ -161,7 +189,7 @@ inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restri
 // so every entry is bitwise the value the single-pair kernel would give.
 #if defined(__GNUC__)
 inline void sqdist_f32_4pairs(const float* const* a, const float* __restrict__ b, int64_t n, double* out) {
-  double acc[4][kFLanes] = {{0}};
+  vd8 lo[4] = {{0}}, hi[4] = {{0}};
   for (int64_t t = 0; t < n; t += kFStep) {
     vf16 s0[4] = {{0}}, s1[4] = {{0}};
     for (int s = 0; s < kBlock; s += 2) {
@@ -173,16 +201,9 @@ inline void sqdist_f32_4pairs(const float* const* a, const float* __restrict__ b
         s1[r] += y * y;
       }
     }
-    for (int r = 0; r < 4; ++r) {
-      const vf16 blk = s0[r] + s1[r];
-      for (int l = 0; l < kFLanes; ++l) acc[r][l] += static_cast<double>(blk[l]);
-    }
+    for (int r = 0; r < 4; ++r) flush(s0[r] + s1[r], lo[r], hi[r]);
   }
-  for (int r = 0; r < 4; ++r) {
-    double sum = 0.0;
-    for (int l = 0; l < kFLanes; ++l) sum += acc[r][l];
-    out[r] = sum;
-  }
+  for (int r = 0; r < 4; ++r) out[r] = lane_sum(lo[r], hi[r]);
 }
 #else
 inline void sqdist_f32_4pairs(const float* const* a, const float* __restrict__ b, int64_t n, double* out) {

@@ -55,24 +55,51 @@ void robust_lr_mean_impl(const T* __restrict__ u,        // [K, d]
   const int64_t tasks = ceil_div(d, kChunk);
   parallel_for(tasks, threads_for(K * d, num_threads), [&](int64_t task) {
     const int64_t j0 = task * kChunk, n = std::min(kChunk, d - j0);
-    // One pass, both sums in double lanes: the vote is a small integer, exact in double.
-    double acc[kChunk], votes[kChunk];
+    // One pass. The mean is summed in double, clients in order; the vote in
+    // int32 lanes. Four rows are taken per sweep so that the accumulators go
+    // through L1 a quarter as often (the sum's order is unchanged).
+    double acc[kChunk];
+    int32_t votes[kChunk];
     std::fill(acc, acc + n, 0.0);
-    std::fill(votes, votes + n, 0.0);
-    for (int64_t k = 0; k < K; ++k) {
-      const T* row = u + k * d + j0;
+    std::fill(votes, votes + n, 0);
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+      const T* __restrict__ r0 = u + k * d + j0;
+      const T* __restrict__ r1 = r0 + d;
+      const T* __restrict__ r2 = r1 + d;
+      const T* __restrict__ r3 = r2 + d;
+      const double w0 = kWeighted ? w[k] : 1.0, w1 = kWeighted ? w[k + 1] : 1.0;
+      const double w2 = kWeighted ? w[k + 2] : 1.0, w3 = kWeighted ? w[k + 3] : 1.0;
+      for (int64_t j = 0; j < n; ++j) {
+        const V x0 = load(r0 + j), x1 = load(r1 + j), x2 = load(r2 + j), x3 = load(r3 + j);
+        double a = acc[j];
+        a += kWeighted ? w0 * static_cast<double>(x0) : static_cast<double>(x0);
+        a += kWeighted ? w1 * static_cast<double>(x1) : static_cast<double>(x1);
+        a += kWeighted ? w2 * static_cast<double>(x2) : static_cast<double>(x2);
+        a += kWeighted ? w3 * static_cast<double>(x3) : static_cast<double>(x3);
+        acc[j] = a;
+        votes[j] += (sgn(x0) + sgn(x1)) + (sgn(x2) + sgn(x3));
+      }
+    }
+    for (; k < K; ++k) {
+      const T* __restrict__ row = u + k * d + j0;
       const double wk = kWeighted ? w[k] : 1.0;
       for (int64_t j = 0; j < n; ++j) {
-        const double x = static_cast<double>(load(row + j));
-        acc[j] += kWeighted ? wk * x : x;
-        votes[j] += static_cast<double>((x > 0.0) - (x < 0.0));
+        const V x = load(row + j);
+        acc[j] += kWeighted ? wk * static_cast<double>(x) : static_cast<double>(x);
+        votes[j] += sgn(x);
       }
     }
     // eq. (5)-(6): server learning rate +1 where the vote is strong enough, -1 elsewhere.
+    // (Multiplying by +-1 is an exact sign flip; a select here kept GCC from
+    // vectorising the loop.)
+    V* __restrict__ o = out + j0;
     for (int64_t j = 0; j < n; ++j) {
       const double mean = acc[j] / wsum;
-      const double vote = std::abs(votes[j]);
-      out[j0 + j] = static_cast<V>(vote >= threshold ? mean : -mean);
+      const int32_t v = votes[j];
+      const double vote = static_cast<double>(v < 0 ? -v : v);
+      const double lr = vote >= threshold ? 1.0 : -1.0;
+      o[j] = static_cast<V>(mean * lr);
     }
   });
 }
