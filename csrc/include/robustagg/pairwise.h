@@ -5,7 +5,8 @@
 // identical rows give exactly 0 distance. float64 input, the Gram matrix and
 // pairwise_stats_f64 accumulate in double (~1e-12 relative to a float64
 // computation); sqdist alone for float32/16/bf16 input uses float32
-// differences summed in blocks of 8 and flushed to double: < 1e-6 relative
+// differences summed in blocks of 16 (two chains of 8) and flushed to double:
+// about 6.6e-7 relative at worst, < 1e-6
 // (every term is non-negative; see pairwise.cpp). d is split into
 // a fixed number of segments whose partial sums are added in segment order:
 // bitwise identical for any thread count.
