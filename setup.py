@@ -84,7 +84,8 @@ class BuildExt(build_ext):
 
 cpu_sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))) + [os.path.join("csrc", "bindings.cpp")]
 march = os.environ.get("ROBUSTAGG_MARCH", "native").strip()
-cflags = ["-O3", "-fno-math-errno", "-fvisibility=hidden", "-mprefer-vector-width=512"]
+cflags = ["-O3", "-fno-math-errno", "-fvisibility=hidden", "-mprefer-vector-width=512",
+          "-Wno-psabi"]  # 64-byte vector values between inlined helpers: no ABI is crossed
 if march and sys.platform != "win32":
     cflags.append(f"-march={march}")
 
