@@ -357,9 +357,14 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
         const int64_t j0 = ti * TL, n = std::min<int64_t>(TL, d - j0);
         load_and_sort(u, d, j0, n, ws);
         fit_line(ws, mode, b1, b0);
+        // Residuals go to conf (overwritten by the confidences below); their
+        // absolute values to absr, which the median may reorder.
         for (int64_t x = 0; x < K; ++x)
-          for (int t = 0; t < TL; ++t)
-            absr[x * TL + t] = std::abs(ws.val[x * TL + t] - (b0[t] + b1[t] * x));
+          for (int t = 0; t < TL; ++t) {
+            const double r = ws.val[x * TL + t] - (b0[t] + b1[t] * x);
+            conf[x * TL + t] = r;
+            absr[x * TL + t] = std::abs(r);
+          }
         med_abs(absr.data(), mad);  // eq. (4)
         double tau_t[TL];
         for (int t = 0; t < TL; ++t) tau_t[t] = rc.tau_scale * mad[t];
@@ -367,11 +372,9 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
         for (int t = 0; t < TL; ++t) rtau[t] = 1.0 / tau_t[t];
         const auto confidences = [&](auto rcp) {
           for (int64_t x = 0; x < K; ++x)
-            for (int t = 0; t < TL; ++t) {
-              const double r = ws.val[x * TL + t] - (b0[t] + b1[t] * x);
-              conf[x * TL + t] = confidence<decltype(rcp)::value>(r, tau_t[t], rtau[t], rc.s[x],
-                                                                   rc.rs[x], rc.Z, delta);
-            }
+            for (int t = 0; t < TL; ++t)
+              conf[x * TL + t] = confidence<decltype(rcp)::value>(conf[x * TL + t], tau_t[t], rtau[t],
+                                                                   rc.s[x], rc.rs[x], rc.Z, delta);
         };
         if (scales_allow_rcp(tau_t)) confidences(std::true_type{});
         else confidences(std::false_type{});

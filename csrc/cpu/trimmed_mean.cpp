@@ -53,10 +53,9 @@ void network_path(Stat stat, const T* __restrict__ u, int64_t K, int64_t d, int6
   // Trimmed means are summed in sorted order even for trim = 0, so that the
   // result is bitwise invariant to the order of the clients.
   const TileSorter<V, TL> sorter(K, stat == Stat::Median);
-  const int64_t comparators = K * (K <= 32 ? 4 : 10);  // rough cost, for the thread decision only
   const int64_t tiles = ceil_div(d, TL);
   const int64_t tasks = ceil_div(tiles, kTilesPerTask);
-  const int64_t work = K * d * (1 + comparators / std::max<int64_t>(K, 1));
+  const int64_t work = K * d * 4;  // a few operations per value: only decides whether to use threads
   parallel_for(tasks, threads_for(work, num_threads), [&](int64_t task) {
     std::vector<V> tile(K * TL), col(K);
     bool nan_lanes[TL];
