@@ -22,6 +22,18 @@ ParallelCompile("ROBUSTAGG_BUILD_JOBS", default=0).install()
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def toolkit_root(nvcc):
+    """The toolkit behind an nvcc, which may be a wrapper script: nvcc says (TOP=)."""
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-c", "robustagg_probe.cu", "-o", os.devnull], capture_output=True, text=True, timeout=60)
+        for line in (out.stdout + out.stderr).splitlines():
+            if line.startswith("#$ TOP="):
+                return os.path.realpath(line.split("=", 1)[1].strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+
+
 def find_nvcc():
     cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
     if cuda_home:
@@ -30,8 +42,15 @@ def find_nvcc():
             return cand, cuda_home
     nvcc = shutil.which("nvcc")
     if nvcc:
-        return nvcc, os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        return nvcc, toolkit_root(nvcc)
     return None, None
+
+
+def cudart_libdir(home):
+    for sub in ("lib64", os.path.join("targets", "x86_64-linux", "lib"), os.path.join("targets", "sbsa-linux", "lib"), "lib"):
+        if os.path.exists(os.path.join(home, sub, "libcudart_static.a")):
+            return os.path.join(home, sub)
+    sys.exit(f"robustagg: libcudart_static.a not found under {home} (set CUDA_HOME, or ROBUSTAGG_CUDA=0)")
 
 
 def cuda_plan():
@@ -51,30 +70,40 @@ def cuda_plan():
 CUDA = cuda_plan()
 
 
+def nvcc_command(src, obj):
+    """One .cu file for every arch (+ PTX of the last). --fmad=false: the device
+    math must round as the CPU and the host runner do (math/residual.h)."""
+    gencode = []
+    for a in CUDA["archs"]:
+        gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    last = CUDA["archs"][-1]
+    gencode += ["-gencode", f"arch=compute_{last},code=compute_{last}"]
+    return [CUDA["nvcc"], "-c", src, "-o", obj, "-O3", "-std=c++17", "--fmad=false",
+            "-Xcompiler", "-fPIC,-fvisibility=hidden", "-Icsrc/include", "--expt-relaxed-constexpr",
+            *gencode]
+
+
 class BuildExt(build_ext):
-    """Compiles csrc/cuda/*.cu with nvcc and links them (cudart static) into _C."""
+    """Compiles csrc/cuda/*.cu with nvcc, in parallel, and links them (cudart static) into _C."""
 
     def build_extension(self, ext):
         if CUDA is not None:
-            objects = []
             os.makedirs(self.build_temp, exist_ok=True)
-            gencode = []
-            for a in CUDA["archs"]:
-                gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
-            last = CUDA["archs"][-1]
-            gencode += ["-gencode", f"arch=compute_{last},code=compute_{last}"]
+            jobs = []
             for src in CUDA["sources"]:
                 obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
-                cmd = [CUDA["nvcc"], "-c", src, "-o", obj, "-O3", "-std=c++17",
-                       "-Xcompiler", "-fPIC", "-Icsrc/include", "--expt-relaxed-constexpr",
-                       *gencode]
+                cmd = nvcc_command(src, obj)
                 print(" ".join(cmd))
-                subprocess.check_call(cmd, cwd=HERE)
-                objects.append(obj)
+                jobs.append((obj, subprocess.Popen(cmd, cwd=HERE)))
+            failed = [obj for obj, proc in jobs if proc.wait() != 0]
+            if failed:
+                sys.exit(f"nvcc failed for {failed} (ROBUSTAGG_CUDA=0 builds without CUDA)")
+            objects = [obj for obj, _ in jobs]
             ext.extra_objects = list(ext.extra_objects or []) + objects
-            libdir = os.path.join(CUDA["home"], "lib64")
+            libdir = cudart_libdir(CUDA["home"])
             ext.extra_link_args = list(ext.extra_link_args or []) + [
                 f"-L{libdir}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
+            last = CUDA["archs"][-1]
             archs = ",".join(f"sm_{a}" for a in CUDA["archs"]) + f",compute_{last}"
             ext.define_macros = list(ext.define_macros or []) + [
                 ("ROBUSTAGG_WITH_CUDA", "1"), ("ROBUSTAGG_CUDA_ARCHS_STR", f'"{archs}"')]
@@ -82,7 +111,10 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
-cpu_sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))) + [os.path.join("csrc", "bindings.cpp")]
+# csrc/host: the host runner of the device math (tested in every build, GPU or not).
+cpu_sources = (sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+               + sorted(glob.glob(os.path.join("csrc", "host", "*.cpp")))
+               + [os.path.join("csrc", "bindings.cpp")])
 march = os.environ.get("ROBUSTAGG_MARCH", "native").strip()
 cflags = ["-O3", "-fno-math-errno", "-fvisibility=hidden", "-mprefer-vector-width=512",
           "-Wno-psabi"]  # 64-byte vector values between inlined helpers: no ABI is crossed

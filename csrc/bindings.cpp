@@ -7,6 +7,7 @@
 #include <string>
 
 #include "robustagg/common.h"
+#include "robustagg/device_plan.h"
 #include "robustagg/pairwise.h"
 #include "robustagg/repeated_median.h"
 #include "robustagg/sign_vote.h"
@@ -32,6 +33,75 @@ std::string compiler() {
   return "unknown";
 #endif
 }
+
+// The device API of one namespace (robustagg::cuda, or robustagg::device_math:
+// the host runner of the same per-thread code) into submodule `sub`. The
+// signatures are identical, so ops.py drives both with one glue.
+#define ROBUSTAGG_BIND_DEVICE_API(NS, sub)                                                          \
+  {                                                                                                 \
+    py::call_guard<py::gil_scoped_release> nogil;                                                   \
+    sub.def("sign_vote", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t w, uintptr_t out, \
+                            uintptr_t stream) {                                                     \
+      NS::sign_vote(ptr<const void>(u), dt(dtype), K, d, ptr<const double>(w), ptr<void>(out),       \
+                    ptr<void>(stream));                                                             \
+    }, nogil);                                                                                      \
+    sub.def("robust_lr_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, double threshold,    \
+                                 uintptr_t w, uintptr_t out, uintptr_t stream) {                    \
+      NS::robust_lr_mean(ptr<const void>(u), dt(dtype), K, d, threshold, ptr<const double>(w),       \
+                         ptr<void>(out), ptr<void>(stream));                                        \
+    }, nogil);                                                                                      \
+    sub.def("order_workspace_bytes", [](int dtype, int64_t K, int64_t d) {                          \
+      return NS::order_workspace_bytes(dt(dtype), K, d);                                            \
+    });                                                                                             \
+    sub.def("trimmed_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, int64_t trim,          \
+                               uintptr_t out, uintptr_t ws, uintptr_t stream) {                     \
+      NS::trimmed_mean(ptr<const void>(u), dt(dtype), K, d, trim, ptr<void>(out), ptr<void>(ws),     \
+                       ptr<void>(stream));                                                          \
+    }, nogil);                                                                                      \
+    sub.def("median", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out, uintptr_t ws, \
+                         uintptr_t stream) {                                                        \
+      NS::median(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), ptr<void>(ws), ptr<void>(stream)); \
+    }, nogil);                                                                                      \
+    sub.def("masked_trimmed_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, double tau,     \
+                                      int64_t trim, uintptr_t out, uintptr_t ws, uintptr_t stream) { \
+      NS::masked_trimmed_mean(ptr<const void>(u), dt(dtype), K, d, tau, trim, ptr<void>(out),        \
+                              ptr<void>(ws), ptr<void>(stream));                                    \
+    }, nogil);                                                                                      \
+    sub.def("residual_workspace_bytes", [](int dtype, int64_t K, int64_t d) {                       \
+      return NS::residual_workspace_bytes(dt(dtype), K, d);                                         \
+    });                                                                                             \
+    sub.def("repeated_median_line", [](uintptr_t u, int dtype, int64_t K, int64_t d, int mode,      \
+                                       uintptr_t slope, uintptr_t intercept, uintptr_t ws,          \
+                                       uintptr_t stream) {                                          \
+      NS::repeated_median_line(ptr<const void>(u), dt(dtype), K, d, static_cast<ra::InterceptMode>(mode), \
+                               ptr<void>(slope), ptr<void>(intercept), ptr<void>(ws), ptr<void>(stream)); \
+    }, nogil);                                                                                      \
+    sub.def("residual_reweight", [](uintptr_t u, int dtype, int64_t K, int64_t d, double lam,       \
+                                    double delta, double power, int mode, uintptr_t cw,             \
+                                    uintptr_t agg, uintptr_t ws, uintptr_t stream) {                \
+      NS::residual_reweight(ptr<const void>(u), dt(dtype), K, d, lam, delta, power,                 \
+                            static_cast<ra::InterceptMode>(mode), ptr<void>(cw), ptr<void>(agg),    \
+                            ptr<void>(ws), ptr<void>(stream));                                      \
+    }, nogil);                                                                                      \
+    sub.def("pairwise_workspace_bytes", [](int dtype, int64_t K, int64_t d) {                       \
+      return NS::pairwise_workspace_bytes(dt(dtype), K, d);                                         \
+    });                                                                                             \
+    sub.def("pairwise_stats", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist,    \
+                                 uintptr_t gram, uintptr_t ws, uintptr_t stream) {                  \
+      NS::pairwise_stats(ptr<const void>(u), dt(dtype), K, d, ptr<void>(sqdist), ptr<void>(gram),    \
+                         ptr<void>(ws), ptr<void>(stream));                                         \
+    }, nogil);                                                                                      \
+    sub.def("pairwise_stats_f64", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist, \
+                                     uintptr_t gram, uintptr_t ws, uintptr_t stream) {              \
+      NS::pairwise_stats_f64(ptr<const void>(u), dt(dtype), K, d, ptr<double>(sqdist),              \
+                             ptr<double>(gram), ptr<void>(ws), ptr<void>(stream));                  \
+    }, nogil);                                                                                      \
+    sub.def("cosine_similarity", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out,    \
+                                    uintptr_t ws, uintptr_t stream) {                               \
+      NS::cosine_similarity(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), ptr<void>(ws),      \
+                            ptr<void>(stream));                                                     \
+    }, nogil);                                                                                      \
+  }
 
 }  // namespace
 
@@ -62,14 +132,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("repeated_median_line", [](uintptr_t u, int dtype, int64_t K, int64_t d, int mode,
                                    uintptr_t slope, uintptr_t intercept, int threads) {
     ra::cpu::repeated_median_line(ptr<const void>(u), dt(dtype), K, d,
-                                  static_cast<ra::cpu::InterceptMode>(mode), ptr<void>(slope),
+                                  static_cast<ra::InterceptMode>(mode), ptr<void>(slope),
                                   ptr<void>(intercept), threads);
   }, nogil);
   m.def("residual_reweight", [](uintptr_t u, int dtype, int64_t K, int64_t d, double lam,
                                 double delta, double power, int mode, uintptr_t client_weights,
                                 uintptr_t aggregate, int threads) {
     ra::cpu::residual_reweight(ptr<const void>(u), dt(dtype), K, d, lam, delta, power,
-                               static_cast<ra::cpu::InterceptMode>(mode), ptr<void>(client_weights),
+                               static_cast<ra::InterceptMode>(mode), ptr<void>(client_weights),
                                ptr<void>(aggregate), threads);
   }, nogil);
   m.def("pairwise_stats", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist,
@@ -85,6 +155,19 @@ PYBIND11_MODULE(_C, m) {
     ra::cpu::cosine_similarity(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), threads);
   }, nogil);
 
+  py::module_ dm = m.def_submodule("device_math", "host runner of the CUDA kernels' per-thread code (tests)");
+  ROBUSTAGG_BIND_DEVICE_API(ra::device_math, dm)
+#ifdef ROBUSTAGG_WITH_CUDA
+  py::module_ cu = m.def_submodule("cuda", "CUDA kernels on a caller-given stream");
+  ROBUSTAGG_BIND_DEVICE_API(ra::cuda, cu)
+#endif
+
+  // Tests: the scratch budget of the device launches (both device backends).
+  m.def("_set_scratch_bytes", [](int64_t n) {
+    const int64_t old = ra::plan::scratch_bytes_limit();
+    ra::plan::scratch_bytes_limit() = n;
+    return old;
+  });
   m.def("pool_size", &ra::pool_size);
   m.attr("compiler") = compiler();
   m.attr("cxx_standard") = static_cast<int>(__cplusplus);

@@ -10,24 +10,38 @@ __all__ = ["__version__", "aggregators", "native_info", "ops", "reference", "uti
 
 
 def native_info() -> dict:
-    """What the installed native core holds.
+    """What the installed native core holds, and what proves it.
 
-    Returns a dict with ``version``, ``backends`` (``"cpu"``, plus ``"cuda"``
-    when CUDA kernels were compiled), ``cuda_archs``, ``compiler``,
-    ``num_threads`` (what the CPU kernels will use) and ``cuda_fallback``
-    (how CUDA tensors are served when no CUDA kernels are built).
+    Returns a dict with ``version``; ``backends`` (``"cpu"``, plus ``"cuda"``
+    when CUDA kernels were compiled into this build); ``cuda_archs``;
+    ``compiler``; ``num_threads`` (what the CPU kernels will use); ``ops``:
+    for every op and device, what is registered (``"native"`` or
+    ``"reference"``, the pure-PyTorch fallback); ``cuda_fallback``
+    (``"reference"`` when CUDA tensors are served by the reference); and
+    ``proven``: which tests establish each backend.
     """
     C = ops._C
+    registered = {name: dict(devices) for name, devices in ops.REGISTERED.items()}
+    with_cuda = C is not None and bool(C.with_cuda)
+    proven = {
+        "cpu": "python_tests: parity with robustagg.reference over shapes, dtypes, ties and non-finite "
+               "columns, hand tables, determinism (CI)",
+        "cuda_device_math": "the CUDA kernels' per-thread code run on the host over the parity grid, "
+                            "bitwise against the CPU kernels (python_tests/test_device_math.py, CI)",
+        "cuda": "bench/gpu_check.sh on a GPU: python_tests/test_cuda.py (pytest -m cuda), "
+                "compute-sanitizer memcheck/racecheck, bench/results/<gpu>.md",
+    }
     if C is None:
         return {"version": __version__, "backends": [], "cuda_archs": [], "compiler": None,
-                "num_threads": ops.get_num_threads(), "cuda_fallback": "reference",
-                "error": str(ops._IMPORT_ERROR)}
-    with_cuda = bool(C.with_cuda)
+                "num_threads": ops.get_num_threads(), "ops": registered, "cuda_fallback": "reference",
+                "proven": proven, "error": str(ops._IMPORT_ERROR)}
     return {
         "version": __version__,
         "backends": ["cpu", "cuda"] if with_cuda else ["cpu"],
         "cuda_archs": [a for a in str(C.cuda_archs).split(",") if a],
         "compiler": C.compiler,
         "num_threads": ops.get_num_threads(),
-        "cuda_fallback": None if with_cuda else "reference",
+        "ops": registered,
+        "cuda_fallback": None if all(v["cuda"] == "native" for v in registered.values()) else "reference",
+        "proven": proven,
     }

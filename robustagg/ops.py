@@ -7,6 +7,16 @@ fake (meta) implementation, so it works under ``torch.compile`` and passes
 development machine, the dispatch overhead per call is 2.2 us against 8.1 us
 (bench/overhead.py).
 
+Each op is one table entry (:class:`_Op`): its schema, its checks, its fake,
+its pure-PyTorch reference, and its native entries. Backends are
+registrations: the reference is registered once as the fallback for every
+device; the CPU kernels for ``CPU``; the CUDA kernels for ``CUDA`` only when
+``_C`` was built with them. :func:`robustagg.native_info` reports what is
+registered for each device. The CUDA glue also drives ``_C.device_math``, the
+host runner of the CUDA kernels' per-thread code (same signatures, CPU
+memory), through :func:`run_device_math`: that is how the tests prove the
+device arithmetic on machines without a GPU.
+
 Conventions shared by all ops (clients are rows):
 
 * ``updates`` is ``[K, d]`` with K >= 1 clients and d >= 1 coordinates, a
@@ -14,19 +24,23 @@ Conventions shared by all ops (clients are rows):
   in float32, results of shape ``[d]`` cast back). Non-contiguous input is made
   contiguous first.
 * ``weights`` (optional) is ``[K]``, finite, non-negative, not all zero, on the
-  same device as ``updates``.
+  same device as ``updates``. (Checking the values of CUDA weights reads them
+  back, one synchronisation; while a CUDA graph is being captured the value
+  check is skipped.)
 * Results of shape ``[d]`` have the dtype of ``updates``; ``[K, K]`` and
   ``[K]`` results are float64 for float64 input and float32 otherwise.
 * CPU kernels run on ``torch.get_num_threads()`` threads (or
   :func:`set_num_threads`), and give bitwise identical results for any thread
-  count.
+  count. CUDA kernels run on the current stream of the tensor's device, never
+  synchronise, and can be captured in a CUDA graph.
 * NaN / Inf: documented per op. The aggregator layer removes non-finite
   clients before any op runs; the ops themselves never hang or crash on them.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -50,8 +64,10 @@ __all__ = [
     "residual_reweight",
     "pairwise_sq_distances",
     "cosine_similarity",
+    "pairwise_stats",
     "set_num_threads",
     "get_num_threads",
+    "run_device_math",
 ]
 
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
@@ -74,10 +90,34 @@ def get_num_threads() -> int:
 
 # --------------------------------------------------------------------------- checks
 
+# What each argument must be, in the words of the errors (argument types are
+# checked before dispatch, where torch's schema parser would otherwise reject
+# them with a message of its own; values once, in the registered kernel).
+_TYPE_WORDS = {
+    "updates": "a torch.Tensor of shape [K, d]",
+    "weights": "a torch.Tensor of shape [K] or None",
+    "trim": "an int (values dropped per tail)",
+}
+
+
+def _check_type(op: str, name: str, kind: str, value) -> None:
+    ok = {
+        "Tensor": isinstance(value, torch.Tensor),
+        "Tensor?": value is None or isinstance(value, torch.Tensor),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if ok:
+        return
+    if kind == "str":  # a choice: say which
+        raise ValueError(f"{op}: {name} must be 'siegel' or 'median'; got {value!r}")
+    words = _TYPE_WORDS.get(name, {"int": "an int", "float": "a real number"}.get(kind, kind))
+    raise TypeError(f"{op}: {name} must be {words}; got {type(value).__name__}")
+
 
 def _check_updates(op: str, updates) -> Tuple[int, int]:
-    if not isinstance(updates, torch.Tensor):
-        raise TypeError(f"{op}: updates must be a torch.Tensor of shape [K, d]; got {type(updates).__name__}")
+    _check_type(op, "updates", "Tensor", updates)
     if updates.dim() != 2:
         raise ValueError(f"{op}: updates must have shape [K, d] (2 dims); got shape {tuple(updates.shape)}")
     if updates.dtype not in _DTYPE_CODE:
@@ -94,8 +134,7 @@ def _check_updates(op: str, updates) -> Tuple[int, int]:
 def _check_weights_shape(op: str, weights, updates, K: int) -> None:
     if weights is None:
         return
-    if not isinstance(weights, torch.Tensor):
-        raise TypeError(f"{op}: weights must be a torch.Tensor of shape [K] or None; got {type(weights).__name__}")
+    _check_type(op, "weights", "Tensor?", weights)
     if weights.dim() != 1 or weights.shape[0] != K:
         raise ValueError(f"{op}: weights must have shape [K] = [{K}]; got shape {tuple(weights.shape)}")
     if not (weights.dtype.is_floating_point or weights.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8, torch.int8)):
@@ -105,28 +144,30 @@ def _check_weights_shape(op: str, weights, updates, K: int) -> None:
             f"{op}: weights must be on the same device as updates ({updates.device}); got {weights.device}")
 
 
-def _weights_as_float64(op: str, weights: torch.Tensor) -> torch.Tensor:
+def _weights_as_float64(op: str, weights: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """Value checks (data-dependent: real kernels only) and conversion to float64."""
-    w = weights.detach().to(torch.float64)
+    if weights is None:
+        return None
+    w = weights.detach().to(torch.float64).contiguous()
+    if w.is_cuda and torch.cuda.is_current_stream_capturing():
+        return w  # reading the values back is not allowed while capturing a graph
     if not bool(torch.isfinite(w).all()):
         raise ValueError(f"{op}: weights must be finite; got {weights.tolist() if w.numel() <= 16 else 'non-finite values'}")
     if bool((w < 0).any()):
         raise ValueError(f"{op}: weights must be non-negative; got min {float(w.min())}")
     if not bool((w > 0).any()):
         raise ValueError(f"{op}: weights must not be all zero")
-    return w.contiguous()
+    return w
 
 
 def _check_trim(op: str, trim, K: int) -> None:
-    if isinstance(trim, bool) or not isinstance(trim, int):
-        raise TypeError(f"{op}: trim must be an int (values dropped per tail); got {type(trim).__name__}")
+    _check_type(op, "trim", "int", trim)
     if trim < 0 or 2 * trim >= K:
         raise ValueError(f"{op}: trim must satisfy 0 <= trim and 2*trim < K = {K}; got trim={trim}")
 
 
 def _check_real(op: str, name: str, value, lo: float, hi: float, lo_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{op}: {name} must be a real number; got {type(value).__name__}")
+    _check_type(op, name, "float", value)
     ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi
     if not ok:
         bracket = "(" if lo_open else "["
@@ -146,70 +187,171 @@ def _out_dtype(dtype: torch.dtype) -> torch.dtype:
 # --------------------------------------------------------------------------- backends
 
 
+class _Call:
+    """One call of a native entry: the contiguous input, its dtype code, the
+    threads (CPU) or the stream (device), and result allocation on the input's
+    device. ``be`` is ``_C`` (CPU), ``_C.cuda`` or ``_C.device_math``."""
+
+    def __init__(self, be, updates: torch.Tensor, stream: int = 0):
+        self.be = be
+        self.u = updates.detach().contiguous()
+        self.ptr = self.u.data_ptr()
+        self.code = _DTYPE_CODE[self.u.dtype]
+        self.K, self.d = self.u.shape
+        self.stream = stream
+        self.threads = get_num_threads()
+
+    def empty(self, *shape, dtype=None) -> torch.Tensor:
+        return torch.empty(*shape, dtype=dtype or _out_dtype(self.u.dtype), device=self.u.device)
+
+    def workspace(self, nbytes: int) -> int:
+        """Pointer to nbytes of scratch on the device (kept alive by self), or 0."""
+        if nbytes == 0:
+            return 0
+        self._ws = torch.empty(nbytes, dtype=torch.uint8, device=self.u.device)
+        return self._ws.data_ptr()
+
+    def cast_back(self, out: torch.Tensor) -> torch.Tensor:
+        return out if out.dtype == self.u.dtype else out.to(self.u.dtype)
+
+
+def _ptr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One op: schema, checks (type- and value-checks of every argument, no
+    data access; return (K, d)), fake, reference, and native entries:
+    ``cpu(call, *args)`` runs ``_C``'s CPU kernel; ``device(call, *args)`` runs
+    the same-signature entries of ``_C.cuda`` / ``_C.device_math``."""
+
+    schema: str
+    check: Callable
+    fake: Callable
+    reference: Callable
+    cpu: Callable
+    device: Callable
+
+    @property
+    def name(self) -> str:
+        return self.schema.split("(", 1)[0]
+
+    def arg_kinds(self):
+        """(name, schema type) of each argument, in order."""
+        args = self.schema.split("(", 1)[1].split(") ->", 1)[0]
+        return [(a.split()[1].split("=")[0], a.split()[0]) for a in args.split(", ")]
+
+
+_OPS: Dict[str, _Op] = {}
+_ARG_KINDS: Dict[str, list] = {}
+# What is registered for each op and device: "native" or "reference".
+REGISTERED: Dict[str, Dict[str, str]] = {}
+_lib = torch.library.Library("robustagg", "DEF")
+
+
+def _cuda_built() -> bool:
+    return _C is not None and bool(getattr(_C, "with_cuda", False)) and hasattr(_C, "cuda")
+
+
 def _native() -> "object":
     if _C is None:
         raise RuntimeError(f"robustagg: the native module failed to import: {_IMPORT_ERROR}")
     return _C
 
 
-def _cpu_args(updates: torch.Tensor):
-    u = updates.detach().contiguous()
-    return u, u.data_ptr(), _DTYPE_CODE[u.dtype]
+def _define(op: _Op) -> None:
+    name = op.name
+    _lib.define(op.schema)
 
+    def reference_impl(*args):
+        op.check(*args)
+        return op.reference(*args)
 
-def _cast_back(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return out if out.dtype == dtype else out.to(dtype)
+    def cpu_impl(*args):
+        op.check(*args)
+        return op.cpu(_Call(_native(), args[0]), *args[1:])
 
+    def cuda_impl(*args):
+        op.check(*args)
+        u = args[0]
+        with torch.cuda.device(u.device):
+            stream = torch.cuda.current_stream(u.device).cuda_stream
+            return op.device(_Call(_C.cuda, u, stream), *args[1:])
 
-_lib = torch.library.Library("robustagg", "DEF")
-
-
-def _register(schema: str, cpu_impl, fake_impl, reference_impl) -> None:
-    name = schema.split("(", 1)[0]
-    _lib.define(schema)
+    # The reference serves every device that has no native kernel.
+    _lib.impl(name, reference_impl, "CompositeExplicitAutograd")
     _lib.impl(name, cpu_impl, "CPU")
-    # Until the CUDA kernels are built into _C, CUDA tensors run the pure-PyTorch
-    # reference on their device (correct, slower); native_info() says which.
-    _lib.impl(name, reference_impl, "CUDA")
-    torch.library.register_fake(f"robustagg::{name}", lib=_lib)(fake_impl)
+    REGISTERED[name] = {"cpu": "native", "cuda": "reference"}
+    if _cuda_built():
+        _lib.impl(name, cuda_impl, "CUDA")
+        REGISTERED[name]["cuda"] = "native"
+    torch.library.register_fake(f"robustagg::{name}", lib=_lib)(lambda *args: op.fake(op.check(*args), *args))
+    _OPS[name] = op
+    _ARG_KINDS[name] = op.arg_kinds()
+
+
+def _check_types(name: str, args) -> None:
+    for (arg, kind), value in zip(_ARG_KINDS[name], args):
+        _check_type(name, arg, kind, value)
+
+
+def _dispatch(name: str, *args):
+    """The public entry: argument types first (see _TYPE_WORDS), then the op."""
+    _check_types(name, args)
+    return getattr(torch.ops.robustagg, name)(*args)
+
+
+def run_device_math(name: str, *args):
+    """Runs op ``name`` through the host runner of its CUDA kernels' per-thread
+    code (``_C.device_math``) on CPU tensors, with the CUDA glue of this module:
+    the same workspace, the same chunks, the same arithmetic as on a GPU. For
+    tests; it is not a fast path."""
+    op = _OPS[name]
+    _check_types(name, args)
+    op.check(*args)
+    if args[0].device.type != "cpu":
+        raise ValueError(f"run_device_math: updates must be a CPU tensor; got {args[0].device}")
+    return op.device(_Call(_native().device_math, args[0]), *args[1:])
 
 
 # sign_vote ------------------------------------------------------------------
 
 
-def _sign_vote_checks(updates, weights):
+def _sign_vote_check(updates, weights=None):
     K, d = _check_updates("sign_vote", updates)
     _check_weights_shape("sign_vote", weights, updates, K)
     return K, d
 
 
-def _sign_vote_cpu(updates, weights=None):
-    K, d = _sign_vote_checks(updates, weights)
-    u, ptr, code = _cpu_args(updates)
-    if weights is None:
-        out = torch.empty(d, dtype=torch.int32)
-        _native().sign_vote(ptr, code, K, d, 0, out.data_ptr(), get_num_threads())
-        return out
+def _sign_vote_out(c: _Call, weights):
+    return c.empty(c.d, dtype=torch.int32) if weights is None else c.empty(c.d)
+
+
+def _sign_vote_cpu(c: _Call, weights=None):
     w = _weights_as_float64("sign_vote", weights)
-    out = torch.empty(d, dtype=_out_dtype(u.dtype))
-    _native().sign_vote(ptr, code, K, d, w.data_ptr(), out.data_ptr(), get_num_threads())
+    out = _sign_vote_out(c, w)
+    c.be.sign_vote(c.ptr, c.code, c.K, c.d, _ptr(w), out.data_ptr(), c.threads)
     return out
 
 
-def _sign_vote_fake(updates, weights=None):
-    K, d = _sign_vote_checks(updates, weights)
-    return updates.new_empty(d, dtype=torch.int32 if weights is None else _out_dtype(updates.dtype))
+def _sign_vote_device(c: _Call, weights=None):
+    w = _weights_as_float64("sign_vote", weights)
+    out = _sign_vote_out(c, w)
+    c.be.sign_vote(c.ptr, c.code, c.K, c.d, _ptr(w), out.data_ptr(), c.stream)
+    return out
 
 
 def _sign_vote_ref(updates, weights=None):
-    _sign_vote_checks(updates, weights)
-    if weights is not None:
-        _weights_as_float64("sign_vote", weights)
+    _weights_as_float64("sign_vote", weights)
     return _reference.sign_vote(updates, weights)
 
 
-_register("sign_vote(Tensor updates, Tensor? weights=None) -> Tensor",
-          _sign_vote_cpu, _sign_vote_fake, _sign_vote_ref)
+_define(_Op(
+    "sign_vote(Tensor updates, Tensor? weights=None) -> Tensor", _sign_vote_check,
+    lambda Kd, updates, weights=None: updates.new_empty(
+        Kd[1], dtype=torch.int32 if weights is None else _out_dtype(updates.dtype)),
+    _sign_vote_ref, _sign_vote_cpu, _sign_vote_device))
 
 
 def sign_vote(updates: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -231,46 +373,42 @@ def sign_vote(updates: torch.Tensor, weights: Optional[torch.Tensor] = None) -> 
         >>> ops.sign_vote(torch.tensor([[1., -2.], [3., 0.], [-1., -1.]]))
         tensor([ 1, -2], dtype=torch.int32)
     """
-    _sign_vote_checks(updates, weights)
-    return torch.ops.robustagg.sign_vote(updates, weights)
+    return _dispatch("sign_vote", updates, weights)
 
 
 # robust_lr_mean ----------------------------------------------------------------
 
 
-def _rlr_checks(updates, threshold, weights):
+def _rlr_check(updates, threshold, weights=None):
     K, d = _check_updates("robust_lr_mean", updates)
     _check_real("robust_lr_mean", "threshold", threshold, 0.0, math.inf)
     _check_weights_shape("robust_lr_mean", weights, updates, K)
     return K, d
 
 
-def _rlr_cpu(updates, threshold, weights=None):
-    K, d = _rlr_checks(updates, threshold, weights)
-    u, ptr, code = _cpu_args(updates)
-    wptr = 0
-    if weights is not None:
-        w = _weights_as_float64("robust_lr_mean", weights)
-        wptr = w.data_ptr()
-    out = torch.empty(d, dtype=_out_dtype(u.dtype))
-    _native().robust_lr_mean(ptr, code, K, d, float(threshold), wptr, out.data_ptr(), get_num_threads())
-    return _cast_back(out, u.dtype)
+def _rlr_cpu(c: _Call, threshold, weights=None):
+    w = _weights_as_float64("robust_lr_mean", weights)
+    out = c.empty(c.d)
+    c.be.robust_lr_mean(c.ptr, c.code, c.K, c.d, float(threshold), _ptr(w), out.data_ptr(), c.threads)
+    return c.cast_back(out)
 
 
-def _rlr_fake(updates, threshold, weights=None):
-    K, d = _rlr_checks(updates, threshold, weights)
-    return updates.new_empty(d)
+def _rlr_device(c: _Call, threshold, weights=None):
+    w = _weights_as_float64("robust_lr_mean", weights)
+    out = c.empty(c.d)
+    c.be.robust_lr_mean(c.ptr, c.code, c.K, c.d, float(threshold), _ptr(w), out.data_ptr(), c.stream)
+    return c.cast_back(out)
 
 
 def _rlr_ref(updates, threshold, weights=None):
-    _rlr_checks(updates, threshold, weights)
-    if weights is not None:
-        _weights_as_float64("robust_lr_mean", weights)
+    _weights_as_float64("robust_lr_mean", weights)
     return _reference.robust_lr_mean(updates, threshold, weights)
 
 
-_register("robust_lr_mean(Tensor updates, float threshold, Tensor? weights=None) -> Tensor",
-          _rlr_cpu, _rlr_fake, _rlr_ref)
+_define(_Op(
+    "robust_lr_mean(Tensor updates, float threshold, Tensor? weights=None) -> Tensor", _rlr_check,
+    lambda Kd, updates, threshold, weights=None: updates.new_empty(Kd[1]),
+    _rlr_ref, _rlr_cpu, _rlr_device))
 
 
 def robust_lr_mean(updates: torch.Tensor, threshold: float,
@@ -296,38 +434,43 @@ def robust_lr_mean(updates: torch.Tensor, threshold: float,
         >>> ops.robust_lr_mean(torch.tensor([[1., 1.], [1., -1.], [1., 3.]]), threshold=2)
         tensor([ 1.0000, -1.0000])
     """
-    _rlr_checks(updates, threshold, weights)
-    return torch.ops.robustagg.robust_lr_mean(updates, threshold, weights)
+    return _dispatch("robust_lr_mean", updates, threshold, weights)
 
 
 # trimmed_mean / median / masked_trimmed_mean ---------------------------------
+# One glue for the three: the CPU entries take (..., out, threads), the device
+# entries (..., out, workspace, stream) with order_workspace_bytes.
 
 
-def _trim_checks(updates, trim):
+def _order_cpu(entry: str):
+    def run(c: _Call, *params):
+        out = c.empty(c.d)
+        getattr(c.be, entry)(c.ptr, c.code, c.K, c.d, *params, out.data_ptr(), c.threads)
+        return c.cast_back(out)
+    return run
+
+
+def _order_device(entry: str):
+    def run(c: _Call, *params):
+        out = c.empty(c.d)
+        ws = c.workspace(c.be.order_workspace_bytes(c.code, c.K, c.d))
+        getattr(c.be, entry)(c.ptr, c.code, c.K, c.d, *params, out.data_ptr(), ws, c.stream)
+        return c.cast_back(out)
+    return run
+
+
+def _column_fake(Kd, updates, *params):
+    return updates.new_empty(Kd[1])
+
+
+def _trim_check(updates, trim):
     K, d = _check_updates("trimmed_mean", updates)
     _check_trim("trimmed_mean", trim, K)
     return K, d
 
 
-def _trim_cpu(updates, trim):
-    K, d = _trim_checks(updates, trim)
-    u, ptr, code = _cpu_args(updates)
-    out = torch.empty(d, dtype=_out_dtype(u.dtype))
-    _native().trimmed_mean(ptr, code, K, d, trim, out.data_ptr(), get_num_threads())
-    return _cast_back(out, u.dtype)
-
-
-def _trim_fake(updates, trim):
-    K, d = _trim_checks(updates, trim)
-    return updates.new_empty(d)
-
-
-def _trim_ref(updates, trim):
-    _trim_checks(updates, trim)
-    return _reference.trimmed_mean(updates, trim)
-
-
-_register("trimmed_mean(Tensor updates, int trim) -> Tensor", _trim_cpu, _trim_fake, _trim_ref)
+_define(_Op("trimmed_mean(Tensor updates, int trim) -> Tensor", _trim_check, _column_fake,
+            _reference.trimmed_mean, _order_cpu("trimmed_mean"), _order_device("trimmed_mean")))
 
 
 def trimmed_mean(updates: torch.Tensor, trim: int) -> torch.Tensor:
@@ -348,33 +491,11 @@ def trimmed_mean(updates: torch.Tensor, trim: int) -> torch.Tensor:
         >>> ops.trimmed_mean(torch.tensor([[1.], [2.], [100.], [3.], [-50.]]), trim=1)
         tensor([2.])
     """
-    _trim_checks(updates, trim)
-    return torch.ops.robustagg.trimmed_mean(updates, trim)
+    return _dispatch("trimmed_mean", updates, trim)
 
 
-def _median_checks(updates):
-    return _check_updates("median", updates)
-
-
-def _median_cpu(updates):
-    K, d = _median_checks(updates)
-    u, ptr, code = _cpu_args(updates)
-    out = torch.empty(d, dtype=_out_dtype(u.dtype))
-    _native().median(ptr, code, K, d, out.data_ptr(), get_num_threads())
-    return _cast_back(out, u.dtype)
-
-
-def _median_fake(updates):
-    K, d = _median_checks(updates)
-    return updates.new_empty(d)
-
-
-def _median_ref(updates):
-    _median_checks(updates)
-    return _reference.median(updates)
-
-
-_register("median(Tensor updates) -> Tensor", _median_cpu, _median_fake, _median_ref)
+_define(_Op("median(Tensor updates) -> Tensor", lambda updates: _check_updates("median", updates), _column_fake,
+            _reference.median, _order_cpu("median"), _order_device("median")))
 
 
 def median(updates: torch.Tensor) -> torch.Tensor:
@@ -392,37 +513,23 @@ def median(updates: torch.Tensor) -> torch.Tensor:
         >>> ops.median(torch.tensor([[1.], [4.], [2.], [10.]]))
         tensor([3.])
     """
-    _median_checks(updates)
-    return torch.ops.robustagg.median(updates)
+    return _dispatch("median", updates)
 
 
-def _masked_checks(updates, tau, trim):
+def _masked_check(updates, tau, trim):
     K, d = _check_updates("masked_trimmed_mean", updates)
     _check_real("masked_trimmed_mean", "tau", tau, 0.0, 1.0)
     _check_trim("masked_trimmed_mean", trim, K)
     return K, d
 
 
-def _masked_cpu(updates, tau, trim):
-    K, d = _masked_checks(updates, tau, trim)
-    u, ptr, code = _cpu_args(updates)
-    out = torch.empty(d, dtype=_out_dtype(u.dtype))
-    _native().masked_trimmed_mean(ptr, code, K, d, float(tau), trim, out.data_ptr(), get_num_threads())
-    return _cast_back(out, u.dtype)
+def _with_float_tau(run):
+    return lambda c, tau, trim: run(c, float(tau), trim)
 
 
-def _masked_fake(updates, tau, trim):
-    K, d = _masked_checks(updates, tau, trim)
-    return updates.new_empty(d)
-
-
-def _masked_ref(updates, tau, trim):
-    _masked_checks(updates, tau, trim)
-    return _reference.masked_trimmed_mean(updates, tau, trim)
-
-
-_register("masked_trimmed_mean(Tensor updates, float tau, int trim) -> Tensor",
-          _masked_cpu, _masked_fake, _masked_ref)
+_define(_Op("masked_trimmed_mean(Tensor updates, float tau, int trim) -> Tensor", _masked_check, _column_fake,
+            _reference.masked_trimmed_mean, _with_float_tau(_order_cpu("masked_trimmed_mean")),
+            _with_float_tau(_order_device("masked_trimmed_mean"))))
 
 
 def masked_trimmed_mean(updates: torch.Tensor, tau: float, trim: int) -> torch.Tensor:
@@ -446,41 +553,36 @@ def masked_trimmed_mean(updates: torch.Tensor, tau: float, trim: int) -> torch.T
         >>> ops.masked_trimmed_mean(torch.tensor([[1., 1.], [2., -1.], [3., 1.]]), tau=1.0, trim=0)
         tensor([2., 0.])
     """
-    _masked_checks(updates, tau, trim)
-    return torch.ops.robustagg.masked_trimmed_mean(updates, tau, trim)
+    return _dispatch("masked_trimmed_mean", updates, tau, trim)
 
 
 # repeated median -----------------------------------------------------------------
 
 
-def _rm_checks(updates, intercept):
+def _rm_check(updates, intercept="siegel"):
     K, d = _check_updates("repeated_median_line", updates)
     _check_intercept("repeated_median_line", intercept)
     return K, d
 
 
-def _rm_cpu(updates, intercept="siegel"):
-    K, d = _rm_checks(updates, intercept)
-    u, ptr, code = _cpu_args(updates)
-    slope = torch.empty(d, dtype=_out_dtype(u.dtype))
-    icpt = torch.empty(d, dtype=_out_dtype(u.dtype))
-    _native().repeated_median_line(ptr, code, K, d, _INTERCEPT_CODE[intercept], slope.data_ptr(),
-                                   icpt.data_ptr(), get_num_threads())
-    return _cast_back(slope, u.dtype), _cast_back(icpt, u.dtype)
+def _rm_cpu(c: _Call, intercept="siegel"):
+    slope, icpt = c.empty(c.d), c.empty(c.d)
+    c.be.repeated_median_line(c.ptr, c.code, c.K, c.d, _INTERCEPT_CODE[intercept], slope.data_ptr(),
+                              icpt.data_ptr(), c.threads)
+    return c.cast_back(slope), c.cast_back(icpt)
 
 
-def _rm_fake(updates, intercept="siegel"):
-    K, d = _rm_checks(updates, intercept)
-    return updates.new_empty(d), updates.new_empty(d)
+def _rm_device(c: _Call, intercept="siegel"):
+    slope, icpt = c.empty(c.d), c.empty(c.d)
+    ws = c.workspace(c.be.residual_workspace_bytes(c.code, c.K, c.d))
+    c.be.repeated_median_line(c.ptr, c.code, c.K, c.d, _INTERCEPT_CODE[intercept], slope.data_ptr(),
+                              icpt.data_ptr(), ws, c.stream)
+    return c.cast_back(slope), c.cast_back(icpt)
 
 
-def _rm_ref(updates, intercept="siegel"):
-    _rm_checks(updates, intercept)
-    return _reference.repeated_median_line(updates, intercept)
-
-
-_register("repeated_median_line(Tensor updates, str intercept=\"siegel\") -> (Tensor, Tensor)",
-          _rm_cpu, _rm_fake, _rm_ref)
+_define(_Op("repeated_median_line(Tensor updates, str intercept=\"siegel\") -> (Tensor, Tensor)", _rm_check,
+            lambda Kd, updates, intercept="siegel": (updates.new_empty(Kd[1]), updates.new_empty(Kd[1])),
+            _reference.repeated_median_line, _rm_cpu, _rm_device))
 
 
 def repeated_median_line(updates: torch.Tensor, intercept: str = "siegel") -> Tuple[torch.Tensor, torch.Tensor]:
@@ -508,11 +610,10 @@ def repeated_median_line(updates: torch.Tensor, intercept: str = "siegel") -> Tu
         >>> ops.repeated_median_line(torch.tensor([[0.], [2.], [1.], [30.]]))
         (tensor([1.]), tensor([0.]))
     """
-    _rm_checks(updates, intercept)
-    return torch.ops.robustagg.repeated_median_line(updates, intercept)
+    return _dispatch("repeated_median_line", updates, intercept)
 
 
-def _rr_checks(updates, lam, delta, power, intercept):
+def _rr_check(updates, lam=2.0, delta=0.1, power=1.0, intercept="siegel"):
     K, d = _check_updates("residual_reweight", updates)
     _check_real("residual_reweight", "lam", lam, 0.0, 1e300, lo_open=True)
     _check_real("residual_reweight", "delta", delta, 0.0, 1.0)
@@ -521,29 +622,26 @@ def _rr_checks(updates, lam, delta, power, intercept):
     return K, d
 
 
-def _rr_cpu(updates, lam=2.0, delta=0.1, power=1.0, intercept="siegel"):
-    K, d = _rr_checks(updates, lam, delta, power, intercept)
-    u, ptr, code = _cpu_args(updates)
-    cw = torch.empty(K, dtype=_out_dtype(u.dtype))
-    agg = torch.empty(d, dtype=_out_dtype(u.dtype))
-    _native().residual_reweight(ptr, code, K, d, float(lam), float(delta), float(power),
-                                _INTERCEPT_CODE[intercept], cw.data_ptr(), agg.data_ptr(),
-                                get_num_threads())
-    return cw, _cast_back(agg, u.dtype)
+def _rr_cpu(c: _Call, lam=2.0, delta=0.1, power=1.0, intercept="siegel"):
+    cw, agg = c.empty(c.K), c.empty(c.d)
+    c.be.residual_reweight(c.ptr, c.code, c.K, c.d, float(lam), float(delta), float(power),
+                           _INTERCEPT_CODE[intercept], cw.data_ptr(), agg.data_ptr(), c.threads)
+    return cw, c.cast_back(agg)
 
 
-def _rr_fake(updates, lam=2.0, delta=0.1, power=1.0, intercept="siegel"):
-    K, d = _rr_checks(updates, lam, delta, power, intercept)
-    return updates.new_empty(K, dtype=_out_dtype(updates.dtype)), updates.new_empty(d)
+def _rr_device(c: _Call, lam=2.0, delta=0.1, power=1.0, intercept="siegel"):
+    cw, agg = c.empty(c.K), c.empty(c.d)
+    ws = c.workspace(c.be.residual_workspace_bytes(c.code, c.K, c.d))
+    c.be.residual_reweight(c.ptr, c.code, c.K, c.d, float(lam), float(delta), float(power),
+                           _INTERCEPT_CODE[intercept], cw.data_ptr(), agg.data_ptr(), ws, c.stream)
+    return cw, c.cast_back(agg)
 
 
-def _rr_ref(updates, lam=2.0, delta=0.1, power=1.0, intercept="siegel"):
-    _rr_checks(updates, lam, delta, power, intercept)
-    return _reference.residual_reweight(updates, lam, delta, power, intercept)
-
-
-_register("residual_reweight(Tensor updates, float lam=2.0, float delta=0.1, float power=1.0, "
-          "str intercept=\"siegel\") -> (Tensor, Tensor)", _rr_cpu, _rr_fake, _rr_ref)
+_define(_Op("residual_reweight(Tensor updates, float lam=2.0, float delta=0.1, float power=1.0, "
+            "str intercept=\"siegel\") -> (Tensor, Tensor)", _rr_check,
+            lambda Kd, updates, *rest: (updates.new_empty(Kd[0], dtype=_out_dtype(updates.dtype)),
+                                        updates.new_empty(Kd[1])),
+            _reference.residual_reweight, _rr_cpu, _rr_device))
 
 
 def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
@@ -578,36 +676,48 @@ def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.
         >>> u = torch.tensor([[1.0], [1.1], [0.9], [1.05], [50.0]])
         >>> w, agg = ops.residual_reweight(u)
     """
-    _rr_checks(updates, lam, delta, power, intercept)
-    return torch.ops.robustagg.residual_reweight(updates, lam, delta, power, intercept)
+    return _dispatch("residual_reweight", updates, lam, delta, power, intercept)
 
 
 # pairwise -------------------------------------------------------------------------
+# Every pairwise entry fills its [K, K] outputs from the same kernel; `outputs`
+# lists which of (sqdist, gram, cosine) an op returns and in which dtype.
 
 
-def _pw_checks(op, updates):
-    return _check_updates(op, updates)
+def _pairwise_cpu(entry: str, n_out: int, f64: bool):
+    def run(c: _Call):
+        outs = [c.empty(c.K, c.K, dtype=torch.float64 if f64 else None) for _ in range(n_out)]
+        ptrs = [o.data_ptr() for o in outs] + ([0] if entry == "pairwise_stats" and n_out == 1 else [])
+        getattr(c.be, entry)(c.ptr, c.code, c.K, c.d, *ptrs, c.threads)
+        return outs[0] if n_out == 1 else tuple(outs)
+    return run
 
 
-def _sqdist_cpu(updates):
-    K, d = _pw_checks("pairwise_sq_distances", updates)
-    u, ptr, code = _cpu_args(updates)
-    out = torch.empty(K, K, dtype=_out_dtype(u.dtype))
-    _native().pairwise_stats(ptr, code, K, d, out.data_ptr(), 0, get_num_threads())
-    return out
+def _pairwise_device(entry: str, n_out: int, f64: bool):
+    def run(c: _Call):
+        outs = [c.empty(c.K, c.K, dtype=torch.float64 if f64 else None) for _ in range(n_out)]
+        ptrs = [o.data_ptr() for o in outs] + ([0] if entry == "pairwise_stats" and n_out == 1 else [])
+        ws = c.workspace(c.be.pairwise_workspace_bytes(c.code, c.K, c.d))
+        getattr(c.be, entry)(c.ptr, c.code, c.K, c.d, *ptrs, ws, c.stream)
+        return outs[0] if n_out == 1 else tuple(outs)
+    return run
 
 
-def _pw_fake(updates):
-    K, d = _pw_checks("pairwise", updates)
-    return updates.new_empty(K, K, dtype=_out_dtype(updates.dtype))
+def _pairwise_fake(f64: bool, n_out: int):
+    def fake(Kd, updates):
+        dtype = torch.float64 if f64 else _out_dtype(updates.dtype)
+        outs = [updates.new_empty(Kd[0], Kd[0], dtype=dtype) for _ in range(n_out)]
+        return outs[0] if n_out == 1 else tuple(outs)
+    return fake
 
 
-def _sqdist_ref(updates):
-    _pw_checks("pairwise_sq_distances", updates)
-    return _reference.pairwise_sq_distances(updates)
+def _pairwise_check(op: str):
+    return lambda updates: _check_updates(op, updates)
 
 
-_register("pairwise_sq_distances(Tensor updates) -> Tensor", _sqdist_cpu, _pw_fake, _sqdist_ref)
+_define(_Op("pairwise_sq_distances(Tensor updates) -> Tensor", _pairwise_check("pairwise_sq_distances"),
+            _pairwise_fake(False, 1), _reference.pairwise_sq_distances,
+            _pairwise_cpu("pairwise_stats", 1, False), _pairwise_device("pairwise_stats", 1, False)))
 
 
 def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
@@ -627,24 +737,12 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
         tensor([[ 0., 25.],
                 [25.,  0.]])
     """
-    _pw_checks("pairwise_sq_distances", updates)
-    return torch.ops.robustagg.pairwise_sq_distances(updates)
+    return _dispatch("pairwise_sq_distances", updates)
 
 
-def _cos_cpu(updates):
-    K, d = _pw_checks("cosine_similarity", updates)
-    u, ptr, code = _cpu_args(updates)
-    out = torch.empty(K, K, dtype=_out_dtype(u.dtype))
-    _native().cosine_similarity(ptr, code, K, d, out.data_ptr(), get_num_threads())
-    return out
-
-
-def _cos_ref(updates):
-    _pw_checks("cosine_similarity", updates)
-    return _reference.cosine_similarity(updates)
-
-
-_register("cosine_similarity(Tensor updates) -> Tensor", _cos_cpu, _pw_fake, _cos_ref)
+_define(_Op("cosine_similarity(Tensor updates) -> Tensor", _pairwise_check("cosine_similarity"),
+            _pairwise_fake(False, 1), _reference.cosine_similarity,
+            _pairwise_cpu("cosine_similarity", 1, False), _pairwise_device("cosine_similarity", 1, False)))
 
 
 def cosine_similarity(updates: torch.Tensor) -> torch.Tensor:
@@ -661,17 +759,7 @@ def cosine_similarity(updates: torch.Tensor) -> torch.Tensor:
         tensor([[1.0000, 0.7071],
                 [0.7071, 1.0000]])
     """
-    _pw_checks("cosine_similarity", updates)
-    return torch.ops.robustagg.cosine_similarity(updates)
-
-
-def _stats_cpu(updates):
-    K, d = updates.shape
-    u, ptr, code = _cpu_args(updates)
-    dist = torch.empty(K, K, dtype=torch.float64)
-    gram = torch.empty(K, K, dtype=torch.float64)
-    _native().pairwise_stats_f64(ptr, code, K, d, dist.data_ptr(), gram.data_ptr(), get_num_threads())
-    return dist, gram
+    return _dispatch("cosine_similarity", updates)
 
 
 def _stats_ref(updates):
@@ -679,12 +767,9 @@ def _stats_ref(updates):
     return _reference.pairwise_sq_distances(u), _reference.gram(u)
 
 
-def _stats_fake(updates):
-    K = updates.shape[0]
-    return updates.new_empty(K, K, dtype=torch.float64), updates.new_empty(K, K, dtype=torch.float64)
-
-
-_register("pairwise_stats(Tensor updates) -> (Tensor, Tensor)", _stats_cpu, _stats_fake, _stats_ref)
+_define(_Op("pairwise_stats(Tensor updates) -> (Tensor, Tensor)", _pairwise_check("pairwise_stats"),
+            _pairwise_fake(True, 2), _stats_ref,
+            _pairwise_cpu("pairwise_stats_f64", 2, True), _pairwise_device("pairwise_stats_f64", 2, True)))
 
 
 def pairwise_stats(updates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -692,8 +777,6 @@ def pairwise_stats(updates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
     For rules that need both (RFLBAT's PCA and cosines, Krum). Returns float64
     ``[K, K]`` matrices whatever the input dtype, so that huge-but-finite
-    updates (1e38 in float32) do not overflow. Also ``torch.ops.robustagg.pairwise_stats``;
-    CPU runs the native kernel, other devices the reference.
+    updates (1e38 in float32) do not overflow. Also ``torch.ops.robustagg.pairwise_stats``.
     """
-    _check_updates("pairwise_stats", updates)
-    return torch.ops.robustagg.pairwise_stats(updates)
+    return _dispatch("pairwise_stats", updates)

@@ -1,5 +1,7 @@
 #include "robustagg/pairwise.h"
 
+#include "robustagg/math/pairwise.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -31,9 +33,9 @@ inline int64_t row_blocks_for(int64_t K, int64_t segments, int num_threads) {
 struct Split {
   int64_t K, d, segments, seg_len, row_blocks;
   Split(int64_t K_, int64_t d_, int num_threads) : K(K_), d(d_) {
-    segments = std::min<int64_t>(kMaxSegments, ceil_div(d, kMinSegment));
-    segments = std::max<int64_t>(1, std::min<int64_t>(segments, kPartialBudget / (K * K)));
-    seg_len = ceil_div(d, segments);
+    const math::PairwiseSegments seg(K, d, kMaxSegments, kMinSegment, kPartialBudget);
+    segments = seg.segments;
+    seg_len = seg.seg_len;
     row_blocks = row_blocks_for(K, segments, num_threads);
   }
   int64_t tasks() const { return segments * row_blocks; }
@@ -108,15 +110,13 @@ void pairwise_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, 
 }
 
 // Squared distances for float32 / float16 / bfloat16 input, from float32
-// differences: every lane sums kBlock squared differences in float, as two
-// chains of kBlock / 2 (even and odd steps) added at the end, and then flushes
-// into a double accumulator. All terms are non-negative, so the relative error
-// of each entry is bounded by about (kBlock / 2 + 3) * 2^-24 ~ 6.6e-7
-// (difference, square, chain, the final add; the double sums add ~1e-16):
-// inside the 1e-6 contract, at twice the vector width, with one conversion
-// per 256 coordinates. Identical rows still give exactly 0.
+// differences: every lane sums math::kSqBlock squared differences with
+// math::sq_diff_block and flushes them into a double accumulator (the error
+// bound is in math/pairwise.h: about 6.6e-7 relative, inside the 1e-6
+// contract), at twice the vector width, with one conversion per 256
+// coordinates. Identical rows still give exactly 0.
 constexpr int kFLanes = 16;
-constexpr int kBlock = 16;
+constexpr int kBlock = math::kSqBlock;
 constexpr int64_t kFStep = kFLanes * kBlock;  // coordinates per flush
 
 // One pair of float rows, n a multiple of kFStep. Accumulators are explicit
@@ -155,14 +155,9 @@ static inline double lane_sum(vd8 lo, vd8 hi) {
 inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
   vd8 lo = {0}, hi = {0};
   for (int64_t t = 0; t < n; t += kFStep) {
-    vf16 s0 = {0}, s1 = {0};  // two chains of kBlock / 2 terms per lane per block
-    for (int s = 0; s < kBlock; s += 2) {
-      const vf16 x = load_vf16(a + t + s * kFLanes) - load_vf16(b + t + s * kFLanes);
-      const vf16 y = load_vf16(a + t + (s + 1) * kFLanes) - load_vf16(b + t + (s + 1) * kFLanes);
-      s0 += x * x;
-      s1 += y * y;
-    }
-    flush(s0 + s1, lo, hi);
+    const auto la = [&](int s) { return load_vf16(a + t + s * kFLanes); };
+    const auto lb = [&](int s) { return load_vf16(b + t + s * kFLanes); };
+    flush(math::sq_diff_block<vf16>(la, lb), lo, hi);
   }
   return lane_sum(lo, hi);
 }
@@ -170,13 +165,11 @@ inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restri
 inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
   double acc[kFLanes] = {0};
   for (int64_t t = 0; t < n; t += kFStep) {
-    float blk[2][kFLanes] = {{0}};
-    for (int s = 0; s < kBlock; ++s)
-      for (int l = 0; l < kFLanes; ++l) {
-        const float diff = a[t + s * kFLanes + l] - b[t + s * kFLanes + l];
-        blk[s % 2][l] += diff * diff;
-      }
-    for (int l = 0; l < kFLanes; ++l) acc[l] += static_cast<double>(blk[0][l] + blk[1][l]);
+    for (int l = 0; l < kFLanes; ++l) {
+      const auto la = [&](int s) { return a[t + s * kFLanes + l]; };
+      const auto lb = [&](int s) { return b[t + s * kFLanes + l]; };
+      acc[l] += static_cast<double>(math::sq_diff_block<float>(la, lb));
+    }
   }
   double sum = 0.0;
   for (int l = 0; l < kFLanes; ++l) sum += acc[l];
@@ -191,17 +184,12 @@ inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restri
 inline void sqdist_f32_4pairs(const float* const* a, const float* __restrict__ b, int64_t n, double* out) {
   vd8 lo[4] = {{0}}, hi[4] = {{0}};
   for (int64_t t = 0; t < n; t += kFStep) {
-    vf16 s0[4] = {{0}}, s1[4] = {{0}};
-    for (int s = 0; s < kBlock; s += 2) {
-      const vf16 bx = load_vf16(b + t + s * kFLanes), by = load_vf16(b + t + (s + 1) * kFLanes);
-      for (int r = 0; r < 4; ++r) {
-        const vf16 x = load_vf16(a[r] + t + s * kFLanes) - bx;
-        const vf16 y = load_vf16(a[r] + t + (s + 1) * kFLanes) - by;
-        s0[r] += x * x;
-        s1[r] += y * y;
-      }
+    const auto lb = [&](int s) { return load_vf16(b + t + s * kFLanes); };
+    for (int r = 0; r < 4; ++r) {
+      const float* __restrict__ ar = a[r];
+      const auto la = [&](int s) { return load_vf16(ar + t + s * kFLanes); };
+      flush(math::sq_diff_block<vf16>(la, lb), lo[r], hi[r]);
     }
-    for (int r = 0; r < 4; ++r) flush(s0[r] + s1[r], lo[r], hi[r]);
   }
   for (int r = 0; r < 4; ++r) out[r] = lane_sum(lo[r], hi[r]);
 }
@@ -312,12 +300,7 @@ void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, v
     pairwise_double(static_cast<const T*>(updates), K, d, nullptr, g.data(), num_threads);
     for (int64_t i = 0; i < K; ++i)
       for (int64_t j = 0; j < K; ++j) {
-        const double nii = g[i * K + i], njj = g[j * K + j];
-        double c = 0.0;
-        // Identical rows have bitwise equal dot products and norms (same summation
-        // order), and sqrt(x * x) == x in IEEE arithmetic, so c is exactly 1 there.
-        if (nii > 0.0 && njj > 0.0) c = g[i * K + j] / std::sqrt(nii * njj);
-        cos[i * K + j] = std::min(1.0, std::max(-1.0, c));
+        cos[i * K + j] = math::cosine_from_gram(g[i * K + j], g[i * K + i], g[j * K + j]);
       }
     store<V>(cos, out);
   });

@@ -10,6 +10,8 @@
 
 #include "robustagg/repeated_median.h"
 
+#include "robustagg/math/residual.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -24,6 +26,8 @@ namespace {
 
 constexpr int TL = 32;                 // lanes (coordinates) per tile; all arithmetic in double
 constexpr int64_t kTilesPerTask = 4;
+// A task is one block of W's partial sums, as on the device (math/residual.h).
+static_assert(TL * kTilesPerTask == math::kResidualBlock, "W's blocks must match the device's");
 // Up to this many values a median is taken with a pruned network over the
 // tile's lanes; above it, per lane with nth_element.
 constexpr int64_t kMaxMedianNetwork = 160;
@@ -31,25 +35,7 @@ constexpr int64_t kMaxMedianNetwork = 160;
 // at 64) and computes each once; above it, row by row, each pair twice.
 constexpr int64_t kMaxSymmetricK = 64;
 
-// a / b given rb = 1 / b correctly rounded, for b a normal number whose
-// reciprocal is normal too (a pair's x distance; a residual scale or leverage
-// factor in the range checked by callers). With a fused multiply-add this is
-// Markstein's correction step: q = a rb is within an ulp, r = a - b q is
-// exact, and q + r rb rounds to exactly the IEEE quotient a / b (zeros keep
-// their sign; an infinite or NaN a, or an overflowing q, gives q; quotients in
-// the subnormal range may differ in the last place). Without FMA hardware it
-// is the division itself.
-inline double div_rcp(double a, double b, double rb) {
-#if defined(__FMA__)
-  const double q = a * rb;
-  const double r = std::fma(-q, b, a);
-  const double q2 = std::fma(r, rb, q);
-  return (r == 0.0 || q2 != q2) ? q : q2;
-#else
-  (void)rb;
-  return a / b;
-#endif
-}
+using math::div_rcp;
 
 // Median of each lane of buf[rows, TL] into out[TL]; reorders buf.
 class LaneMedian {
@@ -212,7 +198,7 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
     const double* __restrict__ yi = y + i * TL;
     const double* __restrict__ yj = y + j * TL;
     const double dx = static_cast<double>(j - i), rdx = 1.0 / dx;
-    for (int t = 0; t < TL; ++t) p[t] = div_rcp(yj[t] - yi[t], dx, rdx);
+    for (int t = 0; t < TL; ++t) p[t] = math::pair_slope(yi[t], yj[t], dx, rdx);
   }, slope);
   if (mode == InterceptMode::Median) {  // the authors' code: med(y) - slope (K - 1) / 2
     const double* a = y + ((K - 1) / 2) * TL;
@@ -228,50 +214,28 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
   pairwise_medians([&](int64_t i, int64_t j, double* __restrict__ p) {
     const double* __restrict__ yi = y + i * TL;
     const double* __restrict__ yj = y + j * TL;
-    const double xi = static_cast<double>(i), xj = static_cast<double>(j), dx = xj - xi;
-    const double rdx = 1.0 / dx;
-    for (int t = 0; t < TL; ++t) p[t] = div_rcp(xj * yi[t] - xi * yj[t], dx, rdx);
+    const double xi = static_cast<double>(i), xj = static_cast<double>(j), rdx = 1.0 / (xj - xi);
+    for (int t = 0; t < TL; ++t) p[t] = math::pair_intercept(yi[t], yj[t], xi, xj, rdx);
   }, intercept);
 }
 
-// Quantities of Algorithm 1 that depend only on K.
+// Quantities of Algorithm 1 that depend only on K (math/residual.h).
 struct RankConstants {
   std::vector<double> s;  // sqrt(1 - h(x)) for rank x: leverage of X = [1, x]
   std::vector<double> rs;  // 1 / s
   double Z;               // Psi clamps at +-Z = lam sqrt(2 / K)
   double tau_scale;       // 1.4826 (1 + 5 / (K - 1)), eq. (3)
   RankConstants(int64_t K, double lam) : s(K), rs(K) {
-    const double xbar = 0.5 * static_cast<double>(K - 1);
-    const double sxx = static_cast<double>(K) * (static_cast<double>(K) * K - 1.0) / 12.0;
     for (int64_t x = 0; x < K; ++x) {
-      const double h = 1.0 / K + (x - xbar) * (x - xbar) / sxx;
-      s[x] = std::sqrt(1.0 - h);
+      s[x] = math::rank_sqrt_one_minus_h(x, K);
       rs[x] = 1.0 / s[x];
     }
-    Z = lam * std::sqrt(2.0 / static_cast<double>(K));
-    tau_scale = 1.4826 * (1.0 + 5.0 / static_cast<double>(K - 1));
+    Z = math::band_limit(lam, K);
+    tau_scale = math::residual_scale_factor(K);
   }
 };
 
-// Confidence of the value at rank x with residual r (eq. 5-6, 8): 1 inside the
-// band, Z / |z| outside it, 0 when that is <= delta.
-// Written branch-free so that loops over lanes vectorise; the same function
-// serves both passes, so their decisions agree exactly. With kRcp the two
-// divisions use reciprocals (rtau = 1 / tau, rs = 1 / s) and give the same
-// quotients (see div_rcp); callers take that path only for tiles whose scales
-// are all 0 or within [2^-1000, 2^1000].
-template <bool kRcp>
-inline double confidence(double r, double tau, double rtau, double s, double rs, double Z,
-                         double delta) {
-  double z;  // e / sqrt(1 - h)
-  if (kRcp) z = div_rcp(div_rcp(r, tau, rtau), s, rs);
-  else z = (r / tau) / s;  // tau = 0 gives +-inf and w = 0
-  const double az = std::abs(z);
-  double w = az <= Z ? 1.0 : Z / az;
-  if (kRcp) w = tau == 0.0 ? 0.0 : w;
-  w = r == 0.0 ? 1.0 : w;
-  return w <= delta ? 0.0 : w;
-}
+using math::confidence;
 
 // Whether every lane's residual scale allows confidence<true>.
 inline bool scales_allow_rcp(const double* tau) {
@@ -328,11 +292,7 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
       for (int64_t k = 0; k < K; ++k) cw_out[k] = static_cast<V>(cw[k]);
       parallel_for(ceil_div(d, 4096), threads_for(K * d, num_threads), [&](int64_t task) {
         const int64_t j1 = std::min(d, (task + 1) * 4096);
-        for (int64_t j = task * 4096; j < j1; ++j) {
-          double acc = 0.0;
-          for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(load(u + k * d + j));
-          agg[j] = static_cast<V>(acc / static_cast<double>(K));
-        }
+        for (int64_t j = task * 4096; j < j1; ++j) agg[j] = static_cast<V>(math::plain_mean_column(u + j, K, d));
       });
       return;
     }
@@ -403,10 +363,7 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
     std::vector<double> W(K, 0.0);
     for (int64_t task = 0; task < tasks; ++task)
       for (int64_t k = 0; k < K; ++k) W[k] += partial_W[task * K + k];
-    double total = 0.0;
-    for (int64_t k = 0; k < K; ++k) { W[k] = std::pow(W[k], power); total += W[k]; }
-    if (total > 0.0 && std::isfinite(total))
-      for (int64_t k = 0; k < K; ++k) cw[k] = W[k] / total;
+    math::client_weights_from_sums(W.data(), K, power, cw.data());
     for (int64_t k = 0; k < K; ++k) cw_out[k] = static_cast<V>(cw[k]);
 
     // Pass 2: the weighted sum of extreme-value-corrected values, eq. (9).
@@ -445,7 +402,7 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
               const double line = b0[t] + b1[t] * xd;
               const double w = confidence<decltype(rcp)::value>(yv[t] - line, tj[t], rtau[t], sx,
                                                                 rsx, rc.Z, delta);
-              acc[t] += cwx[t] * (w == 0.0 ? line : yv[t]);
+              acc[t] += cwx[t] * math::corrected_value(yv[t], line, w);
             }
           }
         };

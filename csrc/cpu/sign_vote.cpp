@@ -1,5 +1,7 @@
 #include "robustagg/sign_vote.h"
 
+#include "robustagg/math/sign.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -10,7 +12,7 @@ namespace {
 // Coordinates per task: the accumulators of one task stay in L1.
 constexpr int64_t kChunk = 2048;
 
-template <typename V> inline int sgn(V x) { return (x > V(0)) - (x < V(0)); }  // NaN, +-0 -> 0
+using math::sgn;  // NaN, +-0 -> 0
 
 template <typename T, bool kWeighted>
 void sign_vote_impl(const T* __restrict__ u,        // [K, d]
@@ -50,8 +52,7 @@ void robust_lr_mean_impl(const T* __restrict__ u,        // [K, d]
                          typename Traits<T>::val_t* __restrict__ out,  // [d]
                          int num_threads) {
   using V = typename Traits<T>::val_t;
-  double wsum = 0.0;
-  for (int64_t k = 0; k < K; ++k) wsum += kWeighted ? w[k] : 1.0;
+  const double wsum = math::weight_sum(kWeighted ? w : nullptr, K);
   const int64_t tasks = ceil_div(d, kChunk);
   parallel_for(tasks, threads_for(K * d, num_threads), [&](int64_t task) {
     const int64_t j0 = task * kChunk, n = std::min(kChunk, d - j0);
@@ -91,14 +92,10 @@ void robust_lr_mean_impl(const T* __restrict__ u,        // [K, d]
       }
     }
     // eq. (5)-(6): server learning rate +1 where the vote is strong enough, -1 elsewhere.
-    // (Multiplying by +-1 is an exact sign flip; a select here kept GCC from
-    // vectorising the loop.)
     V* __restrict__ o = out + j0;
     for (int64_t j = 0; j < n; ++j) {
       const double mean = acc[j] / wsum;
-      const int32_t v = votes[j];
-      const double vote = static_cast<double>(v < 0 ? -v : v);
-      const double lr = vote >= threshold ? 1.0 : -1.0;
+      const double lr = math::rlr_learning_rate(votes[j], threshold);
       o[j] = static_cast<V>(mean * lr);
     }
   });

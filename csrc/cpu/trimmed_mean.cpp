@@ -14,7 +14,7 @@ enum class Stat { Trimmed, Median, Masked };
 
 constexpr int64_t kTilesPerTask = 8;
 
-template <typename V> inline int sgn(V x) { return (x > V(0)) - (x < V(0)); }
+using math::sgn;
 
 // Median (midpoint for even K) of col[0, K) under the NaN-last order; reorders col.
 template <typename V> double select_median(V* col, int64_t K) {
@@ -41,7 +41,7 @@ template <typename V> double column_stat(Stat stat, V* col, int64_t K, int64_t t
   if (stat == Stat::Masked) {
     int64_t votes = 0;
     for (int64_t k = 0; k < K; ++k) votes += sgn(col[k]);
-    if (static_cast<double>(std::llabs(votes)) / static_cast<double>(K) < tau) return 0.0;
+    if (!math::sign_mask_passes(votes, K, tau)) return 0.0;
   }
   return select_trimmed_mean(col, K, trim);
 }
@@ -85,8 +85,7 @@ void network_path(Stat stat, const T* __restrict__ u, int64_t K, int64_t d, int6
         }
         const double kept = static_cast<double>(K - 2 * trim);
         for (int64_t t = 0; t < n; ++t) {
-          const bool pass = stat != Stat::Masked ||
-              static_cast<double>(std::abs(votes[t])) / static_cast<double>(K) >= tau;
+          const bool pass = stat != Stat::Masked || math::sign_mask_passes(votes[t], K, tau);
           out[j0 + t] = pass ? static_cast<V>(acc[t] / kept) : V(0);
         }
       }

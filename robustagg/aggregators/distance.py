@@ -151,7 +151,7 @@ class Bulyan(Aggregator):
             sub = sqdist[remaining][:, remaining]
             r = len(remaining)
             neighbours = min(max(r - f - 2, f, 1), r - 1)
-            scores = krum_scores(sub, f, neighbours=neighbours) if r > 1 else torch.zeros(1, dtype=sub.dtype)
+            scores = krum_scores(sub, f, neighbours=neighbours) if r > 1 else torch.zeros(1, dtype=sub.dtype, device=sub.device)
             best = remaining[int(torch.sort(scores, stable=True).indices[0])]
             selected.append(best)
             remaining.remove(best)
@@ -247,7 +247,7 @@ class FoolsGold(Aggregator):
             update = weighted_mean(u, v) * (float(v.sum()) / n)
         else:
             update = torch.zeros(u.shape[1], dtype=u.dtype, device=u.device)
-        maxcs = (cs - torch.eye(n, dtype=cs.dtype)).max(1).values if n > 1 else torch.zeros(1)
+        maxcs = (cs - torch.eye(n, dtype=cs.dtype, device=cs.device)).max(1).values if n > 1 else torch.zeros(1)
         return AggregationResult(update, (v / n).to(result_dtype(u)).to(u.device), (v == 0).to(u.device),
                                  {"learning_rates": v.tolist(), "max_similarity": maxcs.tolist()})
 

@@ -31,4 +31,23 @@ void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d,
                        void* out, int num_threads);
 
 }  // namespace cpu
+
+// CUDA twins (csrc/cuda/pairwise.cu) and the host runner of their per-thread
+// code: 32 x 32 client tiles staged through shared memory, each thread the
+// blocked sums of four pairs (math::pair_partials), d cut into
+// math::PairwiseSegments whose [segments, K, K] double partials in
+// `workspace` (pairwise_workspace_bytes) are added in segment order. Same
+// accuracy contract as the CPU; the two may differ in the last bits (other
+// blocking of the sums).
+#define ROBUSTAGG_PAIRWISE_DEVICE_API                                                                \
+  size_t pairwise_workspace_bytes(DType dtype, int64_t K, int64_t d);                                \
+  void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void* sqdist,          \
+                      void* gram, void* workspace, void* stream);                                    \
+  void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d, double* sqdist,    \
+                          double* gram, void* workspace, void* stream);                              \
+  void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, void* out,          \
+                         void* workspace, void* stream);
+namespace cuda { ROBUSTAGG_PAIRWISE_DEVICE_API }
+namespace device_math { ROBUSTAGG_PAIRWISE_DEVICE_API }
+
 }  // namespace robustagg

@@ -8,11 +8,13 @@
 // in its line and residuals (the aggregator layer excludes such clients).
 #pragma once
 #include "robustagg/common.h"
+#include "robustagg/math/residual.h"
 
 namespace robustagg {
-namespace cpu {
 
-enum class InterceptMode : int { Siegel = 0, Median = 1 };
+using InterceptMode = math::InterceptMode;
+
+namespace cpu {
 
 // Siegel's repeated medians on (rank, sorted value):
 //   slope     = med_i med_{j != i} (y_j - y_i) / (j - i)                    eq. (1)
@@ -30,4 +32,24 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d,
                        void* client_weights, void* aggregate, int num_threads);
 
 }  // namespace cpu
+
+// CUDA twins (csrc/cuda/repeated_median.cu) and the host runner of their
+// per-thread code: one thread per coordinate, its sorted values, pair values
+// and medians in a [5K, cols] column scratch of `workspace`
+// (residual_workspace_bytes; no K x K temporaries). W of eq. (10) is summed per
+// block of math::kResidualBlock coordinates in coordinate order and the
+// blocks in order, as the CPU kernel's tasks do, so every result is bitwise
+// the CPU kernel's except client weights with power != 1 (CUDA's pow is
+// within 2 ulp, not correctly rounded).
+#define ROBUSTAGG_RESIDUAL_DEVICE_API                                                                \
+  size_t residual_workspace_bytes(DType dtype, int64_t K, int64_t d);                                \
+  void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d,                  \
+                            InterceptMode mode, void* slope, void* intercept, void* workspace,       \
+                            void* stream);                                                           \
+  void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam,         \
+                         double delta, double power, InterceptMode mode, void* client_weights,       \
+                         void* aggregate, void* workspace, void* stream);
+namespace cuda { ROBUSTAGG_RESIDUAL_DEVICE_API }
+namespace device_math { ROBUSTAGG_RESIDUAL_DEVICE_API }
+
 }  // namespace robustagg

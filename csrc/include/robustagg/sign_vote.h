@@ -28,4 +28,16 @@ void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d,
                     double threshold, const double* weights, void* out, int num_threads);
 
 }  // namespace cpu
+
+// CUDA twins (csrc/cuda/sign_vote.cu), and the host runner of their per-thread
+// code (device_math): same contract, device pointers, launched on `stream`
+// (a cudaStream_t) on the current device; no synchronisation.
+#define ROBUSTAGG_SIGN_VOTE_DEVICE_API                                                               \
+  void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d, const double* weights,      \
+                 void* out, void* stream);                                                           \
+  void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d, double threshold,      \
+                      const double* weights, void* out, void* stream);
+namespace cuda { ROBUSTAGG_SIGN_VOTE_DEVICE_API }
+namespace device_math { ROBUSTAGG_SIGN_VOTE_DEVICE_API }
+
 }  // namespace robustagg

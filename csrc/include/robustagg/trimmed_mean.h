@@ -31,4 +31,22 @@ void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,
                          double tau, int64_t trim, void* out, int num_threads);
 
 }  // namespace cpu
+
+// CUDA twins (csrc/cuda/trimmed_mean.cu) and the host runner of their
+// per-thread code: one thread per coordinate; K <= 32 on registers with the
+// compile-time network of the next power of two, larger K in a [K, cols]
+// column scratch of `workspace` (order_workspace_bytes) with the run-time
+// network. Results are bitwise those of the CPU kernels (up to the sign of a
+// zero result, see above).
+#define ROBUSTAGG_ORDER_DEVICE_API                                                                   \
+  size_t order_workspace_bytes(DType dtype, int64_t K, int64_t d);                                   \
+  void trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim, void* out, \
+                    void* workspace, void* stream);                                                  \
+  void median(const void* updates, DType dtype, int64_t K, int64_t d, void* out, void* workspace,    \
+              void* stream);                                                                         \
+  void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d, double tau,       \
+                           int64_t trim, void* out, void* workspace, void* stream);
+namespace cuda { ROBUSTAGG_ORDER_DEVICE_API }
+namespace device_math { ROBUSTAGG_ORDER_DEVICE_API }
+
 }  // namespace robustagg

@@ -1,0 +1,192 @@
+// Kernel family 3 on CUDA: one thread per coordinate runs the per-coordinate
+// math of math/residual.h (sort with client index, Siegel's repeated medians,
+// confidences, the eq. 9 correction) in its column of a [5K, cols] scratch
+// (consecutive threads own consecutive scratch columns: coalesced); there are
+// no K x K temporaries. The one cooperative part is W of eq. (10), summed per
+// block of kResidualBlock coordinates in shared memory (see pass1_kernel) and
+// then over blocks in order, as the CPU kernel's tasks sum it.
+#include "robustagg/repeated_median.h"
+
+#include "launch.cuh"
+#include "robustagg/device_plan.h"
+#include "robustagg/math/residual.h"
+
+namespace robustagg {
+namespace cuda {
+namespace {
+
+constexpr int kBlock = static_cast<int>(math::kResidualBlock);  // threads = coordinates per block
+constexpr int kClientTile = 32;                                 // clients reduced per shared-memory round
+
+template <typename T>
+__global__ void line_kernel(const T* __restrict__ u,  // [K, d]
+                            int64_t K, int64_t d, int64_t c0, int64_t n, int64_t cols, math::InterceptMode mode,
+                            double* __restrict__ scratch,      // [5K, cols]
+                            val_t<T>* __restrict__ slope,      // [d]
+                            val_t<T>* __restrict__ intercept) {  // [d]
+  const int64_t t = thread_index();
+  if (t >= n) return;
+  math::ResidualColumn col(scratch + t, K, cols);
+  double b1 = 0.0, b0 = 0.0;
+  const bool finite = math::load_sorted_column(u + c0 + t, K, d, col);
+  math::fit_line_column(col, K, mode, b1, b0);
+  slope[c0 + t] = static_cast<val_t<T>>(finite ? b1 : math::quiet_nan<double>());
+  intercept[c0 + t] = static_cast<val_t<T>>(finite ? b0 : math::quiet_nan<double>());
+}
+
+// Pass 1 for one block of kBlock coordinates: lines, confidences and sigma per
+// thread; then partial[block, k] = sum over the block's coordinates, in
+// coordinate order, of conf_k * sigma (non-finite columns add nothing).
+// Invariant of the reduction: round r stages the contributions of clients
+// [32 r, 32 r + 32) as red[client][coordinate] (0 where a thread has none),
+// and thread c < 32 adds row c left to right, the order the CPU adds them.
+template <typename T>
+__global__ void __launch_bounds__(kBlock) pass1_kernel(
+    const T* __restrict__ u,  // [K, d]
+    int64_t K, int64_t d, int64_t c0, int64_t n, int64_t cols, math::InterceptMode mode, double lam, double delta,
+    double* __restrict__ scratch,   // [5K, cols]
+    double* __restrict__ beta0, double* __restrict__ beta1, double* __restrict__ tau,  // [d]
+    double* __restrict__ partial) {  // [blocks_per_chunk, K]
+  __shared__ double red[kClientTile][kBlock + 1];
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  const bool active = t < n;
+  math::ResidualColumn col(scratch + (active ? t : 0), K, cols);
+  double sigma = 0.0;
+  bool finite = false;
+  if (active) {
+    const int64_t j = c0 + t;
+    finite = math::load_sorted_column(u + j, K, d, col);
+    math::fit_line_column(col, K, mode, beta1[j], beta0[j]);
+    sigma = math::confidences_column(col, K, beta0[j], beta1[j], lam, delta, tau[j]);
+  }
+  const bool contributes = active && finite;
+  const int coords = static_cast<int>(n - static_cast<int64_t>(blockIdx.x) * kBlock < kBlock
+                                          ? n - static_cast<int64_t>(blockIdx.x) * kBlock : kBlock);
+  for (int64_t k0 = 0; k0 < K; k0 += kClientTile) {
+    for (int c = 0; c < kClientTile; ++c) red[c][threadIdx.x] = 0.0;
+    if (contributes)
+      for (int64_t x = 0; x < K; ++x) {
+        const int64_t client = static_cast<int64_t>(col.idx[x]);
+        if (client >= k0 && client < k0 + kClientTile) red[client - k0][threadIdx.x] = col.conf[x] * sigma;
+      }
+    __syncthreads();
+    if (threadIdx.x < kClientTile && k0 + threadIdx.x < K) {
+      double acc = 0.0;
+      for (int c = 0; c < coords; ++c) acc += red[threadIdx.x][c];
+      partial[static_cast<int64_t>(blockIdx.x) * K + k0 + threadIdx.x] = acc;
+    }
+    __syncthreads();
+  }
+}
+
+// W[k] += the chunk's block partials, blocks in order (one thread per client).
+__global__ void reduce_blocks_kernel(const double* __restrict__ partial, int64_t blocks, int64_t K,
+                                     double* __restrict__ W) {
+  const int64_t k = thread_index();
+  if (k >= K) return;
+  double acc = W[k];
+  for (int64_t b = 0; b < blocks; ++b) acc += partial[b * K + k];
+  W[k] = acc;
+}
+
+// eq. (11) on one thread (K values, a fixed order).
+template <typename V>
+__global__ void client_weights_kernel(const double* __restrict__ W, int64_t K, double power,
+                                      double* __restrict__ cw, V* __restrict__ cw_out) {
+  if (thread_index() != 0) return;
+  math::client_weights_from_sums(W, K, power, cw);
+  for (int64_t k = 0; k < K; ++k) cw_out[k] = static_cast<V>(cw[k]);
+}
+
+template <typename T>
+__global__ void pass2_kernel(const T* __restrict__ u,  // [K, d]
+                             int64_t K, int64_t d, int64_t c0, int64_t n, int64_t cols, double lam, double delta,
+                             double* __restrict__ scratch,  // [5K, cols]
+                             const double* __restrict__ beta0, const double* __restrict__ beta1,
+                             const double* __restrict__ tau,  // [d]
+                             const double* __restrict__ cw,   // [K]
+                             val_t<T>* __restrict__ aggregate) {  // [d]
+  const int64_t t = thread_index();
+  if (t >= n) return;
+  const int64_t j = c0 + t;
+  math::ResidualColumn col(scratch + t, K, cols);
+  aggregate[j] = static_cast<val_t<T>>(
+      math::corrected_sum_column(u + j, K, d, col, cw, beta0[j], beta1[j], tau[j], lam, delta));
+}
+
+template <typename T>
+__global__ void plain_mean_kernel(const T* __restrict__ u, int64_t K, int64_t d, val_t<T>* __restrict__ out,
+                                  val_t<T>* __restrict__ cw_out) {
+  for (int64_t j = thread_index(); j < d; j += grid_stride())
+    out[j] = static_cast<val_t<T>>(math::plain_mean_column(u + j, K, d));
+  if (thread_index() < K) cw_out[thread_index()] = static_cast<val_t<T>>(1.0 / static_cast<double>(K));
+}
+
+template <typename P> P* at(void* base, size_t offset) {
+  return reinterpret_cast<P*>(static_cast<char*>(base) + offset);
+}
+
+}  // namespace
+
+size_t residual_workspace_bytes(DType, int64_t K, int64_t d) { return plan::ResidualLayout(K, d).bytes; }
+
+void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d, InterceptMode mode, void* slope,
+                          void* intercept, void* workspace, void* stream) {
+  if (K <= 0 || d <= 0) return;
+  const plan::ResidualLayout layout(K, d);
+  const cudaStream_t s = as_stream(stream);
+  with_type(dtype, [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
+      const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
+      line_kernel<T><<<blocks_for(n, kBlock), kBlock, 0, s>>>(
+          static_cast<const T*>(updates), K, d, c0, n, layout.cols, mode, at<double>(workspace, layout.scratch),
+          static_cast<val_t<T>*>(slope), static_cast<val_t<T>*>(intercept));
+    }
+  });
+  check_launch("repeated_median_line");
+}
+
+void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+                       double power, InterceptMode mode, void* client_weights, void* aggregate, void* workspace,
+                       void* stream) {
+  if (K <= 0 || d <= 0) return;
+  const plan::ResidualLayout layout(K, d);
+  const cudaStream_t s = as_stream(stream);
+  double* scratch = at<double>(workspace, layout.scratch);
+  double* beta0 = at<double>(workspace, layout.beta0);
+  double* beta1 = at<double>(workspace, layout.beta1);
+  double* tau = at<double>(workspace, layout.tau);
+  double* partial = at<double>(workspace, layout.partial);
+  double* W = at<double>(workspace, layout.W);
+  double* cw = at<double>(workspace, layout.cw);
+  with_type(dtype, [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    using V = val_t<T>;
+    const T* u = static_cast<const T*>(updates);
+    V* cw_out = static_cast<V*>(client_weights);
+    V* agg = static_cast<V*>(aggregate);
+    if (K < 3) {  // degenerate: plain mean, uniform client weights
+      plain_mean_kernel<T><<<blocks_for(d), kThreads, 0, s>>>(u, K, d, agg, cw_out);
+      return;
+    }
+    check(cudaMemsetAsync(W, 0, static_cast<size_t>(K) * sizeof(double), s), "cudaMemsetAsync");
+    for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
+      const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
+      const int64_t blocks = (n + kBlock - 1) / kBlock;
+      pass1_kernel<T><<<static_cast<unsigned>(blocks), kBlock, 0, s>>>(u, K, d, c0, n, layout.cols, mode, lam, delta,
+                                                                      scratch, beta0, beta1, tau, partial);
+      reduce_blocks_kernel<<<blocks_for(K), kThreads, 0, s>>>(partial, blocks, K, W);
+    }
+    client_weights_kernel<V><<<1, 1, 0, s>>>(W, K, power, cw, cw_out);
+    for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
+      const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
+      pass2_kernel<T><<<blocks_for(n, kBlock), kBlock, 0, s>>>(u, K, d, c0, n, layout.cols, lam, delta, scratch,
+                                                              beta0, beta1, tau, cw, agg);
+    }
+  });
+  check_launch("residual_reweight");
+}
+
+}  // namespace cuda
+}  // namespace robustagg

@@ -1,0 +1,67 @@
+// Kernel family 1 on CUDA: one thread per coordinate (consecutive threads read
+// consecutive coordinates of one client row: coalesced), the per-thread math
+// of math/sign.h, results bitwise those of the CPU kernels.
+#include "robustagg/sign_vote.h"
+
+#include "launch.cuh"
+#include "robustagg/math/sign.h"
+
+namespace robustagg {
+namespace cuda {
+namespace {
+
+template <typename T>
+__global__ void sign_vote_kernel(const T* __restrict__ u,  // [K, d]
+                                 int64_t K, int64_t d, int32_t* __restrict__ out) {  // [d]
+  for (int64_t j = thread_index(); j < d; j += grid_stride()) out[j] = math::sign_vote_column(u + j, K, d);
+}
+
+template <typename T>
+__global__ void weighted_sign_vote_kernel(const T* __restrict__ u,         // [K, d]
+                                          int64_t K, int64_t d,
+                                          const double* __restrict__ w,    // [K]
+                                          val_t<T>* __restrict__ out) {    // [d]
+  for (int64_t j = thread_index(); j < d; j += grid_stride())
+    out[j] = static_cast<val_t<T>>(math::weighted_sign_vote_column(u + j, K, d, w));
+}
+
+template <typename T>
+__global__ void robust_lr_mean_kernel(const T* __restrict__ u,         // [K, d]
+                                      int64_t K, int64_t d, double threshold,
+                                      const double* __restrict__ w,    // [K] or null
+                                      val_t<T>* __restrict__ out) {    // [d]
+  const double wsum = math::weight_sum(w, K);
+  for (int64_t j = thread_index(); j < d; j += grid_stride())
+    out[j] = math::robust_lr_mean_column(u + j, K, d, w, wsum, threshold);
+}
+
+}  // namespace
+
+void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d, const double* weights, void* out,
+               void* stream) {
+  if (K <= 0 || d <= 0) return;
+  with_type(dtype, [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* u = static_cast<const T*>(updates);
+    if (weights)
+      weighted_sign_vote_kernel<T><<<blocks_for(d), kThreads, 0, as_stream(stream)>>>(
+          u, K, d, weights, static_cast<val_t<T>*>(out));
+    else
+      sign_vote_kernel<T><<<blocks_for(d), kThreads, 0, as_stream(stream)>>>(u, K, d, static_cast<int32_t*>(out));
+  });
+  check_launch("sign_vote");
+}
+
+void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d, double threshold,
+                    const double* weights, void* out, void* stream) {
+  if (K <= 0 || d <= 0) return;
+  with_type(dtype, [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    robust_lr_mean_kernel<T><<<blocks_for(d), kThreads, 0, as_stream(stream)>>>(
+        static_cast<const T*>(updates), K, d, threshold, weights, static_cast<val_t<T>*>(out));
+  });
+  check_launch("robust_lr_mean");
+}
+
+}  // namespace cuda
+}  // namespace robustagg

@@ -1,0 +1,92 @@
+// Kernel family 2 on CUDA: one thread per coordinate. K <= 32: the K values of
+// the thread's column on registers, padded with +inf to the next power of two
+// and sorted by that size's compile-time Batcher network (math/order.h); a
+// NaN is replaced by +inf and accounted for afterwards (NaN sorts last).
+// Larger K: the column in a [K, cols] scratch (consecutive threads own
+// consecutive scratch columns: coalesced), sorted by the run-time network.
+// Results are bitwise those of the CPU kernels, up to the sign of a zero.
+#include "robustagg/trimmed_mean.h"
+
+#include "launch.cuh"
+#include "robustagg/device_plan.h"
+#include "robustagg/math/order.h"
+
+namespace robustagg {
+namespace cuda {
+namespace {
+
+template <int kRows, typename T>
+__global__ void order_registers_kernel(const T* __restrict__ u,  // [K, d]
+                                       int64_t K, int64_t d, math::OrderStat stat, int64_t trim, double tau,
+                                       val_t<T>* __restrict__ out) {  // [d]
+  for (int64_t j = thread_index(); j < d; j += grid_stride())
+    out[j] = math::order_column_registers<kRows>(u + j, K, d, stat, trim, tau);
+}
+
+template <typename T>
+__global__ void order_buffer_kernel(const T* __restrict__ u,  // [K, d]
+                                    int64_t K, int64_t d, int64_t c0, int64_t n, int64_t cols,
+                                    math::OrderStat stat, int64_t trim, double tau,
+                                    val_t<T>* __restrict__ scratch,  // [K, cols]
+                                    val_t<T>* __restrict__ out) {    // [d]
+  const int64_t t = thread_index();
+  if (t >= n) return;
+  const math::Strided<val_t<T>> col{scratch + t, cols};
+  out[c0 + t] = math::order_column_buffer(u + c0 + t, K, d, col, stat, trim, tau);
+}
+
+template <int kRows, typename T>
+void launch_registers(const T* u, int64_t K, int64_t d, math::OrderStat stat, int64_t trim, double tau,
+                      val_t<T>* out, cudaStream_t s) {
+  order_registers_kernel<kRows, T><<<blocks_for(d), kThreads, 0, s>>>(u, K, d, stat, trim, tau, out);
+}
+
+void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderStat stat, int64_t trim,
+           double tau, void* out, void* workspace, void* stream) {
+  if (K <= 0 || d <= 0) return;
+  const plan::OrderLayout layout(dtype, K, d);
+  const cudaStream_t s = as_stream(stream);
+  with_type(dtype, [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    using V = val_t<T>;
+    const T* u = static_cast<const T*>(updates);
+    V* o = static_cast<V*>(out);
+    switch (layout.register_rows) {
+      case 1: launch_registers<1>(u, K, d, stat, trim, tau, o, s); return;
+      case 2: launch_registers<2>(u, K, d, stat, trim, tau, o, s); return;
+      case 4: launch_registers<4>(u, K, d, stat, trim, tau, o, s); return;
+      case 8: launch_registers<8>(u, K, d, stat, trim, tau, o, s); return;
+      case 16: launch_registers<16>(u, K, d, stat, trim, tau, o, s); return;
+      case 32: launch_registers<32>(u, K, d, stat, trim, tau, o, s); return;
+      default: break;
+    }
+    V* scratch = static_cast<V*>(workspace);
+    for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {  // chunks run in stream order, sharing the scratch
+      const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
+      order_buffer_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(u, K, d, c0, n, layout.cols, stat, trim, tau,
+                                                               scratch, o);
+    }
+  });
+  check_launch("order statistics");
+}
+
+}  // namespace
+
+size_t order_workspace_bytes(DType dtype, int64_t K, int64_t d) { return plan::OrderLayout(dtype, K, d).bytes; }
+
+void trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim, void* out,
+                  void* workspace, void* stream) {
+  order(updates, dtype, K, d, math::OrderStat::Trimmed, trim, 0.0, out, workspace, stream);
+}
+
+void median(const void* updates, DType dtype, int64_t K, int64_t d, void* out, void* workspace, void* stream) {
+  order(updates, dtype, K, d, math::OrderStat::Median, 0, 0.0, out, workspace, stream);
+}
+
+void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d, double tau, int64_t trim,
+                         void* out, void* workspace, void* stream) {
+  order(updates, dtype, K, d, math::OrderStat::Masked, trim, tau, out, workspace, stream);
+}
+
+}  // namespace cuda
+}  // namespace robustagg

@@ -1,0 +1,91 @@
+// How a device launch is shaped: chunks of coordinates and the layout of the
+// workspace that ops.py allocates on the tensor's device (so that launches
+// never allocate and can be captured in a CUDA graph). Shared by the CUDA
+// launchers and the host runner of the device math, which therefore walk the
+// same chunks and the same memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "robustagg/math/load.h"
+#include "robustagg/math/order.h"
+#include "robustagg/math/pairwise.h"
+#include "robustagg/math/residual.h"
+
+namespace robustagg {
+namespace plan {
+
+// Column scratch is bounded by this many bytes: large d is walked in chunks.
+// (Settable for tests, so that small inputs are walked in several chunks too.)
+inline int64_t& scratch_bytes_limit() {
+  static int64_t limit = int64_t(256) << 20;
+  return limit;
+}
+constexpr size_t kAlign = 256;
+
+inline size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+inline int64_t value_bytes(DType dtype) { return dtype == DType::Float64 ? 8 : 4; }
+
+// Coordinates per chunk when each coordinate needs `bytes_per_column` of
+// scratch; a multiple of `multiple`.
+inline int64_t chunk_cols(int64_t d, int64_t bytes_per_column, int64_t multiple) {
+  int64_t cols = scratch_bytes_limit() / (bytes_per_column > 0 ? bytes_per_column : 1);
+  cols = cols / multiple * multiple;
+  if (cols < multiple) cols = multiple;
+  const int64_t d_up = (d + multiple - 1) / multiple * multiple;
+  return cols < d_up ? cols : d_up;
+}
+
+// Family 2: registers for K <= 32; else a [K, cols] scratch of values.
+struct OrderLayout {
+  int64_t register_rows, cols;
+  size_t bytes;
+  OrderLayout(DType dtype, int64_t K, int64_t d) {
+    register_rows = math::register_rows_for(K);
+    cols = register_rows ? d : chunk_cols(d, K * value_bytes(dtype), 256);
+    bytes = register_rows ? 0 : align_up(static_cast<size_t>(K * cols * value_bytes(dtype)));
+  }
+};
+
+// Family 3: per chunk a [5K, cols] double scratch (math::ResidualColumn);
+// line parameters and scales for all d (pass 2 reuses them); W partials of the
+// chunk's blocks [cols / kResidualBlock, K]; W and the client weights [K].
+struct ResidualLayout {
+  int64_t cols, blocks_per_chunk;
+  size_t scratch, beta0, beta1, tau, partial, W, cw, bytes;
+  ResidualLayout(int64_t K, int64_t d) {
+    cols = chunk_cols(d, 5 * K * 8, math::kResidualBlock);
+    blocks_per_chunk = cols / math::kResidualBlock;
+    size_t off = 0;
+    scratch = off; off += align_up(static_cast<size_t>(5 * K * cols * 8));
+    beta0 = off;   off += align_up(static_cast<size_t>(d * 8));
+    beta1 = off;   off += align_up(static_cast<size_t>(d * 8));
+    tau = off;     off += align_up(static_cast<size_t>(d * 8));
+    partial = off; off += align_up(static_cast<size_t>(blocks_per_chunk * K * 8));
+    W = off;       off += align_up(static_cast<size_t>(K * 8));
+    cw = off;      off += align_up(static_cast<size_t>(K * 8));
+    bytes = off;
+  }
+};
+
+// Family 4: d in segments; [segments, K, K] double partials of distances and
+// Gram, then the Gram itself [K, K] (cosine reads its diagonal).
+constexpr int64_t kDeviceMaxSegments = 256;
+constexpr int64_t kMinSegment = 4096;
+constexpr int64_t kPartialBudget = int64_t(1) << 22;
+
+struct PairwiseLayout {
+  math::PairwiseSegments seg;
+  size_t part_dist, part_gram, gram, bytes;
+  PairwiseLayout(int64_t K, int64_t d) : seg(K, d, kDeviceMaxSegments, kMinSegment, kPartialBudget) {
+    const size_t part = align_up(static_cast<size_t>(seg.segments * K * K * 8));
+    part_dist = 0;
+    part_gram = part;
+    gram = 2 * part;
+    bytes = gram + align_up(static_cast<size_t>(K * K * 8));
+  }
+};
+
+}  // namespace plan
+}  // namespace robustagg

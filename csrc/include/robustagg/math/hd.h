@@ -1,0 +1,90 @@
+// One macro for code shared by the CPU kernels, the CUDA kernels and the host
+// runner of the device math (see docs/design.md, "Backends and device math").
+//
+// ROBUSTAGG_HD marks a function callable from host and device code:
+// `__host__ __device__` under nvcc, nothing under a plain C++ compiler. Code
+// behind it uses no CUDA-only construct and no std:: facility that the device
+// lacks (no allocation, no std::sort, no exceptions); the few places where
+// exact arithmetic needs different spellings on the two sides are behind
+// ROBUSTAGG_DEVICE_PASS (true while nvcc compiles device code) and say why.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <math.h>
+
+#if defined(__CUDACC__)
+#define ROBUSTAGG_HD __host__ __device__
+#else
+#define ROBUSTAGG_HD
+#endif
+
+#if defined(__CUDA_ARCH__)
+#define ROBUSTAGG_DEVICE_PASS 1
+#else
+#define ROBUSTAGG_DEVICE_PASS 0
+#endif
+
+// Full unrolling of loops whose trip count is a compile-time constant.
+#if defined(__CUDACC__) || defined(__clang__)
+#define ROBUSTAGG_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define ROBUSTAGG_UNROLL _Pragma("GCC unroll 64")
+#else
+#define ROBUSTAGG_UNROLL
+#endif
+
+// Partial unrolling by 4 of the loops over clients (loads in flight on the device).
+#if defined(__CUDACC__) || defined(__clang__)
+#define ROBUSTAGG_UNROLL4 _Pragma("unroll 4")
+#elif defined(__GNUC__)
+#define ROBUSTAGG_UNROLL4 _Pragma("GCC unroll 4")
+#else
+#define ROBUSTAGG_UNROLL4
+#endif
+
+namespace robustagg {
+namespace math {
+
+ROBUSTAGG_HD inline float bits_to_float(uint32_t u) {
+#if ROBUSTAGG_DEVICE_PASS
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
+ROBUSTAGG_HD inline uint32_t float_to_bits(float f) {
+#if ROBUSTAGG_DEVICE_PASS
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+
+template <typename V> ROBUSTAGG_HD inline bool is_nan(V x) { return x != x; }
+// x * 0 is NaN exactly when x is infinite or NaN.
+template <typename V> ROBUSTAGG_HD inline bool is_finite(V x) { return (x * V(0)) == (x * V(0)); }
+template <typename V> ROBUSTAGG_HD inline V abs_value(V x) { return x < V(0) ? -x : x; }
+ROBUSTAGG_HD inline double sqrt_rn(double x) { return ::sqrt(x); }  // IEEE on both sides
+ROBUSTAGG_HD inline double pow_d(double x, double y) { return ::pow(x, y); }
+template <typename V> ROBUSTAGG_HD inline V infinity_of();
+template <> ROBUSTAGG_HD inline float infinity_of<float>() { return bits_to_float(0x7f800000u); }
+template <> ROBUSTAGG_HD inline double infinity_of<double>() { return double(bits_to_float(0x7f800000u)); }
+template <typename V> ROBUSTAGG_HD inline V quiet_nan() { return V(bits_to_float(0x7fc00000u)); }
+
+// Element k of a column: registers, a per-thread buffer, or a [K, cols]
+// scratch in which consecutive threads own consecutive columns (stride = cols,
+// so that the accesses of a warp are coalesced).
+template <typename V> struct Strided {
+  V* p;
+  int64_t stride;
+  ROBUSTAGG_HD V& operator[](int64_t k) const { return p[k * stride]; }
+};
+
+}  // namespace math
+}  // namespace robustagg

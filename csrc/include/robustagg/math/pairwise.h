@@ -1,0 +1,104 @@
+// Per-coordinate math of kernel family 4 (pairwise statistics between
+// clients): the blocked difference sums of two rows and cosine from Gram. One
+// definition for the CPU lanes, the CUDA threads and the host runner of the
+// device math.
+#pragma once
+
+#include "robustagg/math/load.h"
+
+namespace robustagg {
+namespace math {
+
+// float32 (and float16/bfloat16) squared distances: each lane sums kSqBlock
+// squared float differences as two chains of kSqBlock / 2 (even and odd
+// steps) added at the end, and flushes the block into a double accumulator.
+// All terms are non-negative, so the relative error of an entry is bounded by
+// about (kSqBlock / 2 + 3) * 2^-24 ~ 6.6e-7 (difference, square, chain, the
+// final add; the double sums add ~1e-16): inside the 1e-6 contract. Identical
+// rows give exactly 0.
+constexpr int kSqBlock = 16;
+
+// The block's float sum for one lane (R = float on a GPU thread, a vector of
+// float lanes on the CPU): a(s), b(s) load step s of the two rows.
+template <typename R, typename LoadA, typename LoadB>
+ROBUSTAGG_HD inline R sq_diff_block(LoadA a, LoadB b) {
+  R s0 = R{} , s1 = R{};
+  ROBUSTAGG_UNROLL
+  for (int s = 0; s < kSqBlock; s += 2) {
+    const R x = a(s) - b(s);
+    const R y = a(s + 1) - b(s + 1);
+    s0 += x * x;
+    s1 += y * y;
+  }
+  return s0 + s1;
+}
+
+// cos = <u_i, u_j> / sqrt(|u_i|^2 |u_j|^2), clamped to [-1, 1]; 0 where either
+// row is all zero. Identical rows have bitwise equal dot products and norms
+// (same summation order) and sqrt(x * x) == x, so their cosine is exactly 1.
+ROBUSTAGG_HD inline double cosine_from_gram(double gij, double gii, double gjj) {
+  double c = 0.0;
+  if (gii > 0.0 && gjj > 0.0) c = gij / sqrt_rn(gii * gjj);
+  return c < -1.0 ? -1.0 : (c > 1.0 ? 1.0 : c);
+}
+
+// How d is cut into segments whose partial sums are added in segment order:
+// fixed for given (K, d, max_segments), which is what makes results
+// independent of the thread count (CPU) and of the launch (GPU).
+struct PairwiseSegments {
+  int64_t segments, seg_len;
+  ROBUSTAGG_HD PairwiseSegments(int64_t K, int64_t d, int64_t max_segments, int64_t min_segment,
+                                int64_t partial_budget) {
+    int64_t s = (d + min_segment - 1) / min_segment;
+    s = s < max_segments ? s : max_segments;
+    const int64_t cap = partial_budget / (K * K);
+    s = s < cap ? s : cap;
+    segments = s > 1 ? s : 1;
+    seg_len = (d + segments - 1) / segments;
+  }
+};
+
+// One kSqBlock-column block of one pair, as one GPU thread adds it: la(s),
+// lb(s) give step s of the two rows as V (zero past the end of a segment).
+// kFloatDiff: float differences in the blocked float sum, flushed to double
+// (the fast path of float32/16/bf16 distances); otherwise differences and
+// squares in double. The Gram is always summed in double, step by step.
+template <typename V, bool kFloatDiff, typename LA, typename LB>
+ROBUSTAGG_HD inline void pair_block(LA la, LB lb, bool want_dist, bool want_gram, double& acc_d,
+                                    double& acc_g) {
+  if (want_dist) {
+    if (kFloatDiff) {
+      acc_d += static_cast<double>(sq_diff_block<V>(la, lb));
+    } else {
+      ROBUSTAGG_UNROLL
+      for (int s = 0; s < kSqBlock; ++s) {
+        const double diff = static_cast<double>(la(s)) - static_cast<double>(lb(s));
+        acc_d += diff * diff;
+      }
+    }
+  }
+  if (want_gram) {
+    ROBUSTAGG_UNROLL
+    for (int s = 0; s < kSqBlock; ++s) acc_g += static_cast<double>(la(s)) * static_cast<double>(lb(s));
+  }
+}
+
+// One pair's partial sums over columns [s0, s1) of rows a, b (element type
+// T): the blocks of pair_block from s0 in order, the last one zero-padded.
+// The CUDA kernel forms exactly these sums from its shared-memory tiles.
+template <typename T, bool kFloatDiff>
+ROBUSTAGG_HD inline void pair_partials(const T* a, const T* b, int64_t s0, int64_t s1, bool want_dist,
+                                       bool want_gram, double& dist, double& gram) {
+  using V = typename Traits<T>::val_t;
+  double acc_d = 0.0, acc_g = 0.0;
+  for (int64_t c0 = s0; c0 < s1; c0 += kSqBlock) {
+    const auto la = [&](int s) { return c0 + s < s1 ? V(load(a + c0 + s)) : V(0); };
+    const auto lb = [&](int s) { return c0 + s < s1 ? V(load(b + c0 + s)) : V(0); };
+    pair_block<V, kFloatDiff>(la, lb, want_dist, want_gram, acc_d, acc_g);
+  }
+  dist = acc_d;
+  gram = acc_g;
+}
+
+}  // namespace math
+}  // namespace robustagg

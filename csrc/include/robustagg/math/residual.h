@@ -1,0 +1,257 @@
+// Per-coordinate math of kernel family 3 (repeated-median lines and
+// residual-based reweighting, residual_reweighting.txt Algorithm 1): one
+// definition for the CPU lanes, the CUDA threads and the host runner of the
+// device math.
+//
+// Exactness: every quotient here is the correctly rounded IEEE quotient and no
+// product is fused into an addition (the CPU file is compiled without FMA
+// contraction, the CUDA files with --fmad=false, the host runner without
+// contraction), so the pair values are exactly symmetric in (i, j) and the
+// line values and residuals round as the pure-PyTorch reference rounds them;
+// they decide ties and the band edges. Medians are exact order statistics
+// (midpoints for even counts), so any correct selection gives the same bits.
+#pragma once
+
+#include "robustagg/math/order.h"
+
+namespace robustagg {
+namespace math {
+
+enum class InterceptMode : int { Siegel = 0, Median = 1 };
+
+// a / b given rb = 1 / b correctly rounded, for b a normal number whose
+// reciprocal is normal too. On a CPU with a fused multiply-add this is
+// Markstein's correction step: q = a rb is within an ulp, r = a - b q is exact,
+// and q + r rb rounds to exactly the IEEE quotient a / b (zeros keep their
+// sign; an infinite or NaN a, or an overflowing q, gives q; quotients in the
+// subnormal range may differ in the last place). Elsewhere, and on the device
+// (whose double division is IEEE-rounded and not slower than this), it is the
+// division itself.
+ROBUSTAGG_HD inline double div_rcp(double a, double b, double rb) {
+#if defined(__FMA__) && !ROBUSTAGG_DEVICE_PASS
+  const double q = a * rb;
+  const double r = __builtin_fma(-q, b, a);
+  const double q2 = __builtin_fma(r, rb, q);
+  return (r == 0.0 || q2 != q2) ? q : q2;
+#else
+  (void)rb;
+  return a / b;
+#endif
+}
+
+// eq. (1): the slope through the points of ranks i < j (dx = j - i, rdx = 1 / dx).
+ROBUSTAGG_HD inline double pair_slope(double yi, double yj, double dx, double rdx) {
+  return div_rcp(yj - yi, dx, rdx);
+}
+// eq. (2): the intercept through the points of ranks xi < xj (rdx = 1 / (xj - xi)).
+ROBUSTAGG_HD inline double pair_intercept(double yi, double yj, double xi, double xj, double rdx) {
+  return div_rcp(xj * yi - xi * yj, xj - xi, rdx);
+}
+
+// Constants of Algorithm 1 that depend only on K and the rank x.
+// sqrt(1 - h(x)), h the leverage of X = [1, x] at rank x (step 3).
+ROBUSTAGG_HD inline double rank_sqrt_one_minus_h(int64_t x, int64_t K) {
+  const double xbar = 0.5 * static_cast<double>(K - 1);
+  const double sxx = static_cast<double>(K) * (static_cast<double>(K) * K - 1.0) / 12.0;
+  const double h = 1.0 / K + (x - xbar) * (x - xbar) / sxx;
+  return sqrt_rn(1.0 - h);
+}
+// Psi clamps at +-Z = lam sqrt(2 / K) (step 4).
+ROBUSTAGG_HD inline double band_limit(double lam, int64_t K) { return lam * sqrt_rn(2.0 / static_cast<double>(K)); }
+// 1.4826 (1 + 5 / (K - 1)), eq. (3).
+ROBUSTAGG_HD inline double residual_scale_factor(int64_t K) { return 1.4826 * (1.0 + 5.0 / static_cast<double>(K - 1)); }
+
+// Confidence of the value at rank x with residual r (eq. 5-6, 8): 1 inside the
+// band, Z / |z| outside it, 0 when that is <= delta. Branch-free so that lane
+// loops vectorise. kRcp: the two divisions use reciprocals (rtau = 1 / tau,
+// rs = 1 / s) and give the same quotients (div_rcp); callers take that path
+// only when every scale is 0 or within [2^-1000, 2^1000]. Without kRcp, rtau
+// and rs are unused.
+template <bool kRcp>
+ROBUSTAGG_HD inline double confidence(double r, double tau, double rtau, double s, double rs, double Z,
+                                      double delta) {
+  double z;  // e / sqrt(1 - h)
+  if (kRcp) z = div_rcp(div_rcp(r, tau, rtau), s, rs);
+  else z = (r / tau) / s;  // tau = 0 gives +-inf and w = 0
+  const double az = abs_value(z);
+  double w = az <= Z ? 1.0 : Z / az;
+  if (kRcp) w = tau == 0.0 ? 0.0 : w;
+  w = r == 0.0 ? 1.0 : w;
+  return w <= delta ? 0.0 : w;
+}
+
+// eq. (9)'s replacement: a value of confidence 0 is replaced by the line.
+ROBUSTAGG_HD inline double corrected_value(double y, double line, double w) { return w == 0.0 ? line : y; }
+
+// eq. (11): client_weights = W^power / sum W^power, uniform (1/K) when the sum
+// is 0 or not finite. W and cw may alias.
+ROBUSTAGG_HD inline void client_weights_from_sums(const double* W, int64_t K, double power, double* cw) {
+  double total = 0.0;
+  for (int64_t k = 0; k < K; ++k) total += pow_d(W[k], power);
+  const bool ok = total > 0.0 && is_finite(total);
+  for (int64_t k = 0; k < K; ++k) cw[k] = ok ? pow_d(W[k], power) / total : 1.0 / static_cast<double>(K);
+}
+
+// ---------------------------------------------------------------------------
+// One coordinate on one thread (the CUDA kernels and the host runner). The
+// column's scratch is 5 strided rows of K doubles each: sorted values, client
+// index of each rank, pair values, per-rank medians, residuals/confidences.
+
+struct ResidualColumn {
+  Strided<double> y, idx, pairs, meds, conf;
+  ROBUSTAGG_HD ResidualColumn(double* base, int64_t K, int64_t stride)
+      : y{base, stride}, idx{base + 1 * K * stride, stride}, pairs{base + 2 * K * stride, stride},
+        meds{base + 3 * K * stride, stride}, conf{base + 4 * K * stride, stride} {}
+};
+
+// Strict weak order with NaN above everything (torch.sort's order).
+ROBUSTAGG_HD inline bool nan_last_less(double a, double b) { return a < b || (b != b && a == a); }
+
+// The median of a[0..n) (midpoint of the two middle values for even n) under
+// the NaN-last order, by quickselect; reorders a. Exact: any selection gives
+// the same order statistics.
+ROBUSTAGG_HD inline double select_median(Strided<double> a, int64_t n) {
+  const int64_t hi = n / 2;
+  int64_t lo_b = 0, hi_b = n - 1;
+  while (lo_b < hi_b) {  // invariant: position hi lies in [lo_b, hi_b]
+    // median of three as the pivot value: deterministic, and good on sorted input
+    const int64_t mid = lo_b + (hi_b - lo_b) / 2;
+    double p0 = a[lo_b], p1 = a[mid], p2 = a[hi_b];
+    if (nan_last_less(p1, p0)) { const double t = p0; p0 = p1; p1 = t; }
+    if (nan_last_less(p2, p1)) { p1 = p2; if (nan_last_less(p1, p0)) p1 = p0; }
+    const double pivot = p1;
+    // three-way partition of [lo_b, hi_b]: < pivot | == pivot | > pivot
+    int64_t lt = lo_b, i = lo_b, gt = hi_b;
+    while (i <= gt) {
+      const double v = a[i];
+      if (nan_last_less(v, pivot)) { a[i] = a[lt]; a[lt] = v; ++lt; ++i; }
+      else if (nan_last_less(pivot, v)) { a[i] = a[gt]; a[gt] = v; --gt; }
+      else ++i;
+    }
+    if (hi < lt) hi_b = lt - 1;
+    else if (hi > gt) lo_b = gt + 1;
+    else break;  // a[hi] equals the pivot
+  }
+  const double b = a[hi];
+  if (n % 2 == 1) return b;
+  double m = a[0];  // the largest of a[0..hi), all of which are <= b
+  for (int64_t k = 1; k < hi; ++k) m = nan_last_less(m, a[k]) ? a[k] : m;
+  return 0.5 * m + 0.5 * b;
+}
+
+// Loads the column u[k * d], k < K, as doubles into col.y with client indices
+// in col.idx and sorts them by (value, client index): every key is distinct,
+// so the network's result is the stable order. Returns whether all K values
+// are finite; if not, the values are zeroed first (callers mask the column).
+template <typename T>
+ROBUSTAGG_HD inline bool load_sorted_column(const T* u, int64_t K, int64_t d, ResidualColumn& col) {
+  double probe = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double v = static_cast<double>(load(u + k * d));
+    col.y[k] = v;
+    col.idx[k] = static_cast<double>(k);
+    probe += v * 0.0;
+  }
+  const bool finite = probe == probe;
+  if (!finite)
+    for (int64_t k = 0; k < K; ++k) col.y[k] = 0.0;
+  Strided<double> y = col.y, idx = col.idx;
+  for_each_batcher(K, 1, [&y, &idx](int64_t i, int64_t j) {
+    const double x0 = y[i], x1 = y[j], i0 = idx[i], i1 = idx[j];
+    const bool swap = (x1 < x0) || (x1 == x0 && i1 < i0);
+    y[i] = swap ? x1 : x0; y[j] = swap ? x0 : x1;
+    idx[i] = swap ? i1 : i0; idx[j] = swap ? i0 : i1;
+  });
+  return finite;
+}
+
+// Siegel's repeated-median line of the sorted col.y: eq. (1) and (2).
+ROBUSTAGG_HD inline void fit_line_column(ResidualColumn& col, int64_t K, InterceptMode mode, double& slope,
+                                         double& intercept) {
+  if (K == 1) { slope = 0.0; intercept = col.y[0]; return; }
+  for (int pass = 0; pass < (mode == InterceptMode::Siegel ? 2 : 1); ++pass) {
+    for (int64_t i = 0; i < K; ++i) {
+      int64_t row = 0;
+      for (int64_t j = 0; j < K; ++j) {
+        if (j == i) continue;
+        const int64_t a = i < j ? i : j, b = i < j ? j : i;
+        const double dx = static_cast<double>(b - a), rdx = 1.0 / dx;
+        col.pairs[row++] = pass == 0 ? pair_slope(col.y[a], col.y[b], dx, rdx)
+                                     : pair_intercept(col.y[a], col.y[b], static_cast<double>(a),
+                                                      static_cast<double>(b), rdx);
+      }
+      col.meds[i] = select_median(col.pairs, K - 1);
+    }
+    (pass == 0 ? slope : intercept) = select_median(col.meds, K);
+  }
+  if (mode == InterceptMode::Median) {  // the authors' code: med(y) - slope (K - 1) / 2
+    const double a = col.y[(K - 1) / 2], b = col.y[K / 2];
+    const double med = (K % 2 == 1) ? b : 0.5 * a + 0.5 * b;
+    intercept = med - slope * (0.5 * static_cast<double>(K - 1));
+  }
+}
+
+// Pass 1 of Algorithm 1 for one coordinate whose sorted values and line are
+// in col: residuals, their scale tau (eq. 3-4), the confidences (in col.conf,
+// by rank) and their unbiased standard deviation sigma (eq. 10). Returns sigma.
+ROBUSTAGG_HD inline double confidences_column(ResidualColumn& col, int64_t K, double b0, double b1, double lam,
+                                              double delta, double& tau) {
+  for (int64_t x = 0; x < K; ++x) {
+    const double r = col.y[x] - (b0 + b1 * x);
+    col.conf[x] = r;
+    col.pairs[x] = abs_value(r);
+  }
+  tau = residual_scale_factor(K) * select_median(col.pairs, K);  // eq. (3)-(4)
+  const double Z = band_limit(lam, K);
+  double mean = 0.0;
+  for (int64_t x = 0; x < K; ++x) {
+    const double w = confidence<false>(col.conf[x], tau, 0.0, rank_sqrt_one_minus_h(x, K), 0.0, Z, delta);
+    col.conf[x] = w;
+    mean += w;
+  }
+  mean /= static_cast<double>(K);
+  double var = 0.0;
+  for (int64_t x = 0; x < K; ++x) {
+    const double dev = col.conf[x] - mean;
+    var += dev * dev;
+  }
+  return sqrt_rn(var / static_cast<double>(K - 1));
+}
+
+// Pass 2 for one coordinate: sum_x cw[client of rank x] * corrected value
+// (eq. 9), ranks in order; a non-finite column gives the weighted sum of its
+// raw values, clients in order.
+template <typename T>
+ROBUSTAGG_HD inline double corrected_sum_column(const T* u, int64_t K, int64_t d, ResidualColumn& col,
+                                                const double* cw, double b0, double b1, double tau,
+                                                double lam, double delta) {
+  double acc = 0.0;
+  if (!load_sorted_column(u, K, d, col)) {
+    for (int64_t k = 0; k < K; ++k) acc += cw[k] * static_cast<double>(load(u + k * d));
+    return acc;
+  }
+  const double Z = band_limit(lam, K);
+  for (int64_t x = 0; x < K; ++x) {
+    const double y = col.y[x], line = b0 + b1 * static_cast<double>(x);
+    const double w = confidence<false>(y - line, tau, 0.0, rank_sqrt_one_minus_h(x, K), 0.0, Z, delta);
+    acc += cw[static_cast<int64_t>(col.idx[x])] * corrected_value(y, line, w);
+  }
+  return acc;
+}
+
+// Degenerate K < 3: the plain mean of the column, clients in order.
+template <typename T>
+ROBUSTAGG_HD inline double plain_mean_column(const T* u, int64_t K, int64_t d) {
+  double acc = 0.0;
+  for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(load(u + k * d));
+  return acc / static_cast<double>(K);
+}
+
+// The shape of every residual launch: coordinates are
+// grouped in blocks of kResidualBlock; W's partial sums are taken per block,
+// coordinates in order, and the blocks' partials are added in block order.
+// The CPU kernel's tasks are the same blocks, so W is bitwise the same.
+constexpr int64_t kResidualBlock = 128;
+
+}  // namespace math
+}  // namespace robustagg

@@ -1,0 +1,157 @@
+"""The CUDA kernels' per-thread code, run on the host (``ops.run_device_math``).
+
+``_C.device_math`` runs the exact per-thread functions of the CUDA kernels
+(csrc/include/robustagg/math/) over every coordinate, with the CUDA glue of
+``ops.py`` (same workspace, same chunks, same reduction orders). These tests
+push the parity grid through it against ``robustagg.reference``, and bitwise
+against the CPU kernels where the contract says bitwise: this is the proof of
+the device arithmetic on machines without a GPU (bench/gpu_check.sh proves the
+rest on one).
+"""
+import itertools
+
+import pytest
+import torch
+
+from robustagg import _C, ops, reference
+from common import assert_close, make_updates
+
+KS = [1, 2, 3, 4, 5, 10, 31, 32, 33, 100, 257]
+DS = [1, 7, 1000, 65537]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+KINDS = ["normal", "ties", "signed_zeros", "non_finite"]
+
+ORDER_OPS = ["sign_vote", "robust_lr_mean", "trimmed_mean", "median", "masked_trimmed_mean"]
+RESIDUAL_OPS = ["repeated_median_line", "residual_reweight"]
+PAIRWISE_OPS = ["pairwise_sq_distances", "cosine_similarity", "pairwise_stats"]
+
+
+def _args(name, K):
+    trim = (K - 1) // 2 if K > 2 else 0
+    return {
+        "sign_vote": (), "robust_lr_mean": (min(K, 4),), "trimmed_mean": (trim,), "median": (),
+        "masked_trimmed_mean": (0.4, max(0, trim - 1)), "repeated_median_line": (), "residual_reweight": (),
+        "pairwise_sq_distances": (), "cosine_similarity": (), "pairwise_stats": (),
+    }[name]
+
+
+def _updates(K, d, dtype, kind, seed):
+    if kind != "non_finite":
+        return make_updates(K, d, dtype, kind, seed=seed)
+    # Columns 0..4: one NaN; +inf; -inf; +inf and -inf; all NaN (then normal columns).
+    u = make_updates(K, d, torch.float64, "normal", seed=seed)
+    nan, inf = float("nan"), float("inf")
+    patterns = [[(0, nan)], [(K - 1, inf)], [(K // 2, -inf)], [(0, inf), (K - 1, -inf)], [(k, nan) for k in range(K)]]
+    for col, pattern in enumerate(patterns[:d]):
+        for k, v in pattern:
+            u[k, col] = v
+    return u.to(dtype)
+
+
+def _bitwise(got, want, msg):
+    """Equal values, NaN where NaN (+0.0 and -0.0 count as equal: the sign of a
+    zero result is unspecified, kernel contracts)."""
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape, msg
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{msg}: {m}")
+
+
+def _grid(names, budget, kinds=KINDS):
+    for name, K, d, dtype, kind in itertools.product(names, KS, DS, DTYPES, kinds):
+        work = K * K * d if name in RESIDUAL_OPS + PAIRWISE_OPS else K * d
+        if work > budget:
+            continue
+        if d == 65537 and (kind != "normal" or dtype != torch.float32):
+            continue
+        if dtype in (torch.float16, torch.bfloat16) and kind not in ("normal", "non_finite"):
+            continue
+        yield pytest.param(name, K, d, dtype, kind, id=f"{name}-K{K}-d{d}-{str(dtype)[6:]}-{kind}")
+
+
+@pytest.mark.parametrize("name,K,d,dtype,kind", list(_grid(ORDER_OPS, 3 * 10**6)))
+def test_sign_and_order_device_math_is_bitwise_the_cpu_kernel_and_matches_reference(name, K, d, dtype, kind):
+    u = _updates(K, d, dtype, kind, seed=K * 1000 + d)
+    got = ops.run_device_math(name, u, *_args(name, K))
+    _bitwise(got, getattr(ops, name)(u, *_args(name, K)), f"{name} vs CPU kernel")
+    assert_close(got, getattr(reference, name)(u, *_args(name, K)), dtype, f"{name} vs reference")
+
+
+@pytest.mark.parametrize("name,K,d,dtype,kind", list(_grid(RESIDUAL_OPS, 3 * 10**7)))
+def test_repeated_median_device_math_is_bitwise_the_cpu_kernel_and_matches_reference(name, K, d, dtype, kind):
+    u = _updates(K, d, dtype, kind, seed=K * 1000 + d)
+    got = ops.run_device_math(name, u)
+    _bitwise(got, getattr(ops, name)(u), f"{name} vs CPU kernel")
+    assert_close(got, getattr(reference, name)(u), dtype, f"{name} vs reference")
+
+
+@pytest.mark.parametrize("name,K,d,dtype,kind", list(_grid(PAIRWISE_OPS, 10**8)))
+def test_pairwise_device_math_matches_reference_within_the_contract(name, K, d, dtype, kind):
+    u = _updates(K, d, dtype, kind, seed=K * 1000 + d)
+    got = ops.run_device_math(name, u)
+    if name == "pairwise_stats":
+        want = ops.pairwise_stats(u) if kind == "non_finite" else (
+            reference.pairwise_sq_distances(u.double()), reference.gram(u.double()))
+        assert_close(got, want, torch.float64, name)
+        return
+    # Rows with NaN/Inf: the kernels' own definition (a zero diagonal; issue 13
+    # settles the rest), which the device code must share with the CPU kernel.
+    want = getattr(ops if kind == "non_finite" else reference, name)(u)
+    assert got.dtype == want.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # computed from the same float32 values as the reference
+        assert_close(got, want, torch.float32, name)
+    else:
+        assert_close(got, want, dtype, name)
+    if kind == "normal" and dtype == torch.float32 and name == "pairwise_sq_distances":
+        exact = reference.pairwise_sq_distances(u.double()).float()
+        assert ((got - exact).abs() <= 1e-6 * exact.abs()).all(), "the 1e-6 relative contract"
+
+
+def test_identical_rows_give_exact_zero_distance_and_unit_cosine():
+    row = make_updates(1, 5000, torch.float32, "normal", seed=3)
+    u = torch.cat([row, row, 2 * row])
+    dist = ops.run_device_math("pairwise_sq_distances", u)
+    cos = ops.run_device_math("cosine_similarity", u)
+    assert dist[0, 1] == 0 and dist[1, 0] == 0 and cos[0, 1] == 1 and cos[0, 0] == 1
+
+
+@pytest.mark.parametrize("intercept", ["siegel", "median"])
+@pytest.mark.parametrize("lam,delta,power", [(2.0, 0.1, 1.0), (1.0, 0.01, 2.0), (5.0, 0.5, 0.5)])
+def test_residual_options_device_math_is_bitwise_the_cpu_kernel(intercept, lam, delta, power):
+    u = make_updates(17, 700, torch.float64, "normal", seed=17)
+    u[0] *= 50.0  # one scaled client: exercises the clamp and the extreme-value correction
+    got = ops.run_device_math("residual_reweight", u, lam, delta, power, intercept)
+    _bitwise(got, ops.residual_reweight(u, lam, delta, power, intercept), "residual options")
+    _bitwise(ops.run_device_math("repeated_median_line", u, intercept), ops.repeated_median_line(u, intercept),
+             "line")
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_weighted_sign_ops_device_math_is_bitwise_the_cpu_kernel(weighted):
+    u = make_updates(10, 3000, torch.float32, "ties", seed=3)
+    w = torch.arange(1, 11, dtype=torch.float32) if weighted else None
+    _bitwise(ops.run_device_math("sign_vote", u, w), ops.sign_vote(u, w), "sign_vote")
+    _bitwise(ops.run_device_math("robust_lr_mean", u, 4, w), ops.robust_lr_mean(u, 4, w), "robust_lr_mean")
+
+
+@pytest.mark.parametrize("name", ORDER_OPS[2:] + RESIDUAL_OPS)
+@pytest.mark.parametrize("K", [33, 40])
+def test_chunked_launches_give_the_results_of_one_chunk(name, K):
+    # A tiny scratch budget walks d in many chunks (the path of large d on a GPU).
+    u = make_updates(K, 1000, torch.float32, "normal", seed=K)
+    whole = ops.run_device_math(name, u, *_args(name, K))
+    old = _C._set_scratch_bytes(4096)
+    try:
+        chunked = ops.run_device_math(name, u, *_args(name, K))
+    finally:
+        _C._set_scratch_bytes(old)
+    _bitwise(chunked, whole, f"{name} chunked")
+
+
+def test_run_device_math_checks_arguments_like_the_op():
+    u = torch.randn(5, 8)
+    with pytest.raises(ValueError, match=r"2\*trim < K = 5"):
+        ops.run_device_math("trimmed_mean", u, 3)
+    with pytest.raises(TypeError, match="updates must be a torch.Tensor"):
+        ops.run_device_math("median", [[1.0]])
