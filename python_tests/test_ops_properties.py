@@ -79,7 +79,7 @@ def distinct_updates_and_perm(draw, min_k=3, max_k=12, max_d=4):
 @SETTINGS
 @given(distinct_updates_and_perm())
 def test_residual_reweight_weights_are_a_permuted_distribution(up):
-    # Rank ties are broken by client index (DESIGN.md), and a rank changes the
+    # Rank ties are broken by client index (docs/design.md), and a rank changes the
     # residual, so invariance holds for distinct values per coordinate.
     u, perm = up
     w, agg = ops.residual_reweight(u)

@@ -1,4 +1,4 @@
-"""Small examples worked by hand from the definitions (DESIGN.md and the papers)."""
+"""Small examples worked by hand from the definitions (docs/design.md and the papers)."""
 import math
 
 import torch

@@ -1,5 +1,5 @@
 // Kernel family 3: repeated-median lines and residual-based reweighting
-// (residual_reweighting.txt, Algorithm 1; DESIGN.md "step by step").
+// (residual_reweighting.txt, Algorithm 1; docs/design.md, "Residual-based reweighting").
 //
 // Per coordinate n the K values are sorted; the value of rank x (0..K-1) is
 // y_(x), ties broken by client index. Medians of an even count are the
