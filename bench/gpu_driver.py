@@ -11,7 +11,8 @@ from robustagg import _C, ops
 
 CALLS = [("sign_vote", ()), ("robust_lr_mean", (2,)), ("trimmed_mean", (1,)), ("median", ()),
          ("masked_trimmed_mean", (0.5, 1)), ("repeated_median_line", ()), ("residual_reweight", ()),
-         ("pairwise_sq_distances", ()), ("cosine_similarity", ()), ("pairwise_stats", ())]
+         ("residual_client_sums", ()), ("pairwise_sq_distances", ()), ("cosine_similarity", ()),
+         ("pairwise_stats", ())]
 
 
 def main():
@@ -32,6 +33,13 @@ def main():
                         if not torch.equal(torch.nan_to_num(g.cpu()), torch.nan_to_num(w)):
                             print(f"MISMATCH {name} K={K} {dtype}", flush=True)
                             bad += 1
+                W = torch.rand(K, dtype=torch.float64)
+                got = ops.residual_apply(u.cuda(), W.cuda())
+                want = ops.run_device_math("residual_apply", u, W)
+                for g, wnt in zip(got, want):
+                    if not torch.equal(torch.nan_to_num(g.cpu()), torch.nan_to_num(wnt)):
+                        print(f"MISMATCH residual_apply K={K} {dtype}", flush=True)
+                        bad += 1
         w = torch.rand(33, device="cuda") + 0.1
         ops.sign_vote(torch.randn(33, 999, device="cuda"), w)
         torch.cuda.synchronize()

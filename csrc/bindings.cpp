@@ -83,6 +83,20 @@ std::string compiler() {
                             static_cast<ra::InterceptMode>(mode), ptr<void>(cw), ptr<void>(agg),    \
                             ptr<void>(ws), ptr<void>(stream));                                      \
     }, nogil);                                                                                      \
+    sub.def("residual_client_sums", [](uintptr_t u, int dtype, int64_t K, int64_t d, double lam,    \
+                                       double delta, int mode, uintptr_t sums, uintptr_t ws,        \
+                                       uintptr_t stream) {                                          \
+      NS::residual_client_sums(ptr<const void>(u), dt(dtype), K, d, lam, delta,                     \
+                               static_cast<ra::InterceptMode>(mode), ptr<double>(sums), ptr<void>(ws), \
+                               ptr<void>(stream));                                                  \
+    }, nogil);                                                                                      \
+    sub.def("residual_apply", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sums,      \
+                                 double lam, double delta, double power, int mode, uintptr_t cw,    \
+                                 uintptr_t agg, uintptr_t ws, uintptr_t stream) {                   \
+      NS::residual_apply(ptr<const void>(u), dt(dtype), K, d, ptr<const double>(sums), lam, delta,   \
+                         power, static_cast<ra::InterceptMode>(mode), ptr<void>(cw), ptr<void>(agg), \
+                         ptr<void>(ws), ptr<void>(stream));                                         \
+    }, nogil);                                                                                      \
     sub.def("pairwise_workspace_bytes", [](int dtype, int64_t K, int64_t d) {                       \
       return NS::pairwise_workspace_bytes(dt(dtype), K, d);                                         \
     });                                                                                             \
@@ -141,6 +155,16 @@ PYBIND11_MODULE(_C, m) {
     ra::cpu::residual_reweight(ptr<const void>(u), dt(dtype), K, d, lam, delta, power,
                                static_cast<ra::InterceptMode>(mode), ptr<void>(client_weights),
                                ptr<void>(aggregate), threads);
+  }, nogil);
+  m.def("residual_client_sums", [](uintptr_t u, int dtype, int64_t K, int64_t d, double lam, double delta,
+                                   int mode, uintptr_t sums, int threads) {
+    ra::cpu::residual_client_sums(ptr<const void>(u), dt(dtype), K, d, lam, delta,
+                                  static_cast<ra::InterceptMode>(mode), ptr<double>(sums), threads);
+  }, nogil);
+  m.def("residual_apply", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sums, double lam,
+                             double delta, double power, int mode, uintptr_t cw, uintptr_t agg, int threads) {
+    ra::cpu::residual_apply(ptr<const void>(u), dt(dtype), K, d, ptr<const double>(sums), lam, delta, power,
+                            static_cast<ra::InterceptMode>(mode), ptr<void>(cw), ptr<void>(agg), threads);
   }, nogil);
   m.def("pairwise_stats", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist,
                              uintptr_t gram, int threads) {

@@ -86,6 +86,14 @@ def test_cuda_weighted_sign_ops(weighted):
     _same(ops.robust_lr_mean(u.cuda(), 4, wc), ops.robust_lr_mean(u, 4, w), "robust_lr_mean")
 
 
+@pytest.mark.parametrize("K", [2, 3, 33])
+def test_cuda_residual_parts(K):
+    u = make_updates(K, 5000, torch.float32, "normal", seed=K)
+    W = ops.residual_client_sums(u.cuda())
+    _same(W, ops.run_device_math("residual_client_sums", u), "client sums")
+    _same(ops.residual_apply(u.cuda(), W), ops.run_device_math("residual_apply", u, W.cpu()), "apply")
+
+
 def test_cuda_ops_run_on_a_non_default_stream():
     u = make_updates(33, 5000, torch.float32, "normal", seed=1).cuda()
     want = [ops.trimmed_mean(u, 3), ops.residual_reweight(u)[1], ops.pairwise_sq_distances(u)]

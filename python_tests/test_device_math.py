@@ -155,3 +155,13 @@ def test_run_device_math_checks_arguments_like_the_op():
         ops.run_device_math("trimmed_mean", u, 3)
     with pytest.raises(TypeError, match="updates must be a torch.Tensor"):
         ops.run_device_math("median", [[1.0]])
+
+
+@pytest.mark.parametrize("K", [2, 3, 10, 33])
+@pytest.mark.parametrize("kind", ["normal", "non_finite"])
+def test_residual_parts_device_math_is_bitwise_the_cpu_kernel(K, kind):
+    u = _updates(K, 1000, torch.float32, kind, seed=K)
+    W = ops.run_device_math("residual_client_sums", u)
+    _bitwise(W, ops.residual_client_sums(u), "client sums")
+    _bitwise(ops.run_device_math("residual_apply", u, W, 2.0, 0.1, 2.0), ops.residual_apply(u, W, 2.0, 0.1, 2.0),
+             "apply")

@@ -8,7 +8,8 @@ from common import make_updates
 CASES = [
     ("sign_vote", ()), ("robust_lr_mean", (3,)), ("trimmed_mean", (4,)), ("median", ()),
     ("masked_trimmed_mean", (0.3, 2)), ("repeated_median_line", ()), ("residual_reweight", ()),
-    ("pairwise_sq_distances", ()), ("cosine_similarity", ()),
+    ("pairwise_sq_distances", ()), ("cosine_similarity", ()), ("residual_client_sums", ()),
+    ("pairwise_stats", ()),
 ]
 
 
@@ -21,7 +22,7 @@ def restore_threads():
 @pytest.mark.parametrize("name,args", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_results_are_bitwise_identical_for_1_2_and_3_threads(name, args, dtype, restore_threads):
-    d = 20_000 if name in ("repeated_median_line", "residual_reweight") else 200_003
+    d = 20_000 if name.startswith(("repeated_median", "residual")) else 200_003
     u = make_updates(17, d, dtype, "normal", seed=1)
     results = []
     for threads in (1, 2, 3, 2):
@@ -41,6 +42,8 @@ OPCHECK_CASES = [
     ("masked_trimmed_mean", lambda u: (u, 0.5, 1)), ("repeated_median_line", lambda u: (u, "siegel")),
     ("repeated_median_line", lambda u: (u, "median")), ("residual_reweight", lambda u: (u, 2.0, 0.1, 1.0, "siegel")),
     ("pairwise_sq_distances", lambda u: (u,)), ("cosine_similarity", lambda u: (u,)),
+    ("pairwise_stats", lambda u: (u,)), ("residual_client_sums", lambda u: (u, 2.0, 0.1, "siegel")),
+    ("residual_apply", lambda u: (u, torch.rand(u.shape[0], dtype=torch.float64), 2.0, 0.1, 1.0, "siegel")),
 ]
 
 

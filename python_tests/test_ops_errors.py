@@ -9,7 +9,8 @@ U = torch.randn(5, 8)
 ALL_OPS = [
     ("sign_vote", ()), ("robust_lr_mean", (2,)), ("trimmed_mean", (1,)), ("median", ()),
     ("masked_trimmed_mean", (0.5, 1)), ("repeated_median_line", ()), ("residual_reweight", ()),
-    ("pairwise_sq_distances", ()), ("cosine_similarity", ()),
+    ("pairwise_sq_distances", ()), ("cosine_similarity", ()), ("pairwise_stats", ()), ("residual_client_sums", ()),
+    ("residual_apply", (torch.ones(5, dtype=torch.float64),)),
 ]
 
 
@@ -83,6 +84,17 @@ def test_residual_reweight_parameters_are_checked(kwargs, words):
     assert words in str(info.value)
 
 
+@pytest.mark.parametrize("sums,exc,words", [
+    (torch.ones(4, dtype=torch.float64), ValueError, "client_sums must have shape [K] = [5]"),
+    (torch.ones(5, dtype=torch.int64), TypeError, "client_sums must be a floating tensor"),
+    ([1.0] * 5, TypeError, "client_sums must be a torch.Tensor"),
+])
+def test_residual_apply_checks_client_sums(sums, exc, words):
+    with pytest.raises(exc) as info:
+        ops.residual_apply(U, sums)
+    assert words in str(info.value)
+
+
 def test_repeated_median_line_rejects_unknown_intercept():
     with pytest.raises(ValueError, match="intercept must be 'siegel' or 'median'; got 'mean'"):
         ops.repeated_median_line(U, intercept="mean")
@@ -99,6 +111,8 @@ def test_weights_on_another_device_are_rejected():
 def test_non_finite_and_huge_values_never_crash(name, args, poison):
     u = torch.randn(7, 300)
     u[2, ::3] = poison
+    if name == "residual_apply":
+        args = (torch.ones(7, dtype=torch.float64),)
     out = getattr(ops, name)(u, *args)
     outs = out if isinstance(out, tuple) else (out,)
     for o in outs:

@@ -125,3 +125,32 @@ def test_pairwise_stats_gives_float64_distances_and_gram_in_one_call():
     assert_close(gram, reference.gram(u.double()), torch.float64)
     big = torch.full((2, 10), 3e38, dtype=torch.float32)  # would overflow float32 outputs
     assert torch.isfinite(ops.pairwise_stats(big)[1]).all()
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 7, 33])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_residual_in_two_parts_is_bitwise_the_whole_and_matches_reference(K, dtype):
+    u = make_updates(K, 900, dtype, "normal", seed=K)
+    u[0] *= 40.0
+    W = ops.residual_client_sums(u, 2.0, 0.1)
+    assert W.dtype == torch.float64 and W.shape == (K,)
+    assert_close(W, reference.residual_client_sums(u, 2.0, 0.1), torch.float64, "client sums")
+    for power in (1.0, 2.0):
+        got = ops.residual_apply(u, W, 2.0, 0.1, power)
+        whole = ops.residual_reweight(u, 2.0, 0.1, power)
+        for g, w in zip(got, whole):
+            assert torch.equal(g, w)
+        assert_close(got, reference.residual_apply(u, W, 2.0, 0.1, power), dtype, "apply")
+
+
+def test_residual_of_coordinate_shards_matches_the_whole():
+    # What robustagg.distributed does: each shard's client sums are added, then
+    # every shard applies the common client weights to its own coordinates.
+    u = make_updates(9, 2000, torch.float64, "normal", seed=4)
+    u[1] *= 30.0
+    shards = [u[:, :700].contiguous(), u[:, 700:].contiguous()]
+    W = sum(ops.residual_client_sums(s) for s in shards)
+    parts = [ops.residual_apply(s, W) for s in shards]
+    cw, agg = ops.residual_reweight(u)
+    torch.testing.assert_close(parts[0][0], cw, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.cat([p[1] for p in parts]), agg, rtol=1e-12, atol=1e-15)

@@ -62,6 +62,8 @@ __all__ = [
     "masked_trimmed_mean",
     "repeated_median_line",
     "residual_reweight",
+    "residual_client_sums",
+    "residual_apply",
     "pairwise_sq_distances",
     "cosine_similarity",
     "pairwise_stats",
@@ -97,6 +99,7 @@ _TYPE_WORDS = {
     "updates": "a torch.Tensor of shape [K, d]",
     "weights": "a torch.Tensor of shape [K] or None",
     "trim": "an int (values dropped per tail)",
+    "client_sums": "a torch.Tensor of shape [K]",
 }
 
 
@@ -677,6 +680,105 @@ def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.
         >>> w, agg = ops.residual_reweight(u)
     """
     return _dispatch("residual_reweight", updates, lam, delta, power, intercept)
+
+
+# Algorithm 1 in two parts, for coordinate shards: the client sums W of eq. (10)
+# over these coordinates, then (after the shards' sums are added) eq. (11) and
+# the aggregate of these coordinates.
+
+
+def _rcs_check(updates, lam=2.0, delta=0.1, intercept="siegel"):
+    K, d = _check_updates("residual_client_sums", updates)
+    _check_real("residual_client_sums", "lam", lam, 0.0, 1e300, lo_open=True)
+    _check_real("residual_client_sums", "delta", delta, 0.0, 1.0)
+    _check_intercept("residual_client_sums", intercept)
+    return K, d
+
+
+def _rcs_cpu(c: _Call, lam=2.0, delta=0.1, intercept="siegel"):
+    sums = c.empty(c.K, dtype=torch.float64)
+    c.be.residual_client_sums(c.ptr, c.code, c.K, c.d, float(lam), float(delta), _INTERCEPT_CODE[intercept],
+                              sums.data_ptr(), c.threads)
+    return sums
+
+
+def _rcs_device(c: _Call, lam=2.0, delta=0.1, intercept="siegel"):
+    sums = c.empty(c.K, dtype=torch.float64)
+    ws = c.workspace(c.be.residual_workspace_bytes(c.code, c.K, c.d))
+    c.be.residual_client_sums(c.ptr, c.code, c.K, c.d, float(lam), float(delta), _INTERCEPT_CODE[intercept],
+                              sums.data_ptr(), ws, c.stream)
+    return sums
+
+
+_define(_Op("residual_client_sums(Tensor updates, float lam=2.0, float delta=0.1, str intercept=\"siegel\") -> Tensor",
+            _rcs_check, lambda Kd, updates, *rest: updates.new_empty(Kd[0], dtype=torch.float64),
+            _reference.residual_client_sums, _rcs_cpu, _rcs_device))
+
+
+def residual_client_sums(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
+                         intercept: str = "siegel") -> torch.Tensor:
+    """The client sums ``W`` of eq. (10) of residual reweighting over these coordinates.
+
+    ``[K]`` float64 (zeros for K < 3). W is additive over coordinates: the sums
+    of coordinate shards add up to the W of the whole update, and
+    ``residual_apply(u, residual_client_sums(u))`` is ``residual_reweight(u)``
+    bitwise. This is how :mod:`robustagg.distributed` runs the native kernel on
+    each shard.
+
+    Example:
+        >>> u = torch.tensor([[1.0], [1.1], [0.9], [1.05], [50.0]])
+        >>> W = ops.residual_client_sums(u)
+        >>> torch.equal(ops.residual_apply(u, W)[1], ops.residual_reweight(u)[1])
+        True
+    """
+    return _dispatch("residual_client_sums", updates, lam, delta, intercept)
+
+
+def _ra_check(updates, client_sums, lam=2.0, delta=0.1, power=1.0, intercept="siegel"):
+    K, d = _rr_check(updates, lam, delta, power, intercept)
+    if client_sums.dim() != 1 or client_sums.shape[0] != K:
+        raise ValueError(f"residual_apply: client_sums must have shape [K] = [{K}]; got shape "
+                         f"{tuple(client_sums.shape)}")
+    if not client_sums.dtype.is_floating_point:
+        raise TypeError(f"residual_apply: client_sums must be a floating tensor; got {client_sums.dtype}")
+    if client_sums.device != updates.device:
+        raise ValueError(f"residual_apply: client_sums must be on the same device as updates "
+                         f"({updates.device}); got {client_sums.device}")
+    return K, d
+
+
+def _ra_run(c: _Call, client_sums, lam, delta, power, intercept, device: bool):
+    sums = client_sums.detach().to(torch.float64).contiguous()
+    cw, agg = c.empty(c.K), c.empty(c.d)
+    args = (c.ptr, c.code, c.K, c.d, sums.data_ptr(), float(lam), float(delta), float(power),
+            _INTERCEPT_CODE[intercept], cw.data_ptr(), agg.data_ptr())
+    if device:
+        c.be.residual_apply(*args, c.workspace(c.be.residual_workspace_bytes(c.code, c.K, c.d)), c.stream)
+    else:
+        c.be.residual_apply(*args, c.threads)
+    return cw, c.cast_back(agg)
+
+
+_define(_Op("residual_apply(Tensor updates, Tensor client_sums, float lam=2.0, float delta=0.1, float power=1.0, "
+            "str intercept=\"siegel\") -> (Tensor, Tensor)", _ra_check,
+            lambda Kd, updates, *rest: (updates.new_empty(Kd[0], dtype=_out_dtype(updates.dtype)),
+                                        updates.new_empty(Kd[1])),
+            _reference.residual_apply,
+            lambda c, sums, lam=2.0, delta=0.1, power=1.0, intercept="siegel": _ra_run(
+                c, sums, lam, delta, power, intercept, device=False),
+            lambda c, sums, lam=2.0, delta=0.1, power=1.0, intercept="siegel": _ra_run(
+                c, sums, lam, delta, power, intercept, device=True)))
+
+
+def residual_apply(updates: torch.Tensor, client_sums: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
+                   power: float = 1.0, intercept: str = "siegel") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Residual reweighting from given client sums: eq. (11) turns ``client_sums``
+    (the W of every shard added up, see :func:`residual_client_sums`) into
+    ``client_weights = W**power / sum(W**power)`` (uniform if that sum is 0 or
+    not finite), then the aggregate of these coordinates as in
+    :func:`residual_reweight`. Returns ``(client_weights [K], aggregate [d])``;
+    K < 3: uniform weights and the plain mean."""
+    return _dispatch("residual_apply", updates, client_sums, lam, delta, power, intercept)
 
 
 # pairwise -------------------------------------------------------------------------

@@ -22,6 +22,8 @@ __all__ = [
     "masked_trimmed_mean",
     "repeated_median_line",
     "residual_reweight",
+    "residual_client_sums",
+    "residual_apply",
     "pairwise_sq_distances",
     "cosine_similarity",
     "gram",
@@ -203,30 +205,36 @@ def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.
     return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
 
 
-def residual_partial_sums(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
-                          intercept: str = "siegel") -> torch.Tensor:
-    """The client sums W of eq. (10) over these coordinates only (``[K]``, float64).
-
-    W is additive over coordinates, so the sums of coordinate shards add up to
-    the W of the whole update: sharded aggregation all-reduces them.
-    """
+def residual_client_sums(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
+                         intercept: str = "siegel") -> torch.Tensor:
+    """The client sums W of eq. (10) over these coordinates only (``[K]``, float64;
+    zeros for K < 3). W is additive over coordinates, so the sums of coordinate
+    shards add up to the W of the whole update."""
     u = updates.detach().double()
     W = torch.zeros(u.shape[0], dtype=torch.float64, device=u.device)
+    if u.shape[0] < 3:
+        return W
     for _, _, perm, _, contrib in _residual_chunks(u, lam, delta, intercept):
         W.index_add_(0, perm.flatten(), contrib.flatten())
     return W
 
 
-def residual_apply(updates: torch.Tensor, client_weights: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
-                   intercept: str = "siegel") -> torch.Tensor:
-    """``sum_k client_weights_k * y_k(corrected)`` over these coordinates (``[d]``, input dtype)."""
+def residual_apply(updates: torch.Tensor, client_sums: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
+                   power: float = 1.0, intercept: str = "siegel") -> Tuple[torch.Tensor, torch.Tensor]:
+    """eq. (11) from given client sums, then ``sum_k client_weights_k * y_k(corrected)``
+    over these coordinates: ``(client_weights [K], aggregate [d])``."""
     u = updates.detach().double()
-    cw = client_weights.to(torch.float64)
+    K = u.shape[0]
+    out_dtype = _value_dtype(updates.dtype)
+    if K < 3:
+        cw = torch.full((K,), 1.0 / K, dtype=torch.float64, device=u.device)
+        return cw.to(out_dtype), u.mean(0).to(out_dtype).to(updates.dtype)
+    cw = _residual_client_weights(client_sums.detach().to(torch.float64), power)
     agg = torch.empty(u.shape[1], dtype=torch.float64, device=u.device)
     for cols, finite, perm, y_corr, _ in _residual_chunks(u, lam, delta, intercept):
         w_rank = cw[perm]                                              # each rank's client weight
         agg[cols] = torch.where(finite, (w_rank * y_corr).sum(0), (cw[:, None] * u[:, cols]).sum(0))
-    return agg.to(_value_dtype(updates.dtype)).to(updates.dtype)
+    return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
 
 
 def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:

@@ -276,9 +276,16 @@ void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d
   });
 }
 
-void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam,
-                       double delta, double power, InterceptMode mode, void* client_weights_out,
-                       void* aggregate_out, int num_threads) {
+namespace {
+
+// The three entries of Algorithm 1: the whole of it; only pass 1's client sums
+// W of eq. (10) (of this tensor's coordinates: a shard's partial sums); and
+// eq. (11) + pass 2 from given sums (the all-reduced W of every shard).
+enum class ResidualPart { Whole, ClientSums, Apply };
+
+void residual(ResidualPart part, const void* updates, DType dtype, int64_t K, int64_t d, double lam,
+              double delta, double power, InterceptMode mode, const double* W_given, double* W_out,
+              void* client_weights_out, void* aggregate_out, int num_threads) {
   if (K <= 0 || d <= 0) return;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
@@ -288,7 +295,11 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
     V* agg = static_cast<V*>(aggregate_out);
     std::vector<double> cw(K, 1.0 / static_cast<double>(K));
 
-    if (K < 3) {  // degenerate: plain mean, uniform client weights
+    if (K < 3) {  // degenerate: plain mean, uniform client weights, no client sums
+      if (part == ResidualPart::ClientSums) {
+        for (int64_t k = 0; k < K; ++k) W_out[k] = 0.0;
+        return;
+      }
       for (int64_t k = 0; k < K; ++k) cw_out[k] = static_cast<V>(cw[k]);
       parallel_for(ceil_div(d, 4096), threads_for(K * d, num_threads), [&](int64_t task) {
         const int64_t j1 = std::min(d, (task + 1) * 4096);
@@ -363,6 +374,11 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
     std::vector<double> W(K, 0.0);
     for (int64_t task = 0; task < tasks; ++task)
       for (int64_t k = 0; k < K; ++k) W[k] += partial_W[task * K + k];
+    if (part == ResidualPart::ClientSums) {
+      for (int64_t k = 0; k < K; ++k) W_out[k] = W[k];
+      return;
+    }
+    if (part == ResidualPart::Apply) W.assign(W_given, W_given + K);
     math::client_weights_from_sums(W.data(), K, power, cw.data());
     for (int64_t k = 0; k < K; ++k) cw_out[k] = static_cast<V>(cw[k]);
 
@@ -412,6 +428,27 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
       }
     });
   });
+}
+
+}  // namespace
+
+void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+                       double power, InterceptMode mode, void* client_weights, void* aggregate, int num_threads) {
+  residual(ResidualPart::Whole, updates, dtype, K, d, lam, delta, power, mode, nullptr, nullptr, client_weights,
+           aggregate, num_threads);
+}
+
+void residual_client_sums(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+                          InterceptMode mode, double* client_sums, int num_threads) {
+  residual(ResidualPart::ClientSums, updates, dtype, K, d, lam, delta, 1.0, mode, nullptr, client_sums, nullptr,
+           nullptr, num_threads);
+}
+
+void residual_apply(const void* updates, DType dtype, int64_t K, int64_t d, const double* client_sums, double lam,
+                    double delta, double power, InterceptMode mode, void* client_weights, void* aggregate,
+                    int num_threads) {
+  residual(ResidualPart::Apply, updates, dtype, K, d, lam, delta, power, mode, client_sums, nullptr, client_weights,
+           aggregate, num_threads);
 }
 
 }  // namespace cpu

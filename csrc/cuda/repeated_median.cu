@@ -147,9 +147,13 @@ void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d
   check_launch("repeated_median_line");
 }
 
-void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
-                       double power, InterceptMode mode, void* client_weights, void* aggregate, void* workspace,
-                       void* stream) {
+namespace {
+
+enum class ResidualPart { Whole, ClientSums, Apply };  // as in the CPU kernel
+
+void residual(ResidualPart part, const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+              double power, InterceptMode mode, const double* W_given, double* W_out, void* client_weights,
+              void* aggregate, void* workspace, void* stream) {
   if (K <= 0 || d <= 0) return;
   const plan::ResidualLayout layout(K, d);
   const cudaStream_t s = as_stream(stream);
@@ -160,17 +164,19 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
   double* partial = at<double>(workspace, layout.partial);
   double* W = at<double>(workspace, layout.W);
   double* cw = at<double>(workspace, layout.cw);
+  const size_t k_bytes = static_cast<size_t>(K) * sizeof(double);
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     using V = val_t<T>;
     const T* u = static_cast<const T*>(updates);
     V* cw_out = static_cast<V*>(client_weights);
     V* agg = static_cast<V*>(aggregate);
-    if (K < 3) {  // degenerate: plain mean, uniform client weights
-      plain_mean_kernel<T><<<blocks_for(d), kThreads, 0, s>>>(u, K, d, agg, cw_out);
+    if (K < 3) {  // degenerate: plain mean, uniform client weights, no client sums
+      if (part == ResidualPart::ClientSums) check(cudaMemsetAsync(W_out, 0, k_bytes, s), "cudaMemsetAsync");
+      else plain_mean_kernel<T><<<blocks_for(d), kThreads, 0, s>>>(u, K, d, agg, cw_out);
       return;
     }
-    check(cudaMemsetAsync(W, 0, static_cast<size_t>(K) * sizeof(double), s), "cudaMemsetAsync");
+    check(cudaMemsetAsync(W, 0, k_bytes, s), "cudaMemsetAsync");
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
       const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
       const int64_t blocks = (n + kBlock - 1) / kBlock;
@@ -178,7 +184,11 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
                                                                       scratch, beta0, beta1, tau, partial);
       reduce_blocks_kernel<<<blocks_for(K), kThreads, 0, s>>>(partial, blocks, K, W);
     }
-    client_weights_kernel<V><<<1, 1, 0, s>>>(W, K, power, cw, cw_out);
+    if (part == ResidualPart::ClientSums) {
+      check(cudaMemcpyAsync(W_out, W, k_bytes, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
+      return;
+    }
+    client_weights_kernel<V><<<1, 1, 0, s>>>(part == ResidualPart::Apply ? W_given : W, K, power, cw, cw_out);
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
       const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
       pass2_kernel<T><<<blocks_for(n, kBlock), kBlock, 0, s>>>(u, K, d, c0, n, layout.cols, lam, delta, scratch,
@@ -186,6 +196,28 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
     }
   });
   check_launch("residual_reweight");
+}
+
+}  // namespace
+
+void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+                       double power, InterceptMode mode, void* client_weights, void* aggregate, void* workspace,
+                       void* stream) {
+  residual(ResidualPart::Whole, updates, dtype, K, d, lam, delta, power, mode, nullptr, nullptr, client_weights,
+           aggregate, workspace, stream);
+}
+
+void residual_client_sums(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+                          InterceptMode mode, double* client_sums, void* workspace, void* stream) {
+  residual(ResidualPart::ClientSums, updates, dtype, K, d, lam, delta, 1.0, mode, nullptr, client_sums, nullptr,
+           nullptr, workspace, stream);
+}
+
+void residual_apply(const void* updates, DType dtype, int64_t K, int64_t d, const double* client_sums, double lam,
+                    double delta, double power, InterceptMode mode, void* client_weights, void* aggregate,
+                    void* workspace, void* stream) {
+  residual(ResidualPart::Apply, updates, dtype, K, d, lam, delta, power, mode, client_sums, nullptr,
+           client_weights, aggregate, workspace, stream);
 }
 
 }  // namespace cuda

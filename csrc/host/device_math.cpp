@@ -157,9 +157,13 @@ void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d
   });
 }
 
-void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
-                       double power, InterceptMode mode, void* client_weights, void* aggregate,
-                       void* workspace, void*) {
+namespace {
+
+enum class ResidualPart { Whole, ClientSums, Apply };  // as in the CPU kernel
+
+void residual(ResidualPart part, const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+              double power, InterceptMode mode, const double* W_given, double* W_out, void* client_weights,
+              void* aggregate, void* workspace) {
   if (K <= 0 || d <= 0) return;
   const plan::ResidualLayout layout(K, d);
   char* ws = static_cast<char*>(workspace);
@@ -176,7 +180,11 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
     const T* u = static_cast<const T*>(updates);
     V* cw_out = static_cast<V*>(client_weights);
     V* agg = static_cast<V*>(aggregate);
-    if (K < 3) {  // degenerate: plain mean, uniform client weights
+    if (K < 3) {  // degenerate: plain mean, uniform client weights, no client sums
+      if (part == ResidualPart::ClientSums) {
+        for (int64_t k = 0; k < K; ++k) W_out[k] = 0.0;
+        return;
+      }
       for (int64_t k = 0; k < K; ++k) cw_out[k] = static_cast<V>(1.0 / static_cast<double>(K));
       for_each_thread(d, [&](int64_t j) { agg[j] = static_cast<V>(math::plain_mean_column(u + j, K, d)); });
       return;
@@ -205,7 +213,11 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
       for (int64_t k = 0; k < K; ++k)
         for (int64_t b = 0; b < blocks; ++b) W[k] += partial[b * K + k];
     }
-    math::client_weights_from_sums(W, K, power, cw);
+    if (part == ResidualPart::ClientSums) {
+      for (int64_t k = 0; k < K; ++k) W_out[k] = W[k];
+      return;
+    }
+    math::client_weights_from_sums(part == ResidualPart::Apply ? W_given : W, K, power, cw);
     for (int64_t k = 0; k < K; ++k) cw_out[k] = static_cast<V>(cw[k]);
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
       const int64_t n = std::min(layout.cols, d - c0);
@@ -217,6 +229,28 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, d
       });
     }
   });
+}
+
+}  // namespace
+
+void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+                       double power, InterceptMode mode, void* client_weights, void* aggregate, void* workspace,
+                       void*) {
+  residual(ResidualPart::Whole, updates, dtype, K, d, lam, delta, power, mode, nullptr, nullptr, client_weights,
+           aggregate, workspace);
+}
+
+void residual_client_sums(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+                          InterceptMode mode, double* client_sums, void* workspace, void*) {
+  residual(ResidualPart::ClientSums, updates, dtype, K, d, lam, delta, 1.0, mode, nullptr, client_sums, nullptr,
+           nullptr, workspace);
+}
+
+void residual_apply(const void* updates, DType dtype, int64_t K, int64_t d, const double* client_sums, double lam,
+                    double delta, double power, InterceptMode mode, void* client_weights, void* aggregate,
+                    void* workspace, void*) {
+  residual(ResidualPart::Apply, updates, dtype, K, d, lam, delta, power, mode, client_sums, nullptr,
+           client_weights, aggregate, workspace);
 }
 
 size_t pairwise_workspace_bytes(DType, int64_t K, int64_t d) { return plan::PairwiseLayout(K, d).bytes; }

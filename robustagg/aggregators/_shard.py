@@ -74,15 +74,13 @@ def distances_to(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 def residual_reweight(u: torch.Tensor, lam: float, delta: float, power: float,
                       intercept: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Residual reweighting; sharded, the client sums W of eq. (10) are all-reduced
-    before the weights are normalised (two passes of the reference math per shard)."""
-    if not active() or u.shape[0] < 3:
+    """Residual reweighting; sharded, the client sums W of eq. (10) of every
+    shard are all-reduced before eq. (11) (the native kernel on each shard, in
+    two parts: ops.residual_client_sums, then ops.residual_apply)."""
+    if not active():
         return ops.residual_reweight(u, lam, delta, power, intercept)
-    from .. import reference
-    W = sum_over_shards(reference.residual_partial_sums(u, lam, delta, intercept))
-    cw = reference._residual_client_weights(W, power)
-    agg = reference.residual_apply(u, cw, lam, delta, intercept)
-    return cw.to(torch.float64 if u.dtype == torch.float64 else torch.float32), agg
+    W = sum_over_shards(ops.residual_client_sums(u, lam, delta, intercept))
+    return ops.residual_apply(u, W, lam, delta, power, intercept)
 
 
 def seed_offset() -> int:

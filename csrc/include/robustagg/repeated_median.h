@@ -31,6 +31,18 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d,
                        double lam, double delta, double power, InterceptMode mode,
                        void* client_weights, void* aggregate, int num_threads);
 
+// Algorithm 1 in two parts, for coordinate shards (robustagg.distributed):
+// residual_client_sums writes the client sums W [K] (double) of eq. (10) over
+// this tensor's coordinates (zeros for K < 3); residual_apply takes the sums of
+// every shard, normalises them (eq. 11, with power) into client_weights and
+// writes this tensor's aggregate. residual_apply(u, residual_client_sums(u))
+// is residual_reweight(u), bitwise.
+void residual_client_sums(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
+                          InterceptMode mode, double* client_sums, int num_threads);
+void residual_apply(const void* updates, DType dtype, int64_t K, int64_t d, const double* client_sums, double lam,
+                    double delta, double power, InterceptMode mode, void* client_weights, void* aggregate,
+                    int num_threads);
+
 }  // namespace cpu
 
 // CUDA twins (csrc/cuda/repeated_median.cu) and the host runner of their
@@ -48,7 +60,14 @@ void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d,
                             void* stream);                                                           \
   void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d, double lam,         \
                          double delta, double power, InterceptMode mode, void* client_weights,       \
-                         void* aggregate, void* workspace, void* stream);
+                         void* aggregate, void* workspace, void* stream);                   \
+  void residual_client_sums(const void* updates, DType dtype, int64_t K, int64_t d, double lam,      \
+                            double delta, InterceptMode mode, double* client_sums, void* workspace,  \
+                            void* stream);                                                           \
+  void residual_apply(const void* updates, DType dtype, int64_t K, int64_t d,                        \
+                      const double* client_sums, double lam, double delta, double power,             \
+                      InterceptMode mode, void* client_weights, void* aggregate, void* workspace,    \
+                      void* stream);
 namespace cuda { ROBUSTAGG_RESIDUAL_DEVICE_API }
 namespace device_math { ROBUSTAGG_RESIDUAL_DEVICE_API }
 
