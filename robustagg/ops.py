@@ -435,7 +435,7 @@ def robust_lr_mean(updates: torch.Tensor, threshold: float,
 
     Example:
         >>> ops.robust_lr_mean(torch.tensor([[1., 1.], [1., -1.], [1., 3.]]), threshold=2)
-        tensor([ 1.0000, -1.0000])
+        tensor([ 1., -1.])
     """
     return _dispatch("robust_lr_mean", updates, threshold, weights)
 
