@@ -23,8 +23,8 @@ tail -2 "$LOGS/build.log"
 ( cd /tmp && "$PY" -c "import json, robustagg; i = robustagg.native_info(); print(json.dumps({k: i[k] for k in ('version', 'backends', 'cuda_archs', 'cuda_fallback')}))" )
 
 step "pytest -m cuda"
-"$PY" -m pytest -m cuda python_tests -q -x -p no:cacheprovider -W ignore::pytest.PytestUnraisableExceptionWarning \
-    2>&1 | tee "$LOGS/pytest_cuda.log" | tail -25
+# From inside python_tests, so that `import robustagg` finds the installed build, not the source tree.
+( cd python_tests && "$PY" -m pytest -m cuda . -q -x -p no:cacheprovider ) 2>&1 | tee "$LOGS/pytest_cuda.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "CUDA TESTS FAILED"; status=1; }
 
 step "compute-sanitizer (memcheck, racecheck) over every kernel"
