@@ -32,3 +32,13 @@ def check_close(got, want, what):
             assert torch.equal(g, w), what
         else:
             torch.testing.assert_close(g.double(), w.double(), rtol=1e-5, atol=1e-6, msg=lambda m: f"{what}: {m}")
+
+
+def table_row(row, ref_digits=1, native_digits=2, bw_digits=2):
+    """One markdown row (name, K, d, reference s, native s, speed-up, GB/s,
+    fraction of the bandwidth baseline, note); None cells stay empty."""
+    name, K, d, t_ref, t_nat, speedup, bw, frac, note = row
+    cell = lambda v, fmt: "" if v is None else fmt.format(v)  # noqa: E731
+    return (f"| {name} | {K} | {d:.0e} | {cell(t_ref and t_ref * 1e3, '{:.%df}' % ref_digits)} "
+            f"| {cell(t_nat and t_nat * 1e3, '{:.%df}' % native_digits)} | {cell(speedup, '{:.1f}x')} "
+            f"| {cell(bw, '{:.%df}' % bw_digits)} | {cell(frac and frac * 100, '{:.0f}%')} | {note} |")

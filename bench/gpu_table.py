@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import robustagg  # noqa: E402
 from robustagg import ops, reference  # noqa: E402
-from _timing import check_close, median_seconds  # noqa: E402
+from _timing import check_close, median_seconds, table_row  # noqa: E402
+from table import cases  # noqa: E402  (the same ops and arguments as the CPU table)
 
 STREAM_SHAPES = [(10, 10**6), (10, 10**8), (32, 10**6), (32, 10**8), (100, 10**6), (100, 10**7)]
 RESIDUAL_REF_SLICE = 20_000  # the residual reference on the GPU is timed on this many coordinates and scaled
@@ -46,22 +47,6 @@ def copy_bandwidth():
     dst = torch.empty_like(src)
     t = event_median(lambda: dst.copy_(src), repeats=20)
     return 2 * src.numel() * 4 / t / 1e9
-
-
-def cases(K):
-    trim = max(1, K // 10)
-    return [
-        ("sign_vote", lambda u: ops.sign_vote(u), lambda u: reference.sign_vote(u)),
-        ("robust_lr_mean", lambda u: ops.robust_lr_mean(u, 4), lambda u: reference.robust_lr_mean(u, 4)),
-        ("trimmed_mean", lambda u: ops.trimmed_mean(u, trim), lambda u: reference.trimmed_mean(u, trim)),
-        ("median", lambda u: ops.median(u), lambda u: reference.median(u)),
-        ("masked_trimmed_mean", lambda u: ops.masked_trimmed_mean(u, 0.5, trim),
-         lambda u: reference.masked_trimmed_mean(u, 0.5, trim)),
-        ("residual_reweight", lambda u: ops.residual_reweight(u), lambda u: reference.residual_reweight(u)),
-        ("pairwise_sq_distances", lambda u: ops.pairwise_sq_distances(u),
-         lambda u: reference.pairwise_sq_distances(u)),
-        ("cosine_similarity", lambda u: ops.cosine_similarity(u), lambda u: reference.cosine_similarity(u)),
-    ]
 
 
 def target(name, K, d):
@@ -154,13 +139,7 @@ def main():
 
 
 def _fmt(r):
-    name, K, d, t_ref, t_nat, speedup, bw, frac, note = r
-    ref = f"{t_ref * 1e3:.2f}" if t_ref is not None else ""
-    nat = f"{t_nat * 1e3:.3f}" if t_nat is not None else ""
-    sp = f"{speedup:.1f}x" if speedup is not None else ""
-    bws = f"{bw:.0f}" if bw is not None else ""
-    fr = f"{frac * 100:.0f}%" if frac is not None else ""
-    return f"| {name} | {K} | {d:.0e} | {ref} | {nat} | {sp} | {bws} | {fr} | {note} |"
+    return table_row(r, ref_digits=2, native_digits=3, bw_digits=0)
 
 
 if __name__ == "__main__":

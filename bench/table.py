@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import robustagg  # noqa: E402
 from robustagg import ops, reference  # noqa: E402
-from _timing import check_close, median_seconds  # noqa: E402
+from _timing import check_close, median_seconds, table_row  # noqa: E402
 
 SHAPES = [(10, 1_000_000), (100, 1_000_000)]
 RESIDUAL_REF_SLICE = 100_000  # the residual reference is timed on this many coordinates and scaled
@@ -89,11 +89,7 @@ def main():
 
 
 def _fmt(r):
-    name, K, d, t_ref, t_nat, speedup, bw, frac, note = r
-    ref = f"{t_ref * 1e3:.1f}" if t_ref is not None else ""
-    sp = f"{speedup:.1f}x" if speedup is not None else ""
-    fr = f"{frac * 100:.0f}%" if frac is not None else ""
-    return f"| {name} | {K} | {d:.0e} | {ref} | {t_nat * 1e3:.2f} | {sp} | {bw:.2f} | {fr} | {note} |"
+    return table_row(r)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,5 @@
-// No fused multiply-adds in this file: the pairwise values (j y_i - i y_j) /
-// (j - i) must be exactly symmetric in (i, j), and the line values and
-// residuals must round as the pure-PyTorch reference rounds them (they decide
-// ties and the band edges).
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+// No fused multiply-adds in this file (see the header).
+#include "robustagg/math/no_contraction.h"
 
 #include "robustagg/repeated_median.h"
 

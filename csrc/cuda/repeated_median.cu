@@ -122,10 +122,6 @@ __global__ void plain_mean_kernel(const T* __restrict__ u, int64_t K, int64_t d,
   if (thread_index() < K) cw_out[thread_index()] = static_cast<val_t<T>>(1.0 / static_cast<double>(K));
 }
 
-template <typename P> P* at(void* base, size_t offset) {
-  return reinterpret_cast<P*>(static_cast<char*>(base) + offset);
-}
-
 }  // namespace
 
 size_t residual_workspace_bytes(DType, int64_t K, int64_t d) { return plan::ResidualLayout(K, d).bytes; }
@@ -140,7 +136,7 @@ void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
       const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
       line_kernel<T><<<blocks_for(n, kBlock), kBlock, 0, s>>>(
-          static_cast<const T*>(updates), K, d, c0, n, layout.cols, mode, at<double>(workspace, layout.scratch),
+          static_cast<const T*>(updates), K, d, c0, n, layout.cols, mode, plan::ResidualWorkspace(layout, workspace).scratch,
           static_cast<val_t<T>*>(slope), static_cast<val_t<T>*>(intercept));
     }
   });
@@ -157,13 +153,9 @@ void residual(ResidualPart part, const void* updates, DType dtype, int64_t K, in
   if (K <= 0 || d <= 0) return;
   const plan::ResidualLayout layout(K, d);
   const cudaStream_t s = as_stream(stream);
-  double* scratch = at<double>(workspace, layout.scratch);
-  double* beta0 = at<double>(workspace, layout.beta0);
-  double* beta1 = at<double>(workspace, layout.beta1);
-  double* tau = at<double>(workspace, layout.tau);
-  double* partial = at<double>(workspace, layout.partial);
-  double* W = at<double>(workspace, layout.W);
-  double* cw = at<double>(workspace, layout.cw);
+  const plan::ResidualWorkspace w(layout, workspace);
+  double *scratch = w.scratch, *beta0 = w.beta0, *beta1 = w.beta1, *tau = w.tau, *partial = w.partial, *W = w.W,
+         *cw = w.cw;
   const size_t k_bytes = static_cast<size_t>(K) * sizeof(double);
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;

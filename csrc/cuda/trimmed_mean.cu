@@ -35,12 +35,6 @@ __global__ void order_buffer_kernel(const T* __restrict__ u,  // [K, d]
   out[c0 + t] = math::order_column_buffer(u + c0 + t, K, d, col, stat, trim, tau);
 }
 
-template <int kRows, typename T>
-void launch_registers(const T* u, int64_t K, int64_t d, math::OrderStat stat, int64_t trim, double tau,
-                      val_t<T>* out, cudaStream_t s) {
-  order_registers_kernel<kRows, T><<<blocks_for(d), kThreads, 0, s>>>(u, K, d, stat, trim, tau, out);
-}
-
 void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderStat stat, int64_t trim,
            double tau, void* out, void* workspace, void* stream) {
   if (K <= 0 || d <= 0) return;
@@ -51,15 +45,11 @@ void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderSt
     using V = val_t<T>;
     const T* u = static_cast<const T*>(updates);
     V* o = static_cast<V*>(out);
-    switch (layout.register_rows) {
-      case 1: launch_registers<1>(u, K, d, stat, trim, tau, o, s); return;
-      case 2: launch_registers<2>(u, K, d, stat, trim, tau, o, s); return;
-      case 4: launch_registers<4>(u, K, d, stat, trim, tau, o, s); return;
-      case 8: launch_registers<8>(u, K, d, stat, trim, tau, o, s); return;
-      case 16: launch_registers<16>(u, K, d, stat, trim, tau, o, s); return;
-      case 32: launch_registers<32>(u, K, d, stat, trim, tau, o, s); return;
-      default: break;
-    }
+    if (plan::with_register_rows(layout.register_rows, [&](auto rows) {
+          order_registers_kernel<decltype(rows)::value, T><<<blocks_for(d), kThreads, 0, s>>>(u, K, d, stat, trim,
+                                                                                          tau, o);
+        }))
+      return;
     V* scratch = static_cast<V*>(workspace);
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {  // chunks run in stream order, sharing the scratch
       const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;

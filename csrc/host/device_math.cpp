@@ -8,11 +8,7 @@
 //
 // No fused multiply-adds here, as in the CUDA files (--fmad=false) and the CPU
 // residual kernel: the same expressions must round the same way.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+#include "robustagg/math/no_contraction.h"
 
 #include <algorithm>
 #include <cstring>
@@ -61,15 +57,10 @@ void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderSt
     using V = val_t<T>;
     const T* u = static_cast<const T*>(updates);
     V* o = static_cast<V*>(out);
-    switch (layout.register_rows) {
-      case 1: order_registers<1>(u, K, d, stat, trim, tau, o); return;
-      case 2: order_registers<2>(u, K, d, stat, trim, tau, o); return;
-      case 4: order_registers<4>(u, K, d, stat, trim, tau, o); return;
-      case 8: order_registers<8>(u, K, d, stat, trim, tau, o); return;
-      case 16: order_registers<16>(u, K, d, stat, trim, tau, o); return;
-      case 32: order_registers<32>(u, K, d, stat, trim, tau, o); return;
-      default: break;
-    }
+    if (plan::with_register_rows(layout.register_rows, [&](auto rows) {
+          order_registers<decltype(rows)::value>(u, K, d, stat, trim, tau, o);
+        }))
+      return;
     V* scratch = static_cast<V*>(workspace);  // [K, cols]
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
       const int64_t n = std::min(layout.cols, d - c0);
@@ -137,8 +128,7 @@ void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d
                           void* slope, void* intercept, void* workspace, void*) {
   if (K <= 0 || d <= 0) return;
   const plan::ResidualLayout layout(K, d);
-  char* ws = static_cast<char*>(workspace);
-  double* scratch = reinterpret_cast<double*>(ws + layout.scratch);
+  double* scratch = plan::ResidualWorkspace(layout, workspace).scratch;
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     using V = val_t<T>;
@@ -166,14 +156,9 @@ void residual(ResidualPart part, const void* updates, DType dtype, int64_t K, in
               void* aggregate, void* workspace) {
   if (K <= 0 || d <= 0) return;
   const plan::ResidualLayout layout(K, d);
-  char* ws = static_cast<char*>(workspace);
-  double* scratch = reinterpret_cast<double*>(ws + layout.scratch);
-  double* beta0 = reinterpret_cast<double*>(ws + layout.beta0);
-  double* beta1 = reinterpret_cast<double*>(ws + layout.beta1);
-  double* tau = reinterpret_cast<double*>(ws + layout.tau);
-  double* partial = reinterpret_cast<double*>(ws + layout.partial);
-  double* W = reinterpret_cast<double*>(ws + layout.W);
-  double* cw = reinterpret_cast<double*>(ws + layout.cw);
+  const plan::ResidualWorkspace w(layout, workspace);
+  double *scratch = w.scratch, *beta0 = w.beta0, *beta1 = w.beta1, *tau = w.tau, *partial = w.partial, *W = w.W,
+         *cw = w.cw;
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     using V = val_t<T>;

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "robustagg/math/load.h"
 #include "robustagg/math/order.h"
@@ -48,6 +49,22 @@ struct OrderLayout {
   }
 };
 
+// Calls f(std::integral_constant<int, rows>{}) for the register rows of an
+// OrderLayout (1, 2, 4, ..., kRegRows: one instantiation each); false for 0
+// (the buffer path).
+template <typename F> bool with_register_rows(int64_t rows, F&& f) {
+  switch (rows) {
+    case 1: f(std::integral_constant<int, 1>{}); return true;
+    case 2: f(std::integral_constant<int, 2>{}); return true;
+    case 4: f(std::integral_constant<int, 4>{}); return true;
+    case 8: f(std::integral_constant<int, 8>{}); return true;
+    case 16: f(std::integral_constant<int, 16>{}); return true;
+    case 32: f(std::integral_constant<int, 32>{}); return true;
+    default: return false;
+  }
+}
+static_assert(math::kRegRows == 32, "with_register_rows lists the register sizes up to kRegRows");
+
 // Family 3: per chunk a [5K, cols] double scratch (math::ResidualColumn);
 // line parameters and scales for all d (pass 2 reuses them); W partials of the
 // chunk's blocks [cols / kResidualBlock, K]; W and the client weights [K].
@@ -66,6 +83,17 @@ struct ResidualLayout {
     W = off;       off += align_up(static_cast<size_t>(K * 8));
     cw = off;      off += align_up(static_cast<size_t>(K * 8));
     bytes = off;
+  }
+};
+
+// The pointers of a ResidualLayout in a workspace.
+struct ResidualWorkspace {
+  double *scratch, *beta0, *beta1, *tau, *partial, *W, *cw;
+  ResidualWorkspace(const ResidualLayout& l, void* workspace) {
+    char* base = static_cast<char*>(workspace);
+    const auto at = [base](size_t offset) { return reinterpret_cast<double*>(base + offset); };
+    scratch = at(l.scratch); beta0 = at(l.beta0); beta1 = at(l.beta1); tau = at(l.tau);
+    partial = at(l.partial); W = at(l.W); cw = at(l.cw);
   }
 };
 
