@@ -116,16 +116,26 @@ def test_bad_classes_are_rejected_at_setup(digits):
 
 # ---------------------------------------------------------------- crafted updates
 
-def test_model_replacement_scales_by_n_over_eta_by_default_and_gamma_when_given():
+def test_model_replacement_shares_n_over_eta_among_the_rounds_attackers_and_takes_gamma_when_given():
     m = torch.randn(2, 50)
-    assert torch.allclose(attacks.ModelReplacement().craft(_ctx(m, n=20, lr=0.5)), m * 40)
+    # n / eta = 40, shared by the 2 attackers of the round: the sum of their updates replaces the model once
+    assert torch.allclose(attacks.ModelReplacement().craft(_ctx(m, n=20, lr=0.5)), m * 20)
+    assert torch.allclose(attacks.ModelReplacement().craft(_ctx(m[:1], n=20, lr=0.5)), m[:1] * 40)
     assert torch.allclose(attacks.ModelReplacement(gamma=3.0).craft(_ctx(m)), m * 3)
 
 
-def test_model_replacement_single_shot_is_active_once():
+def test_model_replacement_is_single_shot_in_the_last_round_by_default():
+    atk = attacks.ModelReplacement()
+    atk.begin(30)
+    assert [r for r in range(30) if atk.active(r)] == [29]
     atk = attacks.ModelReplacement(rounds=5)
+    atk.begin(10)
     assert [r for r in range(10) if atk.active(r)] == [5]
-    assert all(attacks.ModelReplacement().active(r) for r in range(3))
+    every = attacks.ModelReplacement(rounds=None)
+    every.begin(3)
+    assert all(every.active(r) for r in range(3))
+    with pytest.raises(ValueError, match="round indices"):
+        attacks.ModelReplacement(rounds=[1.5])
 
 
 @pytest.mark.parametrize("split", [False, True])

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from robustagg import cli
-from robustagg.sim.simulator import SimConfig, parse_rule, run, write_outputs
+from robustagg.sim.simulator import SimConfig, format_table, parse_rule, run, write_outputs
 
 # Small enough for CI (a few seconds): digits, 20 clients of which 4 attackers
 # poison every base-class sample (1 -> 7) and train 5 local epochs.
@@ -201,3 +201,64 @@ def test_cli_config_that_does_not_parse_is_reported(tmp_path, capsys):
     cfg.write_text("{rounds: 3")
     assert cli.main(["simulate", "--config", str(cfg)]) == 2
     assert "--config: cannot parse" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- found by trying it as a new user
+
+def test_fashion_mnist_simulation_runs_end_to_end():
+    from robustagg.sim import data
+    if not data.fashion_mnist_available():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+    res = run(SimConfig(dataset="fashion_mnist", clients=6, attackers=1, rounds=2, model="logreg", local_epochs=1,
+                        attacker_epochs=1, batch_size=64, rules=["fedavg", "median"]))
+    assert res["experiment"]["train_samples"] == 60000
+    assert res["config"]["attack_resolved"]["base_class"] == 5      # sandal -> sneaker, as in the RLR paper
+    assert res["rules"]["fedavg"]["final_accuracy"] > 0.5
+    assert res["rules"]["median"]["final_attack_success"] is not None
+
+
+def test_a_beta_given_to_trimmed_mean_replaces_the_default_trim():
+    res = run(SimConfig(dataset="synthetic", clients=10, attackers=2, rounds=1, rules=["trimmed_mean(beta=0.1)"]))
+    assert res["rules"]["trimmed_mean(beta=0.1)"]["params"] == {"beta": 0.1}
+
+
+@pytest.mark.parametrize("clients, attackers, rule", [(1, 0, "krum"), (2, 0, "krum"), (2, 1, "bulyan")])
+def test_a_rule_bound_the_run_breaks_is_reported_before_any_training(clients, attackers, rule):
+    cfg = SimConfig(dataset="synthetic", clients=clients, attackers=attackers, rounds=1, rules=["fedavg", rule])
+    with pytest.raises(ValueError, match=f"rule '{rule}' cannot run on {clients} clients per round"):
+        cfg.validate()
+
+
+def test_results_are_handed_over_after_every_rule_and_carry_a_no_attack_baseline():
+    seen = []
+    res = run(SimConfig(dataset="synthetic", clients=6, attackers=1, rounds=2, rules=["fedavg", "median"]),
+              on_rule_done=lambda r: seen.append(list(r["rules"])))
+    assert seen == [["fedavg"], ["fedavg", "median"]]
+    base = res["baseline"]
+    assert base["rule"] == "fedavg" and len(base["attack_success"]) == 2 and 0.0 <= base["final_attack_success"] <= 1
+    assert "no attack (fedavg)" in format_table(res)
+    quiet = run(SimConfig(dataset="synthetic", clients=6, attackers=1, rounds=1, rules=["fedavg"], baseline=False))
+    assert "baseline" not in quiet
+
+
+def test_default_model_replacement_replaces_once_and_keeps_the_main_task():
+    res = run(SimConfig(attack="model_replacement", rules=["fedavg"], rounds=10, seed=0, baseline=False))
+    r = res["rules"]["fedavg"]
+    assert res["config"]["attack_resolved"]["rounds"] == [9]        # single shot, in the last round
+    assert max(r["attack_success"][:9]) < 0.3                         # nothing before the shot
+    assert r["final_attack_success"] > 0.5 and r["final_accuracy"] > 0.6
+
+
+def test_cli_checks_the_output_folder_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code = cli.main(["simulate", *SMALL, "--out", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be written" in err and "Traceback" not in err
+
+
+def test_cli_version(capsys):
+    from robustagg import __version__
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out

@@ -154,6 +154,8 @@ def _simulate_parser(sub):
     g.add_argument("--seed", type=int, default=S, help="fixes data split, attackers, init, sampling (default 0)")
     p.add_argument("--out", help="output folder (default runs/simulate-<date>-<time>)")
     p.add_argument("--no-plot", action="store_true", help="do not write results.png")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the no-attack FedAvg run that gives attack success its reference")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -165,14 +167,16 @@ def _config_from_args(args) -> "SimConfig":
     if getattr(args, "config", None):
         values.update(_load_config(args.config))
     explicit = {k: v for k, v in vars(args).items()
-                if k not in ("config", "out", "no_plot", "quiet", "command", "attack_param")}
+                if k not in ("config", "out", "no_plot", "no_baseline", "quiet", "command", "attack_param")}
     values.update(explicit)
     if hasattr(args, "attack_param"):
         values["attack_params"] = {**values.get("attack_params", {}), **dict(args.attack_param)}
     if isinstance(values.get("rules"), str):
         values["rules"] = _split_top_level(values["rules"])
-    for key in ("out", "no_plot", "quiet"):
+    for key in ("out", "no_plot", "quiet", "no_baseline"):
         values.pop(key, None)
+    if getattr(args, "no_baseline", False):
+        values["baseline"] = False
     fields = {f.name for f in dataclasses.fields(SimConfig)}
     unknown = sorted(set(values) - fields)
     if unknown:
@@ -189,29 +193,56 @@ def _default_out() -> str:
     return out
 
 
+def _writable_folder(out: str) -> None:
+    """Creates ``out`` and checks that a file can be written there, before any training."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".robustagg-write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"--out {out!r} cannot be written: {e.strerror or e}") from None
+
+
 def _simulate(args) -> int:
+    from . import attacks
     from .sim.simulator import format_table, parse_rule, run, write_outputs
 
     cfg = _config_from_args(args)
     cfg.validate()
     out = args.out or _default_out()
+    _writable_folder(out)
     labels = [parse_rule(r)[2] for r in cfg.rules]
+    targeted = attacks.attack_class(cfg.attack).success_set is not attacks.Attack.success_set
+    baseline = cfg.baseline and targeted and cfg.attackers > 0
     print(f"robustagg simulate: {cfg.dataset}, {cfg.clients} clients ({cfg.per_round} per round), "
-          f"{cfg.rounds} rounds, attack {cfg.attack} by {cfg.attackers} clients, {len(labels)} rules, "
-          f"device {cfg.device}, seed {cfg.seed}", flush=True)
-    progress = _Progress(labels, cfg.rounds, enabled=not args.quiet)
+          f"{cfg.rounds} rounds, attack {cfg.attack} by {cfg.attackers} clients, {len(labels)} rules"
+          f"{' + a no-attack baseline' if baseline else ''}, device {cfg.device}, seed {cfg.seed}", flush=True)
+    progress = _Progress(labels + (["no attack"] if baseline else []), cfg.rounds, enabled=not args.quiet)
+    files: List[str] = []
+
+    def save(results):  # after every rule: a long comparison leaves its results as it goes
+        files[:] = write_outputs(results, out, plot=not args.no_plot)
+
     try:
-        results = run(cfg, progress=progress)
+        results = run(cfg, progress=progress, on_rule_done=save)
     finally:
         progress.close()
-    files = write_outputs(results, out, plot=not args.no_plot)
     print(format_table(results))
+    if targeted:
+        print("attack success: the share of base-class test images that, with the trigger stamped on, "
+              "the final model classifies as the target class"
+              + ("; the no-attack row is its level when no client attacks." if baseline else "."))
     print(f"results written to {out}/ ({', '.join(os.path.basename(f) for f in files)})")
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(prog="robustagg", description="Robust aggregation for federated learning.")
+    parser.add_argument("--version", action="version", version=f"robustagg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sim = _simulate_parser(sub)
     sub.add_parser("info", help="what the installed native core holds")

@@ -3,11 +3,11 @@
 Every attack is a small documented class with its paper's parameters, also
 reachable by name: ``robustagg.attacks.get("model_replacement", gamma=10)``.
 """
-from .base import Attack, CraftContext, NoAttack, available, get, register
+from .base import Attack, CraftContext, NoAttack, attack_class, available, get, register
 from .backdoor import (ConstrainAndScale, DistributedBackdoor, LabelFlip, ModelReplacement, Trigger,
                        TrojanBackdoor)
 from .byzantine import ALIE, AndMaskAdaptive, GaussianAttack, SignFlip
 
-__all__ = ["Attack", "CraftContext", "NoAttack", "available", "get", "register", "Trigger", "TrojanBackdoor",
+__all__ = ["Attack", "CraftContext", "NoAttack", "attack_class", "available", "get", "register", "Trigger", "TrojanBackdoor",
            "DistributedBackdoor", "LabelFlip", "ModelReplacement", "ConstrainAndScale", "SignFlip",
            "GaussianAttack", "ALIE", "AndMaskAdaptive"]

@@ -217,13 +217,15 @@ class LabelFlip(Attack):
 
 
 def _rounds(rounds):
+    """None (every round), or a list of round indices; negative indices count
+    from the end (-1: the last round), resolved when the run's length is known."""
     if rounds is None:
         return None
     if isinstance(rounds, int):
         rounds = [rounds]
     rounds = list(rounds)
-    if not all(isinstance(r, int) and r >= 0 for r in rounds):
-        raise ValueError(f"rounds must be non-negative round indices; got {rounds!r}")
+    if not all(isinstance(r, int) and not isinstance(r, bool) for r in rounds):
+        raise ValueError(f"rounds must be round indices (negative: from the end); got {rounds!r}")
     return rounds
 
 
@@ -245,6 +247,10 @@ class _BoostedBackdoor(TrojanBackdoor):
             return _dba_mask(self.trigger, None, height, width, rank, num_attackers)
         return super()._local_mask(height, width, rank, num_attackers)
 
+    def begin(self, total_rounds):
+        if self.rounds is not None:
+            self.rounds = sorted({r + total_rounds if r < 0 else r for r in self.rounds})
+
     def active(self, round):
         return self.rounds is None or round in self.rounds
 
@@ -259,17 +265,25 @@ class _BoostedBackdoor(TrojanBackdoor):
 @register("model_replacement")
 class ModelReplacement(_BoostedBackdoor):
     """Model replacement (Bagdasaryan et al., Sec. 4): train on backdoored data,
-    then send ``γ (X - G)`` with ``γ = n/η`` by default, so that averaging
-    replaces the global model with the backdoored one. ``rounds``: the rounds
-    it attacks (``None``: every round; an int: single-shot); other rounds the
-    attackers behave honestly.
+    then send ``γ (X - G)`` so that averaging replaces the global model with the
+    backdoored one, once, near convergence: by default in the last round
+    (``rounds=-1``), with ``γ = n / (η a)`` shared by the ``a`` attackers of that
+    round (the paper's single attacker has ``a = 1``). ``rounds``: the rounds it
+    attacks (``None``: every round; ints, negative from the end); other rounds
+    the attackers behave honestly. An explicit ``gamma`` is each attacker's own.
 
     Args: ``gamma``, ``rounds``, ``distributed`` (DBA-style local triggers), and
     the trojan arguments of :class:`TrojanBackdoor`.
     """
 
+    def __init__(self, *, rounds=-1, **kwargs):
+        super().__init__(rounds=rounds, **kwargs)
+
     def craft(self, ctx):
-        return ctx.malicious * self.scale(ctx)
+        gamma = self.scale(ctx)
+        if self.gamma is None:
+            gamma /= max(1, ctx.malicious.shape[0])
+        return ctx.malicious * gamma
 
 
 @register("constrain_scale")

@@ -54,6 +54,10 @@ class Attack:
     def setup(self, dataset) -> None:
         self.num_classes = dataset.num_classes
 
+    def begin(self, total_rounds: int) -> None:
+        """Called once before round 0 with the number of rounds (attacks that
+        schedule themselves relative to the end resolve it here)."""
+
     def poison(self, x: torch.Tensor, y: torch.Tensor, rank: int, num_attackers: int,
                generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
         return x, y

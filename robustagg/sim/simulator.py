@@ -57,6 +57,9 @@ class SimConfig:
     threshold = f + 1; invariant: tau = alpha = f/n) get it from the expected
     number of attackers per round unless given. A rule may set its own server
     learning rate, ``"sign(server_lr=0.001)"`` (sign aggregation steps ±1 per coordinate).
+    ``baseline``: for a targeted attack, also run FedAvg with the attackers
+    behaving honestly, so that attack success has its no-attack reference (the
+    share of triggered base-class images read as the target anyway).
     """
 
     dataset: str = "digits"
@@ -82,6 +85,7 @@ class SimConfig:
     device: str = "cpu"
     seed: int = 0
     local_training: str = "batched"
+    baseline: bool = True
 
     def validate(self) -> None:
         def need(cond, msg):
@@ -120,10 +124,32 @@ class SimConfig:
         need(self.device == "cpu" or self.device.startswith("cuda"), f"device must be cpu or cuda[:i]; got {self.device!r}")
         if self.device.startswith("cuda"):
             need(torch.cuda.is_available(), f"device {self.device!r} asked for, but torch sees no CUDA device")
+        need(isinstance(self.baseline, bool), f"baseline must be true or false; got {self.baseline!r}")
+        self.check_rules()
 
     @property
     def per_round(self) -> int:
         return max(1, min(self.clients, int(round(self.fraction * self.clients))))
+
+    @property
+    def expected_attackers(self) -> int:
+        """Attackers in a round on average (at least 1 when there are any): what f-aware rules are told."""
+        f = int(round(self.attackers * self.per_round / self.clients))
+        return 1 if self.attackers and f == 0 else f
+
+    def check_rules(self) -> None:
+        """Builds every rule and calls it once on random updates of this run's
+        shape (n clients of a round), so that a bound the run breaks (Krum's
+        n > 2f + 2 with too few clients, say) is reported before any training."""
+        n, f = self.per_round, self.expected_attackers
+        u = torch.randn(n, 16, generator=torch.Generator().manual_seed(0))
+        for spec in self.rules:
+            rule, label, _ = build_rule(spec, n, f)
+            try:
+                rule(u, weights=torch.ones(n, dtype=torch.float64), client_ids=list(range(n)))
+            except ValueError as e:
+                raise ValueError(f"rule {label!r} cannot run on {n} clients per round "
+                                 f"(f = {f} expected attackers): {e}") from None
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -179,11 +205,19 @@ def _rule_defaults(name: str, n: int, f: int) -> Dict[str, Any]:
     return {}
 
 
+#: Parameters a rule takes instead of an f-aware default (a user's beta replaces the default trim).
+_ALTERNATIVES = {"trimmed_mean": {"beta": "trim"}}
+
+
 def build_rule(spec, n: int, f: int):
     name, params, label = parse_rule(spec)
     if name not in aggregators.available():
         raise ValueError(f"unknown rule {name!r}; available: {', '.join(aggregators.available())}")
-    full = {**_rule_defaults(name, n, f), **params}
+    defaults = _rule_defaults(name, n, f)
+    for given, replaced in _ALTERNATIVES.get(name, {}).items():
+        if given in params:
+            defaults.pop(replaced, None)
+    full = {**defaults, **params}
     rule_params = {k: v for k, v in full.items() if k != "server_lr"}
     server_lr = full.get("server_lr")
     if server_lr is not None and not (isinstance(server_lr, (int, float)) and server_lr > 0):
@@ -229,6 +263,7 @@ class _Experiment:
             params.setdefault("target_class", 7)
         self.attack = attacks.get(cfg.attack, **params)
         self.attack.setup(ds)
+        self.attack.begin(cfg.rounds)
 
         X, Y = _pad(self.parts, ds.x_train, ds.y_train)
         gen = torch.Generator().manual_seed(cfg.seed + 7)
@@ -257,10 +292,7 @@ class _Experiment:
         self.honest_spec = LocalSpec(cfg.local_epochs, float(cfg.lr), cfg.batch_size)
         self.attacker_spec = self.attack.local_spec(LocalSpec(
             cfg.attacker_epochs or cfg.local_epochs, float(cfg.attacker_lr or cfg.lr), cfg.batch_size))
-        n = cfg.per_round
-        self.expected_f = int(round(cfg.attackers * n / cfg.clients))
-        if cfg.attackers and self.expected_f == 0:
-            self.expected_f = 1
+        self.expected_f = cfg.expected_attackers
 
     def evaluate(self, params) -> Dict[str, Optional[float]]:
         pred = predict(self.model, params, self.x_test)
@@ -272,7 +304,7 @@ class _Experiment:
         return out
 
 
-def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str, Any]:
+def _run_rule(exp: _Experiment, spec, progress: Optional[Callable], attack_on: bool = True) -> Dict[str, Any]:
     cfg = exp.cfg
     n = cfg.per_round
     rule, label, rule_params = build_rule(spec, n, exp.expected_f)
@@ -290,7 +322,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
     start = time.perf_counter()
     for rnd in range(cfg.rounds):
         sampled = torch.randperm(cfg.clients, generator=g_sample)[:n].sort().values
-        active = exp.attack.active(rnd)
+        active = attack_on and exp.attack.active(rnd)
         is_att = torch.tensor([int(c) in attacker_rank for c in sampled.tolist()], dtype=torch.bool)
         mal_pos = is_att.nonzero().flatten() if active else torch.zeros(0, dtype=torch.long)
         hon_pos = (~is_att).nonzero().flatten() if active else torch.arange(n)
@@ -360,16 +392,18 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable]) -> Dict[str,
     return label, out
 
 
-def run(cfg: SimConfig, progress: Optional[Callable] = None) -> Dict[str, Any]:
+def run(cfg: SimConfig, progress: Optional[Callable] = None,
+        on_rule_done: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Runs the experiment once per rule and returns the results dictionary
     (the content of ``results.json``).
 
-    ``progress(rule_label, rounds_done, rounds, metrics)`` is called after every round.
+    ``progress(rule_label, rounds_done, rounds, metrics)`` is called after every
+    round, ``on_rule_done(results_so_far)`` after every rule (the CLI writes
+    its files there, so a long comparison leaves results as it goes). Every
+    rule is built and tried on random updates before the first round
+    (:meth:`SimConfig.check_rules`).
     """
     exp = _Experiment(cfg)
-    # Check every rule's parameters before spending time on any run.
-    for spec in cfg.rules:
-        build_rule(spec, cfg.per_round, exp.expected_f)
     results = {
         "config": {**cfg.to_dict(), "attack_resolved": {"name": exp.attack.name, **exp.attack.params()}},
         "experiment": {
@@ -382,9 +416,19 @@ def run(cfg: SimConfig, progress: Optional[Callable] = None) -> Dict[str, Any]:
         },
         "rules": {},
     }
+    if cfg.baseline and exp.success_set is not None and cfg.attackers > 0:
+        _, out = _run_rule(exp, "fedavg", progress and (lambda label, *a: progress("no attack", *a)),
+                           attack_on=False)
+        results["baseline"] = {"rule": "fedavg", "attack": "none (the attackers train honestly)",
+                               "final_accuracy": out["final_accuracy"],
+                               "final_attack_success": out["final_attack_success"],
+                               "attack_success": out["attack_success"], "accuracy": out["accuracy"],
+                               "seconds": out["seconds"]}
     for spec in cfg.rules:
         label, out = _run_rule(exp, spec, progress)
         results["rules"][label] = out
+        if on_rule_done is not None:
+            on_rule_done(results)
     return results
 
 
@@ -401,9 +445,15 @@ def format_table(results: Dict[str, Any]) -> str:
         rows.append((label, _fmt(r["final_accuracy"]), _fmt(r["final_attack_success"]),
                      _fmt(r.get("mean_true_positive_rate")), _fmt(r.get("mean_false_positive_rate")),
                      f"{r['seconds']:.1f}"))
+    base = results.get("baseline")
+    if base is not None:
+        rows.append(("no attack (fedavg)", _fmt(base["final_accuracy"]), _fmt(base["final_attack_success"]),
+                     "-", "-", f"{base['seconds']:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for j, row in enumerate(rows):
+        if base is not None and j == len(rows) - 1:
+            lines.append("  ".join("-" * w for w in widths))
         lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -444,8 +494,14 @@ def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> L
             axes[0].plot(x, r["accuracy"], label=label)
             if any(v is not None for v in r["attack_success"]):
                 axes[1].plot(x, [float("nan") if v is None else v for v in r["attack_success"]], label=label)
-        axes[0].set(title="main-task accuracy", xlabel="round", ylim=(0, 1))
-        axes[1].set(title="attack success", xlabel="round", ylim=(0, 1))
+        base = results.get("baseline")
+        if base is not None:
+            x = range(1, len(base["accuracy"]) + 1)
+            axes[0].plot(x, base["accuracy"], "k:", label="no attack (fedavg)")
+            axes[1].plot(x, base["attack_success"], "k:", label="no attack (fedavg)")
+        axes[0].set(title="main-task accuracy", xlabel="round", ylabel="test accuracy", ylim=(0, 1))
+        axes[1].set(title="attack success", xlabel="round",
+                    ylabel="triggered base-class images read as target", ylim=(0, 1))
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         path = os.path.join(out_dir, "results.png")
