@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from robustagg import cli
 from robustagg.sim.simulator import SimConfig, format_table, parse_rule, run, write_outputs
@@ -262,3 +263,52 @@ def test_cli_version(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])
     assert e.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_rules_are_told_the_assumed_number_of_attackers_and_results_say_which():
+    cfg = dict(dataset="synthetic", clients=10, attackers=2, rounds=1, rules=["krum", "rlr", "trimmed_mean(trim=1)"])
+    oracle = run(SimConfig(**cfg))
+    assert oracle["experiment"]["attackers_told_to_rules"] == 2
+    assert "oracle" in oracle["experiment"]["attackers_told_source"] and "oracle" in format_table(oracle)
+    assert oracle["rules"]["krum"]["from_attackers_told"] == {"f": 2}
+    wrong = run(SimConfig(**cfg, assumed_attackers=3))
+    assert wrong["experiment"]["attackers_told_to_rules"] == 3 and "assumed" in format_table(wrong)
+    assert wrong["rules"]["krum"]["params"] == {"f": 3} and wrong["rules"]["rlr"]["params"] == {"threshold": 4}
+    assert wrong["rules"]["trimmed_mean(trim=1)"]["from_attackers_told"] == {}   # given by the user
+    with pytest.raises(ValueError, match=r"assumed_attackers must be an integer in \[0, clients per round=10\)"):
+        SimConfig(**cfg, assumed_attackers=10).validate()
+
+
+def test_cli_assumed_attackers_flag(tmp_path, capsys):
+    code = cli.main(["simulate", *SMALL, "--assumed-attackers", "0", "--rules", "krum", "--out", str(tmp_path / "o")])
+    assert code == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["config"]["assumed_attackers"] == 0 and res["rules"]["krum"]["params"] == {"f": 0}
+
+
+def test_several_seeds_give_mean_and_std_per_rule():
+    from robustagg.sim.simulator import run_seeds
+    cfg = SimConfig(dataset="synthetic", clients=6, attackers=1, rounds=2, rules=["fedavg", "median"])
+    res = run_seeds(cfg, [0, 1, 2])
+    assert res["seeds"] == [0, 1, 2] and [r["config"]["seed"] for r in res["runs"]] == [0, 1, 2]
+    single = [run(SimConfig(**{**cfg.to_dict(), "seed": s}))["rules"]["median"]["final_accuracy"] for s in (0, 1, 2)]
+    st = res["summary"]["rules"]["median"]["final_accuracy"]
+    assert st["values"] == pytest.approx(single)
+    assert st["mean"] == pytest.approx(sum(single) / 3)
+    assert st["std"] == pytest.approx(float(torch.tensor(single, dtype=torch.float64).std()))
+    assert len(res["summary"]["rules"]["fedavg"]["attack_success_std"]) == 2
+    assert "baseline" in res["summary"] and "mean ± std over seeds 0, 1, 2" in format_table(res)
+    with pytest.raises(ValueError, match="must not repeat"):
+        run_seeds(cfg, [1, 1])
+
+
+def test_cli_seeds_writes_the_summary(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli.main(["simulate", *SMALL, "--seeds", "0,1", "--rules", "fedavg", "--out", str(out)]) == 0
+    assert "±" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert res["seeds"] == [0, 1] and set(res["summary"]["rules"]) == {"fedavg"}
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("rule,seed,round") and len(rows) == 1 + 2 * 2
+    assert (out / "summary.csv").read_text().startswith("rule,final_accuracy_mean")
+    assert cli.main(["simulate", *SMALL, "--seeds", "0,x", "--out", str(out)]) == 2

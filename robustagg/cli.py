@@ -145,6 +145,9 @@ def _simulate_parser(sub):
     g.add_argument("--attack", default=S, help="trojan (default) | dba | model_replacement | constrain_scale | "
                    "label_flip | sign_flip | gaussian | alie | andmask_adaptive | none")
     g.add_argument("--attackers", type=int, default=S, help="malicious clients among K (default 4)")
+    g.add_argument("--assumed-attackers", type=int, default=S, metavar="N",
+                   help="attackers per round that f-aware rules (krum, trimmed_mean, rlr, invariant, ...) are told "
+                   "(default: the true expected count, an oracle as in the papers)")
     g.add_argument("--attack-param", action="append", type=_key_value, default=S, metavar="KEY=VALUE",
                    help="an attack parameter, repeatable (e.g. --attack-param gamma=10)")
     g = p.add_argument_group("run")
@@ -152,6 +155,8 @@ def _simulate_parser(sub):
                    "(default: fedavg,median,trimmed_mean,krum,foolsgold,rlr,residual,rflbat,invariant)")
     g.add_argument("--device", default=S, help="cpu (default) | cuda | cuda:i")
     g.add_argument("--seed", type=int, default=S, help="fixes data split, attackers, init, sampling (default 0)")
+    g.add_argument("--seeds", default=S, metavar="S1,S2,...",
+                   help="run the comparison once per seed and report mean ± std per rule (e.g. 0,1,2)")
     p.add_argument("--out", help="output folder (default runs/simulate-<date>-<time>)")
     p.add_argument("--no-plot", action="store_true", help="do not write results.png")
     p.add_argument("--no-baseline", action="store_true",
@@ -173,7 +178,7 @@ def _config_from_args(args) -> "SimConfig":
         values["attack_params"] = {**values.get("attack_params", {}), **dict(args.attack_param)}
     if isinstance(values.get("rules"), str):
         values["rules"] = _split_top_level(values["rules"])
-    for key in ("out", "no_plot", "quiet", "no_baseline"):
+    for key in ("out", "no_plot", "quiet", "no_baseline", "seeds"):
         values.pop(key, None)
     if getattr(args, "no_baseline", False):
         values["baseline"] = False
@@ -182,6 +187,23 @@ def _config_from_args(args) -> "SimConfig":
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     return SimConfig(**values)
+
+
+def _seeds_from_args(args) -> Optional[List[int]]:
+    """--seeds (or "seeds" in --config) as a list of ints, or None."""
+    raw = getattr(args, "seeds", None)
+    if raw is None and getattr(args, "config", None):
+        raw = _load_config(args.config).get("seeds")
+    if raw is None:
+        return None
+    items = raw if isinstance(raw, list) else [x for x in str(raw).replace(" ", "").split(",") if x]
+    try:
+        seeds = [int(x) for x in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {raw!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must list distinct integers; got {raw!r}")
+    return seeds
 
 
 def _default_out() -> str:
@@ -207,9 +229,10 @@ def _writable_folder(out: str) -> None:
 
 def _simulate(args) -> int:
     from . import attacks
-    from .sim.simulator import format_table, parse_rule, run, write_outputs
+    from .sim.simulator import format_table, parse_rule, run, run_seeds, write_outputs
 
     cfg = _config_from_args(args)
+    seeds = _seeds_from_args(args)
     cfg.validate()
     out = args.out or _default_out()
     _writable_folder(out)
@@ -218,15 +241,20 @@ def _simulate(args) -> int:
     baseline = cfg.baseline and targeted and cfg.attackers > 0
     print(f"robustagg simulate: {cfg.dataset}, {cfg.clients} clients ({cfg.per_round} per round), "
           f"{cfg.rounds} rounds, attack {cfg.attack} by {cfg.attackers} clients, {len(labels)} rules"
-          f"{' + a no-attack baseline' if baseline else ''}, device {cfg.device}, seed {cfg.seed}", flush=True)
-    progress = _Progress(labels + (["no attack"] if baseline else []), cfg.rounds, enabled=not args.quiet)
+          f"{' + a no-attack baseline' if baseline else ''}, device {cfg.device}, "
+          + (f"seeds {','.join(map(str, seeds))}" if seeds else f"seed {cfg.seed}"), flush=True)
+    progress = _Progress((labels + (["no attack"] if baseline else [])) * (len(seeds) if seeds else 1), cfg.rounds,
+                         enabled=not args.quiet)
     files: List[str] = []
 
     def save(results):  # after every rule: a long comparison leaves its results as it goes
         files[:] = write_outputs(results, out, plot=not args.no_plot)
 
     try:
-        results = run(cfg, progress=progress, on_rule_done=save)
+        if seeds:
+            results = run_seeds(cfg, seeds, progress=progress, on_seed_done=save)
+        else:
+            results = run(cfg, progress=progress, on_rule_done=save)
     finally:
         progress.close()
     print(format_table(results))

@@ -27,7 +27,8 @@ from .partition import PARTITIONS, partition
 from .metrics import accuracy, class_accuracy, detection_rates, flagged_clients
 from .train import LocalSpec, flat_params, predict, train_batched, train_sequential
 
-__all__ = ["SimConfig", "DEFAULT_RULES", "parse_rule", "run", "write_outputs", "format_table"]
+__all__ = ["SimConfig", "DEFAULT_RULES", "parse_rule", "run", "run_seeds", "summarize_seeds", "write_outputs",
+           "format_table"]
 
 #: FedAvg and the defenses compared by ``robustagg simulate`` with no arguments.
 DEFAULT_RULES = ("fedavg", "median", "trimmed_mean", "krum", "foolsgold", "rlr", "residual", "rflbat",
@@ -57,6 +58,9 @@ class SimConfig:
     threshold = f + 1; invariant: tau = alpha = f/n) get it from the expected
     number of attackers per round unless given. A rule may set its own server
     learning rate, ``"sign(server_lr=0.001)"`` (sign aggregation steps ±1 per coordinate).
+    ``assumed_attackers``: the number of attackers per round that f-aware rules
+    are told; ``None`` (default) tells them the true expected count, as the
+    papers do (an oracle no deployment has: results.json and the table say so).
     ``baseline``: for a targeted attack, also run FedAvg with the attackers
     behaving honestly, so that attack success has its no-attack reference (the
     share of triggered base-class images read as the target anyway).
@@ -86,6 +90,7 @@ class SimConfig:
     seed: int = 0
     local_training: str = "batched"
     baseline: bool = True
+    assumed_attackers: Optional[int] = None
 
     def validate(self) -> None:
         def need(cond, msg):
@@ -125,6 +130,11 @@ class SimConfig:
         if self.device.startswith("cuda"):
             need(torch.cuda.is_available(), f"device {self.device!r} asked for, but torch sees no CUDA device")
         need(isinstance(self.baseline, bool), f"baseline must be true or false; got {self.baseline!r}")
+        need(self.assumed_attackers is None or (isinstance(self.assumed_attackers, int)
+                                                and not isinstance(self.assumed_attackers, bool)
+                                                and 0 <= self.assumed_attackers < self.per_round),
+             f"assumed_attackers must be an integer in [0, clients per round={self.per_round}); "
+             f"got {self.assumed_attackers!r}")
         self.check_rules()
 
     @property
@@ -133,15 +143,25 @@ class SimConfig:
 
     @property
     def expected_attackers(self) -> int:
-        """Attackers in a round on average (at least 1 when there are any): what f-aware rules are told."""
+        """Attackers in a round on average (at least 1 when there are any)."""
         f = int(round(self.attackers * self.per_round / self.clients))
         return 1 if self.attackers and f == 0 else f
+
+    @property
+    def told_attackers(self) -> int:
+        """What f-aware rules are told: ``assumed_attackers``, else the true expected count."""
+        return self.expected_attackers if self.assumed_attackers is None else self.assumed_attackers
+
+    @property
+    def attackers_source(self) -> str:
+        return ("true count (oracle, as in the papers)" if self.assumed_attackers is None
+                else "assumed (--assumed-attackers)")
 
     def check_rules(self) -> None:
         """Builds every rule and calls it once on random updates of this run's
         shape (n clients of a round), so that a bound the run breaks (Krum's
         n > 2f + 2 with too few clients, say) is reported before any training."""
-        n, f = self.per_round, self.expected_attackers
+        n, f = self.per_round, self.told_attackers
         u = torch.randn(n, 16, generator=torch.Generator().manual_seed(0))
         for spec in self.rules:
             rule, label, _ = build_rule(spec, n, f)
@@ -149,7 +169,7 @@ class SimConfig:
                 rule(u, weights=torch.ones(n, dtype=torch.float64), client_ids=list(range(n)))
             except ValueError as e:
                 raise ValueError(f"rule {label!r} cannot run on {n} clients per round "
-                                 f"(f = {f} expected attackers): {e}") from None
+                                 f"(told f = {f} attackers): {e}") from None
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -293,6 +313,7 @@ class _Experiment:
         self.attacker_spec = self.attack.local_spec(LocalSpec(
             cfg.attacker_epochs or cfg.local_epochs, float(cfg.attacker_lr or cfg.lr), cfg.batch_size))
         self.expected_f = cfg.expected_attackers
+        self.told_f = cfg.told_attackers
 
     def evaluate(self, params) -> Dict[str, Optional[float]]:
         pred = predict(self.model, params, self.x_test)
@@ -307,7 +328,7 @@ class _Experiment:
 def _run_rule(exp: _Experiment, spec, progress: Optional[Callable], attack_on: bool = True) -> Dict[str, Any]:
     cfg = exp.cfg
     n = cfg.per_round
-    rule, label, rule_params = build_rule(spec, n, exp.expected_f)
+    rule, label, rule_params = build_rule(spec, n, exp.told_f)
     g_sample = torch.Generator().manual_seed(cfg.seed + 1)
     g_train = torch.Generator().manual_seed(cfg.seed + 2)
     g_attack = torch.Generator().manual_seed(cfg.seed + 3)
@@ -374,9 +395,12 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable], attack_on: b
     def last(xs):
         return xs[-1] if xs else None
 
+    told = {k: v for k, v in _rule_defaults(rule.name, n, exp.told_f).items() if k in rule_params}
     out = {
         "rule": rule.name,
         "params": {k: v for k, v in rule_params.items()},
+        # the f-aware parameters the rule took from the number of attackers it was told (not given by the user)
+        "from_attackers_told": {k: v for k, v in told.items() if rule_params.get(k) == v},
         **hist,
         "final_accuracy": last(hist["accuracy"]),
         "final_base_accuracy": last(hist["base_accuracy"]),
@@ -411,7 +435,9 @@ def run(cfg: SimConfig, progress: Optional[Callable] = None,
             "test_samples": int(exp.dataset.y_test.numel()), "image_shape": list(exp.dataset.image_shape),
             "num_params": exp.num_params, "clients_per_round": cfg.per_round,
             "attacker_ids": exp.attacker_ids, "poisoned_samples": exp.poisoned_counts,
-            "expected_attackers_per_round": exp.expected_f, "client_sizes": exp.counts.tolist(),
+            "expected_attackers_per_round": exp.expected_f,
+            "attackers_told_to_rules": exp.told_f, "attackers_told_source": cfg.attackers_source,
+            "client_sizes": exp.counts.tolist(),
             "torch": torch.__version__, "device": str(exp.device),
         },
         "rules": {},
@@ -432,14 +458,109 @@ def run(cfg: SimConfig, progress: Optional[Callable] = None,
     return results
 
 
+_SUMMARY_KEYS = ("final_accuracy", "final_attack_success", "final_base_accuracy", "mean_true_positive_rate",
+                 "mean_false_positive_rate", "seconds")
+_CURVES = ("accuracy", "attack_success")
+
+
+def _stats(values: List[Optional[float]]) -> Optional[Dict[str, Any]]:
+    """mean, sample std (0 for one value) and the values; None if any is missing."""
+    if not values or any(v is None for v in values):
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+            "values": [float(v) for v in values]}
+
+
+def _summarize(entries: List[Dict[str, Any]]) -> Dict[str, Any]:
+    out = {k: _stats([e.get(k) for e in entries]) for k in _SUMMARY_KEYS if any(k in e for e in entries)}
+    for curve in _CURVES:
+        rows = [e.get(curve) for e in entries]
+        if rows and all(r is not None and all(v is not None for v in r) for r in rows):
+            arr = np.asarray(rows, dtype=np.float64)
+            out[curve + "_mean"] = arr.mean(0).tolist()
+            out[curve + "_std"] = (arr.std(0, ddof=1) if len(rows) > 1 else np.zeros(arr.shape[1])).tolist()
+    return out
+
+
+def summarize_seeds(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The results of one comparison over several seeds: every seed's results
+    (``runs``) and, per rule, the mean and sample standard deviation over the
+    seeds of the final metrics and of the per-round curves (``summary``)."""
+    seeds = [r["config"]["seed"] for r in runs]
+    summary = {"rules": {label: _summarize([r["rules"][label] for r in runs]) for label in runs[0]["rules"]}}
+    if all("baseline" in r for r in runs):
+        summary["baseline"] = _summarize([r["baseline"] for r in runs])
+    return {"config": {**runs[0]["config"], "seed": None, "seeds": seeds}, "seeds": seeds,
+            "experiment": runs[0]["experiment"], "summary": summary, "runs": runs}
+
+
+def run_seeds(cfg: SimConfig, seeds: Sequence[int], progress: Optional[Callable] = None,
+              on_seed_done: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Runs the same comparison once per seed (each seed draws its own split,
+    attackers, initial model and sampling) and summarises it (:func:`summarize_seeds`)."""
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must not repeat; got {seeds}")
+    runs = []
+    for seed in seeds:
+        runs.append(run(dataclasses.replace(cfg, seed=seed), progress))
+        if on_seed_done is not None:
+            on_seed_done(summarize_seeds(runs))
+    return summarize_seeds(runs)
+
+
 def _fmt(v, pct=True):
     if v is None:
         return "-"
     return f"{100 * v:.1f}%" if pct else f"{v:.2f}"
 
 
+def _fmt_stat(st, pct=True) -> str:
+    if st is None:
+        return "-"
+    if pct:
+        return f"{100 * st['mean']:.1f} ± {100 * st['std']:.1f}%"
+    return f"{st['mean']:.1f}"
+
+
+def _format_summary(results: Dict[str, Any]) -> str:
+    summary = results["summary"]
+    rows = [("rule", "accuracy", "attack success", "attackers flagged", "honest flagged", "seconds")]
+    for label, r in summary["rules"].items():
+        rows.append((label, _fmt_stat(r.get("final_accuracy")), _fmt_stat(r.get("final_attack_success")),
+                     _fmt_stat(r.get("mean_true_positive_rate")), _fmt_stat(r.get("mean_false_positive_rate")),
+                     _fmt_stat(r.get("seconds"), pct=False)))
+    base = summary.get("baseline")
+    if base is not None:
+        rows.append(("no attack (fedavg)", _fmt_stat(base.get("final_accuracy")),
+                     _fmt_stat(base.get("final_attack_success")), "-", "-", _fmt_stat(base.get("seconds"), pct=False)))
+    return _grid(rows, base is not None)
+
+
+def _grid(rows, last_is_baseline: bool) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for j, row in enumerate(rows):
+        if last_is_baseline and j == len(rows) - 1:
+            lines.append("  ".join("-" * w for w in widths))
+        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def format_table(results: Dict[str, Any]) -> str:
-    """The results table the CLI prints: rule, final accuracy, attack success, detection, seconds."""
+    """The results table the CLI prints: rule, final accuracy, attack success,
+    detection, seconds; mean ± sample std over the seeds of a multi-seed run."""
+    exp = results["experiment"]
+    header = (f"f-aware rules told f = {exp['attackers_told_to_rules']} attackers per round: "
+              f"{exp['attackers_told_source']}\n") if "attackers_told_to_rules" in exp else ""
+    if "summary" in results:
+        seeds = ", ".join(str(x) for x in results["seeds"])
+        return header + f"mean ± std over seeds {seeds}\n" + _format_summary(results)
     rows = [("rule", "accuracy", "attack success", "attackers flagged", "honest flagged", "seconds")]
     for label, r in results["rules"].items():
         rows.append((label, _fmt(r["final_accuracy"]), _fmt(r["final_attack_success"]),
@@ -449,20 +570,14 @@ def format_table(results: Dict[str, Any]) -> str:
     if base is not None:
         rows.append(("no attack (fedavg)", _fmt(base["final_accuracy"]), _fmt(base["final_attack_success"]),
                      "-", "-", f"{base['seconds']:.1f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, row in enumerate(rows):
-        if base is not None and j == len(rows) - 1:
-            lines.append("  ".join("-" * w for w in widths))
-        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return header + _grid(rows, base is not None)
 
 
 def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> List[str]:
-    """Writes ``results.json``, ``results.csv`` (one row per rule and round) and,
-    when matplotlib is installed, ``results.png``. Returns the paths written."""
+    """Writes ``results.json``, ``results.csv`` (one row per rule and round; a
+    multi-seed run adds a ``seed`` column and a ``summary.csv`` of mean ± std
+    per rule) and ``results.png`` (curves; mean with a ±std band over seeds).
+    Returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)
     written = []
     path = os.path.join(out_dir, "results.json")
@@ -470,16 +585,32 @@ def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> L
         json.dump(results, f, indent=2, allow_nan=False)
     written.append(path)
 
+    multi = "summary" in results
+    runs = results["runs"] if multi else [results]
     path = os.path.join(out_dir, "results.csv")
     cols = ["accuracy", "base_accuracy", "attack_success", "attackers_sampled", "true_positive_rate",
             "false_positive_rate", "aggregation_seconds"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["rule", "round"] + cols)
-        for label, r in results["rules"].items():
-            for i in range(len(r["accuracy"])):
-                w.writerow([label, i + 1] + ["" if r[c][i] is None else r[c][i] for c in cols])
+        w.writerow(["rule"] + (["seed"] if multi else []) + ["round"] + cols)
+        for run_ in runs:
+            for label, r in run_["rules"].items():
+                for i in range(len(r["accuracy"])):
+                    w.writerow([label] + ([run_["config"]["seed"]] if multi else []) + [i + 1]
+                               + ["" if r[c][i] is None else r[c][i] for c in cols])
     written.append(path)
+    if multi:
+        path = os.path.join(out_dir, "summary.csv")
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            keys = list(_SUMMARY_KEYS)
+            w.writerow(["rule"] + [f"{k}_{m}" for k in keys for m in ("mean", "std")])
+            entries = dict(results["summary"]["rules"])
+            if "baseline" in results["summary"]:
+                entries["no attack (fedavg)"] = results["summary"]["baseline"]
+            for label, e in entries.items():
+                w.writerow([label] + [("" if e.get(k) is None else e[k][m]) for k in keys for m in ("mean", "std")])
+        written.append(path)
 
     if plot:
         try:
@@ -489,18 +620,36 @@ def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> L
         except ImportError:
             return written
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for label, r in results["rules"].items():
-            x = range(1, len(r["accuracy"]) + 1)
-            axes[0].plot(x, r["accuracy"], label=label)
-            if any(v is not None for v in r["attack_success"]):
-                axes[1].plot(x, [float("nan") if v is None else v for v in r["attack_success"]], label=label)
-        base = results.get("baseline")
+        if multi:
+            curves = dict(results["summary"]["rules"])
+            base = results["summary"].get("baseline")
+        else:
+            curves = {label: {"accuracy_mean": r["accuracy"], "attack_success_mean": r["attack_success"]}
+                      for label, r in results["rules"].items()}
+            base = results.get("baseline")
+            if base is not None:
+                base = {"accuracy_mean": base["accuracy"], "attack_success_mean": base["attack_success"]}
         if base is not None:
-            x = range(1, len(base["accuracy"]) + 1)
-            axes[0].plot(x, base["accuracy"], "k:", label="no attack (fedavg)")
-            axes[1].plot(x, base["attack_success"], "k:", label="no attack (fedavg)")
-        axes[0].set(title="main-task accuracy", xlabel="round", ylabel="test accuracy", ylim=(0, 1))
-        axes[1].set(title="attack success", xlabel="round",
+            curves["no attack (fedavg)"] = base
+        for label, c in curves.items():
+            style = dict(color="k", linestyle=":") if label == "no attack (fedavg)" else {}
+            for ax, key in zip(axes, _CURVES):
+                mean = c.get(key + "_mean")
+                if mean is None or all(v is None for v in mean):
+                    continue
+                mean = np.asarray([np.nan if v is None else v for v in mean], dtype=np.float64)
+                x = np.arange(1, len(mean) + 1)
+                line, = ax.plot(x, mean, label=label, **style)
+                std = c.get(key + "_std")
+                if std is not None:
+                    ax.fill_between(x, mean - np.asarray(std), mean + np.asarray(std), color=line.get_color(),
+                                    alpha=0.15, linewidth=0)
+        from matplotlib.ticker import MaxNLocator
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        over = f" (mean ± std over {len(runs)} seeds)" if multi else ""
+        axes[0].set(title="main-task accuracy" + over, xlabel="round", ylabel="test accuracy", ylim=(0, 1))
+        axes[1].set(title="attack success" + over, xlabel="round",
                     ylabel="triggered base-class images read as target", ylim=(0, 1))
         axes[0].legend(fontsize=7)
         fig.tight_layout()
