@@ -1,4 +1,6 @@
-"""Bitwise determinism across thread counts and runs; opcheck and torch.compile."""
+"""Bitwise determinism across thread counts and runs; opcheck and torch.compile; fork."""
+import hashlib
+
 import pytest
 import torch
 
@@ -70,3 +72,28 @@ def test_ops_accept_inputs_that_require_grad_without_no_grad():
     u = make_updates(5, 40, torch.float32, "normal", seed=3).requires_grad_()
     out = ops.median(u)
     assert out.shape == (40,)
+
+
+_FORK_INPUT = make_updates(9, 300_000, torch.float32, "normal", seed=5)
+
+
+def _median_in_child(queue):
+    # Only robustagg's kernel runs in the child: torch's own OpenMP pool is not
+    # fork-safe (its parallel ops hang in a child forked after they ran).
+    queue.put(hashlib.sha256(ops.median(_FORK_INPUT).numpy().tobytes()).hexdigest())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_kernels_run_in_a_forked_child_after_the_pool_started(restore_threads):
+    import multiprocessing
+    ops.set_num_threads(2)
+    want = hashlib.sha256(ops.median(_FORK_INPUT).numpy().tobytes()).hexdigest()  # the pool has started
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_median_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the child hung: the thread pool did not survive fork")
+    assert child.exitcode == 0 and queue.get(timeout=5) == want

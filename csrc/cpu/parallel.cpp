@@ -8,6 +8,8 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+
+#include <pthread.h>
 #include <vector>
 
 namespace robustagg {
@@ -107,9 +109,23 @@ class Pool {
   std::exception_ptr error_;
 };
 
+// The pool is leaked on purpose (no join at interpreter exit). After fork()
+// the child has none of the parent's workers (only the forking thread is
+// copied) and the pool's mutexes may be held by threads that no longer exist,
+// so the child starts a new pool and leaks the old one without touching it
+// (DataLoader workers and multiprocessing's 'fork' call kernels after a fork).
+std::atomic<Pool*> g_pool{nullptr};
+
+void fresh_pool_after_fork() { g_pool.store(new Pool()); }
+
 Pool& pool() {
-  static Pool* p = new Pool();  // leaked on purpose: no join at interpreter exit
-  return *p;
+  static const bool registered = [] {
+    g_pool.store(new Pool());
+    pthread_atfork(nullptr, nullptr, &fresh_pool_after_fork);
+    return true;
+  }();
+  (void)registered;
+  return *g_pool.load();
 }
 
 }  // namespace
