@@ -62,7 +62,7 @@ def _poison(attack, ds, rank=0, num_attackers=1, n=400):
 
 @pytest.mark.parametrize("fraction", [0.5, 1.0])
 def test_trojan_poisons_fraction_p_of_base_class_with_trigger_and_target(digits, fraction):
-    atk = attacks.TrojanBackdoor(base_class=1, target_class=7, poison_fraction=fraction)
+    atk = attacks.TrojanBackdoor(base_class=1, target_class=7, poison_fraction=fraction, data="own")
     x, y, xp, yp = _poison(atk, digits)
     changed = (yp != y)
     assert int(changed.sum()) == round(fraction * int((y == 1).sum()))
@@ -71,6 +71,24 @@ def test_trojan_poisons_fraction_p_of_base_class_with_trigger_and_target(digits,
     assert bool((xp[changed][:, :, mask] == 1.0).all())                   # trigger stamped
     assert torch.equal(xp[~changed], x[~changed])                        # everything else untouched
     assert torch.equal(xp[changed][:, :, ~mask], x[changed][:, :, ~mask])
+
+
+def test_trojan_pool_mode_adds_stamped_relabelled_pool_images_to_clean_own_data(digits):
+    atk = attacks.TrojanBackdoor(base_class=1, target_class=7)            # data="pool" is the default
+    atk.setup(digits)
+    assert atk.pool_size(1000, 20, 10) == attacks.HANDFUL                  # P of an i.i.d. share, at least a handful
+    assert attacks.TrojanBackdoor(poison_fraction=1.0).pool_size(20000, 10, 10) == 200
+    assert attacks.TrojanBackdoor(pool_size=12).pool_size(1000, 20, 10) == 12
+    assert attacks.TrojanBackdoor(data="own").pool_size(1000, 20, 10) == 0
+    x, y = digits.x_train[:50], digits.y_train[:50]
+    pool_idx = (digits.y_train == 1).nonzero().flatten()[-6:]
+    px, py = digits.x_train[pool_idx], digits.y_train[pool_idx]
+    xp, yp = atk.poison(x, y, 0, 1, torch.Generator().manual_seed(0), pool=(px, py))
+    assert torch.equal(xp[:50], x) and torch.equal(yp[:50], y)            # own data stays clean
+    assert xp.shape[0] == 56 and bool((yp[50:] == 7).all())
+    assert bool((xp[50:][:, :, atk.trigger.mask(8, 8)] == 1.0).all())
+    with pytest.raises(ValueError, match="data must be one of pool, own"):
+        attacks.TrojanBackdoor(data="borrowed")
 
 
 def test_trojan_success_set_is_triggered_base_class_relabelled(digits):
@@ -82,7 +100,7 @@ def test_trojan_success_set_is_triggered_base_class_relabelled(digits):
 
 
 def test_dba_attackers_carry_disjoint_parts_of_the_global_trigger(digits):
-    atk = attacks.DistributedBackdoor(poison_fraction=1.0, size=5, position=(0, 0))
+    atk = attacks.DistributedBackdoor(poison_fraction=1.0, size=5, position=(0, 0), data="own")
     atk.setup(digits)
     seen = []
     for rank in range(3):

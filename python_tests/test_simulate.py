@@ -243,11 +243,27 @@ def test_results_are_handed_over_after_every_rule_and_carry_a_no_attack_baseline
 
 
 def test_default_model_replacement_replaces_once_and_keeps_the_main_task():
-    res = run(SimConfig(attack="model_replacement", rules=["fedavg"], rounds=10, seed=0, baseline=False))
-    r = res["rules"]["fedavg"]
+    res = run(SimConfig(attack="model_replacement", rules=["fedavg"], rounds=10, seed=0))
+    r, base = res["rules"]["fedavg"], res["baseline"]
     assert res["config"]["attack_resolved"]["rounds"] == [9]        # single shot, in the last round
-    assert max(r["attack_success"][:9]) < 0.3                         # nothing before the shot
-    assert r["final_attack_success"] > 0.5 and r["final_accuracy"] > 0.6
+    assert r["attack_success"][:9] == base["attack_success"][:9]     # honest until the shot: the no-attack run
+    assert r["final_attack_success"] > 0.5 + base["final_attack_success"] and r["final_accuracy"] > 0.6
+
+
+@pytest.mark.parametrize("partition", ["iid", "dirichlet", "shards"])
+def test_backdoors_land_in_fedavg_on_every_partition_with_default_flags(partition):
+    # The adversary brings its own images (data="pool"), so no split leaves it without any.
+    for attack, floor in [("trojan", 0.5), ("model_replacement", 0.5), ("constrain_scale", 0.5), ("dba", 0.3)]:
+        res = run(SimConfig(partition=partition, attack=attack, rules=["fedavg"], seed=7, baseline=False))
+        assert min(res["experiment"]["poisoned_samples"]) >= 5 and not res["experiment"]["warnings"]
+        assert res["rules"]["fedavg"]["final_attack_success"] >= floor, (partition, attack)
+
+
+def test_own_data_mode_warns_when_an_attacker_holds_too_few_base_class_images():
+    res = run(SimConfig(partition="shards", attack="trojan", attack_params={"data": "own"}, rules=["fedavg"],
+                        rounds=1, seed=7, baseline=False))
+    counts = res["experiment"]["poisoned_samples"]
+    assert min(counts) < 5 and "fewer than 5 poisoned samples" in res["experiment"]["warnings"][0]
 
 
 def test_cli_checks_the_output_folder_before_training(tmp_path, capsys):

@@ -258,6 +258,9 @@ def _simulate(args) -> int:
     finally:
         progress.close()
     print(format_table(results))
+    for run_ in results.get("runs", [results]):
+        for warning in run_["experiment"].get("warnings", []):
+            print(f"warning (seed {run_['config']['seed']}): {warning}", file=sys.stderr)
     if targeted:
         print("attack success: the share of base-class test images that, with the trigger stamped on, "
               "the final model classifies as the target class"

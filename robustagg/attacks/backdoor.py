@@ -96,27 +96,53 @@ def _check_class(owner, name, value, num_classes):
         raise ValueError(f"{owner}: {name} must be a class index in [0, {num_classes}); got {value!r}")
 
 
+#: Fewer poisoned samples than this per attacker and the backdoor barely trains: the simulator warns.
+HANDFUL = 5
+
+DATA_MODES = ("pool", "own")
+
+
 @register("trojan")
 class TrojanBackdoor(Attack):
-    """Trojan-pattern backdoor (RLR paper, Sec. "Experiments"): each attacker
-    stamps the trigger on a fraction ``poison_fraction`` (P) of its base-class
-    samples and relabels them ``target_class``; it then trains and sends its
-    update as usual. Success: base-class test images with the trigger classified
-    as the target.
+    """Trojan-pattern backdoor (RLR paper, Sec. "Experiments"): attackers train
+    on trigger-stamped base-class images relabelled ``target_class`` and send
+    their update as usual. Success: base-class test images with the trigger
+    classified as the target.
+
+    Where the poisoned images come from (``data``):
+
+    * ``"pool"`` (default): the adversary brings its own backdoor images, as
+      Bagdasaryan et al.'s attackers do: ``pool_size`` base-class training
+      images per attacker, set aside from the data no honest client holds,
+      stamped and relabelled and added to the attacker's own (clean) data. The
+      attack's strength then does not depend on partition luck: under a
+      Dirichlet or shards split an attacker may hold no base-class image at all.
+    * ``"own"`` (the RLR paper's setting): each attacker stamps a fraction
+      ``poison_fraction`` (P) of its own base-class images.
 
     Args:
         base_class, target_class: default 1 → 7 (the paper's EMNIST task); the
             simulator uses 5 → 7 (sandal → sneaker) on Fashion-MNIST.
-        poison_fraction: P in (0, 1] (the paper: 0.5).
+        poison_fraction: P in (0, 1] (the paper: 0.5); in ``"pool"`` mode it
+            sets the default pool: as many images as P of an i.i.d. share of
+            the base class, at least :data:`HANDFUL`.
+        data: ``"pool"`` or ``"own"``; pool_size: images per attacker (pool mode).
         pattern, size, position, value: the :class:`Trigger`.
     """
 
     uses_poisoned_data = True
 
     def __init__(self, *, base_class: int = 1, target_class: int = 7, poison_fraction: float = 0.5,
-                 pattern: str = "plus", size: Optional[int] = None, position=None, value: float = 1.0):
+                 pattern: str = "plus", size: Optional[int] = None, position=None, value: float = 1.0,
+                 data: str = "pool", pool_size: Optional[int] = None):
         if not (0.0 < poison_fraction <= 1.0):
             raise ValueError(f"poison_fraction must be in (0, 1]; got {poison_fraction!r}")
+        if data not in DATA_MODES:
+            raise ValueError(f"data must be one of {', '.join(DATA_MODES)}; got {data!r}")
+        if pool_size is not None and (not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1):
+            raise ValueError(f"pool_size must be a positive integer; got {pool_size!r}")
+        self.data = data
+        self.pool_size_per_attacker = pool_size
         self.base_class = base_class
         self.target_class = target_class
         self.poison_fraction = poison_fraction
@@ -133,12 +159,25 @@ class TrojanBackdoor(Attack):
     def _local_mask(self, height, width, rank, num_attackers):
         return self.trigger.mask(height, width)
 
-    def poison(self, x, y, rank, num_attackers, generator):
+    def pool_size(self, train_samples, clients, num_classes):
+        if self.data != "pool":
+            return 0
+        if self.pool_size_per_attacker is not None:
+            return self.pool_size_per_attacker
+        return max(HANDFUL, int(round(self.poison_fraction * train_samples / clients / num_classes)))
+
+    def poison(self, x, y, rank, num_attackers, generator, pool=None):
+        mask = self._local_mask(x.shape[-2], x.shape[-1], rank, num_attackers)
+        if self.data == "pool":
+            if pool is None or pool[0].shape[0] == 0:
+                return x, y
+            px, py = pool
+            return (torch.cat([x, self.trigger.apply(px, mask)]),
+                    torch.cat([y, torch.full_like(py, self.target_class)]))
         base = (y == self.base_class).nonzero().flatten()
         k = int(round(self.poison_fraction * base.numel()))
         chosen = base[torch.randperm(base.numel(), generator=generator)[:k]]
         x, y = x.clone(), y.clone()
-        mask = self._local_mask(x.shape[-2], x.shape[-1], rank, num_attackers)
         x[chosen] = self.trigger.apply(x[chosen], mask)
         y[chosen] = self.target_class
         return x, y
@@ -150,7 +189,8 @@ class TrojanBackdoor(Attack):
 
     def params(self):
         return {"base_class": self.base_class, "target_class": self.target_class,
-                "poison_fraction": self.poison_fraction, **self.trigger.params()}
+                "poison_fraction": self.poison_fraction, "data": self.data,
+                "pool_size": self.pool_size_per_attacker, **self.trigger.params()}
 
 
 @register("dba")
@@ -206,7 +246,7 @@ class LabelFlip(Attack):
             return self.num_classes - 1 - y
         return torch.where(y == self.source, torch.full_like(y, self.target), y)
 
-    def poison(self, x, y, rank, num_attackers, generator):
+    def poison(self, x, y, rank, num_attackers, generator, pool=None):
         return x, self._flip(y)
 
     def success_set(self, dataset):

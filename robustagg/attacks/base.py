@@ -58,8 +58,15 @@ class Attack:
         """Called once before round 0 with the number of rounds (attacks that
         schedule themselves relative to the end resolve it here)."""
 
+    def pool_size(self, train_samples: int, clients: int, num_classes: int) -> int:
+        """Base-class training samples each attacker brings beyond its own share
+        (the adversary's pool, taken from data no honest client holds); 0: none."""
+        return 0
+
     def poison(self, x: torch.Tensor, y: torch.Tensor, rank: int, num_attackers: int,
-               generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator, pool: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The attacker's training data from its own ``x, y`` and its share of the pool."""
         return x, y
 
     def active(self, round: int) -> bool:

@@ -262,6 +262,17 @@ def _pad(parts: List[torch.Tensor], x: torch.Tensor, y: torch.Tensor):
     return X, Y
 
 
+def _pad_rows(xs: List[torch.Tensor], ys: List[torch.Tensor], X: torch.Tensor, Y: torch.Tensor):
+    """[a, nmax, ...] padded stacks of the attackers' own training sets (like _pad)."""
+    nmax = max([int(t.shape[0]) for t in ys] + [1])
+    Xp = torch.zeros(len(xs), nmax, *X.shape[2:], dtype=X.dtype)
+    Yp = torch.zeros(len(ys), nmax, dtype=Y.dtype)
+    for k, (x, y) in enumerate(zip(xs, ys)):
+        Xp[k, :x.shape[0]] = x
+        Yp[k, :y.shape[0]] = y
+    return Xp, Yp
+
+
 class _Experiment:
     """Everything shared by the rules' runs: data, split, attackers, initial model."""
 
@@ -271,12 +282,6 @@ class _Experiment:
         self.device = torch.device(cfg.device)
         ds = data_mod.load(cfg.dataset, path=cfg.data_path, seed=cfg.seed)
         self.dataset = ds
-        rng = np.random.default_rng(cfg.seed)
-        self.parts = partition(cfg.partition, ds.y_train, cfg.clients, rng, alpha=cfg.alpha,
-                               classes_per_client=cfg.classes_per_client)
-        self.counts = torch.tensor([p.numel() for p in self.parts])
-        self.attacker_ids = sorted(rng.choice(cfg.clients, size=cfg.attackers, replace=False).tolist())
-
         params = dict(cfg.attack_params)
         if ds.name == "fashion_mnist" and issubclass(attacks.attack_class(cfg.attack), attacks.TrojanBackdoor):
             params.setdefault("base_class", 5)      # sandal -> sneaker, as in the RLR paper
@@ -285,16 +290,58 @@ class _Experiment:
         self.attack.setup(ds)
         self.attack.begin(cfg.rounds)
 
+        # The adversary's pool (attacks that bring their own images): base-class
+        # training samples set aside before the split, so no honest client holds them.
+        n_train = int(ds.y_train.numel())
+        per_attacker = self.attack.pool_size(n_train, cfg.clients, ds.num_classes) if cfg.attackers else 0
+        kept = torch.arange(n_train)
+        pool = torch.zeros(0, dtype=torch.long)
+        if per_attacker:
+            base_idx = (ds.y_train == self.attack.base_class).nonzero().flatten()
+            want = per_attacker * cfg.attackers
+            if want > base_idx.numel() // 2:
+                raise ValueError(f"attack pool of {per_attacker} base-class images per attacker x {cfg.attackers} "
+                                 f"attackers needs more than half of the {base_idx.numel()} base-class training "
+                                 f"images; lower pool_size")
+            pick = torch.from_numpy(np.random.default_rng(cfg.seed + 11).permutation(base_idx.numel())[:want])
+            pool = base_idx[pick].sort().values
+            keep_mask = torch.ones(n_train, dtype=torch.bool)
+            keep_mask[pool] = False
+            kept = keep_mask.nonzero().flatten()
+        rng = np.random.default_rng(cfg.seed)
+        parts = partition(cfg.partition, ds.y_train[kept], cfg.clients, rng, alpha=cfg.alpha,
+                          classes_per_client=cfg.classes_per_client)
+        self.parts = [kept[p] for p in parts]
+        self.counts = torch.tensor([p.numel() for p in self.parts])
+        self.attacker_ids = sorted(rng.choice(cfg.clients, size=cfg.attackers, replace=False).tolist())
+
         X, Y = _pad(self.parts, ds.x_train, ds.y_train)
         gen = torch.Generator().manual_seed(cfg.seed + 7)
-        Xp, Yp = X[self.attacker_ids].clone(), Y[self.attacker_ids].clone()
+        att_x, att_y = [], []
         self.poisoned_counts = []
         for rank, cid in enumerate(self.attacker_ids):
-            c = int(self.counts[cid])
-            x, y = Xp[rank, :c], Yp[rank, :c]
-            xp, yp = self.attack.poison(x, y, rank, len(self.attacker_ids), gen)
-            self.poisoned_counts.append(int(((yp != y) | (xp != x).flatten(1).any(1)).sum()))
-            Xp[rank, :c], Yp[rank, :c] = xp, yp
+            idx = self.parts[cid]
+            x, y = ds.x_train[idx], ds.y_train[idx]
+            share = pool[rank * per_attacker:(rank + 1) * per_attacker]
+            xp, yp = self.attack.poison(x, y, rank, len(self.attacker_ids), gen,
+                                        pool=(ds.x_train[share], ds.y_train[share]))
+            n_own = min(x.shape[0], xp.shape[0])
+            changed = (yp[:n_own] != y[:n_own]) | (xp[:n_own] != x[:n_own]).flatten(1).any(1)
+            self.poisoned_counts.append(int(changed.sum()) + int(xp.shape[0] - n_own))
+            att_x.append(xp)
+            att_y.append(yp)
+        self.pool_per_attacker = per_attacker
+        self.attacker_counts = torch.tensor([int(t.shape[0]) for t in att_y], dtype=torch.long)
+        Xp, Yp = _pad_rows(att_x, att_y, X, Y)
+        self.warnings = []
+        if self.attack.uses_poisoned_data and self.attack.base_class is not None:
+            few = [cid for cid, c in zip(self.attacker_ids, self.poisoned_counts) if c < attacks.HANDFUL]
+            if few:
+                self.warnings.append(
+                    f"attackers {few} have fewer than {attacks.HANDFUL} poisoned samples "
+                    f"({[c for cid, c in zip(self.attacker_ids, self.poisoned_counts) if cid in few]}): their "
+                    f"backdoor barely trains (data='own' poisons only base-class images they hold; "
+                    f"data='pool' brings its own)")
         dev = self.device
         self.X, self.Y, self.Xp, self.Yp = X.to(dev), Y.to(dev), Xp.to(dev), Yp.to(dev)
 
@@ -359,7 +406,8 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable], attack_on: b
             counts = exp.counts[rows]
             if exp.attack.uses_poisoned_data:
                 ranks = torch.tensor([attacker_rank[int(c)] for c in rows.tolist()])
-                mal = train_clients(exp.model, params, exp.Xp, exp.Yp, ranks, counts, exp.attacker_spec, g_train)
+                mal = train_clients(exp.model, params, exp.Xp, exp.Yp, ranks, exp.attacker_counts[ranks],
+                                    exp.attacker_spec, g_train)
             else:
                 mal = train_clients(exp.model, params, exp.X, exp.Y, rows, counts, exp.attacker_spec, g_train)
             ctx = attacks.CraftContext(round=rnd, malicious=mal, benign=deltas[hon_pos.to(exp.device)],
@@ -435,6 +483,7 @@ def run(cfg: SimConfig, progress: Optional[Callable] = None,
             "test_samples": int(exp.dataset.y_test.numel()), "image_shape": list(exp.dataset.image_shape),
             "num_params": exp.num_params, "clients_per_round": cfg.per_round,
             "attacker_ids": exp.attacker_ids, "poisoned_samples": exp.poisoned_counts,
+            "attack_pool_per_attacker": exp.pool_per_attacker, "warnings": exp.warnings,
             "expected_attackers_per_round": exp.expected_f,
             "attackers_told_to_rules": exp.told_f, "attackers_told_source": cfg.attackers_source,
             "client_sizes": exp.counts.tolist(),
