@@ -24,7 +24,7 @@ tail -2 "$LOGS/build.log"
 
 step "pytest -m cuda"
 # From inside python_tests, so that `import robustagg` finds the installed build, not the source tree.
-( cd python_tests && "$PY" -m pytest -m cuda . -q -x -p no:cacheprovider ) 2>&1 | tee "$LOGS/pytest_cuda.log" | tail -25
+( cd python_tests && "$PY" -m pytest -m cuda . -q --maxfail=25 -p no:cacheprovider ) 2>&1 | tee "$LOGS/pytest_cuda.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "CUDA TESTS FAILED"; status=1; }
 
 step "compute-sanitizer (memcheck, racecheck) over every kernel"
