@@ -199,10 +199,16 @@ class DistributedBackdoor(TrojanBackdoor):
     into ``parts`` local patterns (default: one per attacker, at most one per
     pixel); attacker i poisons with local pattern ``i mod parts`` only. Success is
     measured with the full global trigger, as in the paper.
+
+    The default global trigger is a 4 x 4 square, which the row-major split
+    cuts into bars of 4 pixels (the paper's local triggers are such bars): the
+    trojan's default plus on 8 x 8 images has 5 pixels, too few to give every
+    attacker a pattern of its own.
     """
 
-    def __init__(self, *, parts: Optional[int] = None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *, parts: Optional[int] = None, pattern: str = "square", size: Optional[int] = 4,
+                 **kwargs):
+        super().__init__(pattern=pattern, size=size, **kwargs)
         if parts is not None and (not isinstance(parts, int) or parts < 1):
             raise ValueError(f"parts must be a positive integer; got {parts!r}")
         self.parts = parts
