@@ -47,7 +47,7 @@ def _grid():
     for name, K, d, dtype in itertools.product(OPS, KS, DS, DTYPES):
         if (K * K * d if name in QUADRATIC else K * d) > 3 * 10**7:
             continue
-        if d == 65537 and dtype != torch.float32:
+        if d == 65537 and (dtype != torch.float32 or K > 33):  # the host runner is the slow side
             continue
         yield pytest.param(name, K, d, dtype, id=f"{name}-K{K}-d{d}-{str(dtype)[6:]}")
 

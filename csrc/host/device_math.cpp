@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "robustagg/device_plan.h"
@@ -26,9 +27,16 @@ namespace {
 
 constexpr int64_t kThreadsPerTask = 4096;  // "threads" (coordinates) per host task
 
+// Host threads for the runner: every core (results do not depend on it: each
+// coordinate is independent, and every reduction runs in a fixed order).
+int host_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
 // Runs body(j) for every "thread" j in [0, n) on the host pool.
 template <typename Body> void for_each_thread(int64_t n, const Body& body) {
-  parallel_for(ceil_div(n, kThreadsPerTask), 2, [&](int64_t task) {
+  parallel_for(ceil_div(n, kThreadsPerTask), host_threads(), [&](int64_t task) {
     const int64_t j1 = std::min(n, (task + 1) * kThreadsPerTask);
     for (int64_t j = task * kThreadsPerTask; j < j1; ++j) body(j);
   });
@@ -181,7 +189,7 @@ void residual(ResidualPart part, const void* updates, DType dtype, int64_t K, in
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
       const int64_t n = std::min(layout.cols, d - c0);
       const int64_t blocks = ceil_div(n, math::kResidualBlock);
-      parallel_for(blocks, 2, [&](int64_t b) {
+      parallel_for(blocks, host_threads(), [&](int64_t b) {
         double* Wb = partial + b * K;
         for (int64_t k = 0; k < K; ++k) Wb[k] = 0.0;
         const int64_t t1 = std::min(n, (b + 1) * math::kResidualBlock);
@@ -251,7 +259,7 @@ void pairwise_partials(const T* u, int64_t K, int64_t d, bool want_dist, bool wa
   double* pd = reinterpret_cast<double*>(ws + layout.part_dist);
   double* pg = reinterpret_cast<double*>(ws + layout.part_gram);
   const int64_t S = layout.seg.segments, L = layout.seg.seg_len;
-  parallel_for(S, 2, [&](int64_t s) {
+  parallel_for(S, host_threads(), [&](int64_t s) {
     const int64_t s0 = s * L, s1 = std::min(d, s0 + L);
     for (int64_t i = 0; i < K; ++i)
       for (int64_t j = i; j < K; ++j) {
