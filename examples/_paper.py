@@ -31,6 +31,12 @@ def asr(res, rule):
     return float("nan") if v is None else v
 
 
+def verdict(claim, holds, detail):
+    """The last line of every example: whether the paper's claim holds on this run."""
+    print(f"\nverdict: {claim}: {'HOLDS' if holds else 'DOES NOT HOLD'} here ({detail})")
+    return holds
+
+
 def fail(msg):
     print(msg, file=sys.stderr)
     sys.exit(1)

@@ -10,7 +10,8 @@ replacement (one scaled update) is also stopped.
 Here: scikit-learn's digits over 30 clients with a non-i.i.d. Dirichlet(0.5) split.
 Setting 1: 6 attackers flip 1 -> 7 and train 5 more epochs (attack success = share
 of test 1s predicted as 7). Setting 2: one attacker replaces the model in a single
-round (γ = n/η), the last one. Prints a table per setting.
+round (γ = n/η), the last one, with its own backdoor images. Prints a table per
+setting and a verdict line.
 
     python examples/residual_label_flip_replacement.py [--rounds 30]
 """
@@ -18,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _paper import asr, parser, run_setting  # noqa: E402
+from _paper import asr, parser, run_setting, verdict  # noqa: E402
 
 RULES = ["fedavg", "median", "trimmed_mean", "repeated_median", "foolsgold", "residual"]
 
@@ -31,8 +32,10 @@ def main():
     repl = run_setting(f"model replacement, 1 of 30 clients, single shot in the last round", args, attackers=1,
                        attack="model_replacement", attacker_epochs=20,
                        attack_params={"rounds": [args.rounds - 1], "poison_fraction": 1.0}, **common)
-    print(f"\nlabel flipping, 1s read as 7s: FedAvg {asr(flip, 'fedavg'):.1%}, residual {asr(flip, 'residual'):.1%}")
-    print(f"model replacement, backdoor: FedAvg {asr(repl, 'fedavg'):.1%}, residual {asr(repl, 'residual'):.1%}")
+    detail = (f"label flipping, 1s read as 7s: FedAvg {asr(flip, 'fedavg'):.1%}, residual {asr(flip, 'residual'):.1%}; "
+              f"model replacement, backdoor: FedAvg {asr(repl, 'fedavg'):.1%}, residual {asr(repl, 'residual'):.1%}")
+    verdict("residual reweighting resists label flipping and stops model replacement",
+            asr(flip, "residual") <= 0.5 * asr(flip, "fedavg") and asr(repl, "residual") <= 0.1, detail)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _paper import asr, fail, parser, run_setting  # noqa: E402
+from _paper import asr, fail, parser, run_setting, verdict  # noqa: E402
 
 from robustagg.sim.data import fashion_mnist_available  # noqa: E402
 
@@ -33,10 +33,11 @@ def main():
                       dataset="fashion_mnist", data_path=args.data_path, model=args.model, clients=10,
                       attackers=1, fraction=1.0, local_epochs=2, attacker_epochs=2, batch_size=64, lr=0.1,
                       attack="trojan", attack_params={"base_class": 5, "target_class": 7, "poison_fraction": 0.5,
-                                                      "pattern": "plus", "size": 5},
+                                                      "pattern": "plus", "size": 5, "data": "own"},
                       rules=["fedavg", "foolsgold", "median", "sign(server_lr=0.001)", "rlr(threshold=4)"])
-    print(f"\nbackdoor accuracy: FedAvg {asr(res, 'fedavg'):.1%}, RLR {asr(res, 'rlr(threshold=4)'):.1%} "
-          f"(paper: 100% vs 0%)")
+    fed, rlr = asr(res, "fedavg"), asr(res, "rlr(threshold=4)")
+    verdict("RLR stops a backdoor that FedAvg learns (paper: 100% vs 0%)", fed >= 0.5 and rlr <= 0.1,
+            f"backdoor accuracy FedAvg {fed:.1%}, RLR {rlr:.1%}")
 
 
 if __name__ == "__main__":
