@@ -42,3 +42,11 @@ def table_row(row, ref_digits=1, native_digits=2, bw_digits=2):
     return (f"| {name} | {K} | {d:.0e} | {cell(t_ref and t_ref * 1e3, '{:.%df}' % ref_digits)} "
             f"| {cell(t_nat and t_nat * 1e3, '{:.%df}' % native_digits)} | {cell(speedup, '{:.1f}x')} "
             f"| {cell(bw, '{:.%df}' % bw_digits)} | {cell(frac and frac * 100, '{:.0f}%')} | {note} |")
+
+
+def publish(text, out=None):
+    """Writes a results table to ``out`` (when given) and prints it."""
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    print(text)

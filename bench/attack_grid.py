@@ -14,6 +14,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import robustagg  # noqa: E402
 from robustagg.sim.simulator import SimConfig, run_seeds  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _timing import publish  # noqa: E402
+
 ATTACKS = [("trojan", {}), ("dba", {}), ("model_replacement", {}), ("constrain_scale", {}),
            ("trojan", {"data": "own"})]
 PARTITIONS = ["iid", "dirichlet", "shards"]
@@ -45,10 +48,7 @@ def main():
             "30 rounds, MLP); cells: FedAvg's final attack success, mean ± std over seeds "
             f"{args.seeds}; in brackets the no-attack level (FedAvg with the attackers training honestly) and "
             "the fewest poisoned samples any attacker had.\n\n" + header + "\n" + "\n".join(rows) + "\n")
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    print(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import robustagg  # noqa: E402
 from robustagg import ops, reference  # noqa: E402
-from _timing import check_close, median_seconds, table_row  # noqa: E402
+from _timing import check_close, median_seconds, publish, table_row  # noqa: E402
 from table import cases  # noqa: E402  (the same ops and arguments as the CPU table)
 
 STREAM_SHAPES = [(10, 10**6), (10, 10**8), (32, 10**6), (32, 10**8), (100, 10**6), (100, 10**7)]
@@ -132,10 +132,7 @@ def main():
             f"(references: fewer).")
     text = ("# GPU benchmark: CUDA kernels vs pure-PyTorch references on the same GPU\n\n" + meta + "\n\n"
             + "\n".join([header] + [_fmt(r) for r in rows]) + "\n")
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    print(text)
+    publish(text, args.out)
 
 
 def _fmt(r):

@@ -14,6 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import robustagg.aggregators as A  # noqa: E402
+from _timing import publish  # noqa: E402
 
 DOMINANT = {
     "fedavg": "weighted mean (robust_lr_mean, theta=0)", "rlr": "robust_lr_mean + sign_vote",
@@ -56,10 +57,7 @@ def main():
     text = ("# Aggregation rules end to end (CPU)\n\n"
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, one call each (noisy, shared machine).\n\n"
             + "\n".join(lines) + "\n")
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    print(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

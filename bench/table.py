@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import robustagg  # noqa: E402
 from robustagg import ops, reference  # noqa: E402
-from _timing import check_close, median_seconds, table_row  # noqa: E402
+from _timing import check_close, median_seconds, publish, table_row  # noqa: E402
 
 SHAPES = [(10, 1_000_000), (100, 1_000_000)]
 RESIDUAL_REF_SLICE = 100_000  # the residual reference is timed on this many coordinates and scaled
@@ -82,10 +82,7 @@ def main():
             f"({robustagg.native_info()['compiler']}); {datetime.date.today().isoformat()}. "
             f"float32, medians of {args.repeats} runs (references: fewer). Shared, noisy machine.")
     text = "# CPU benchmark: native ops vs pure-PyTorch references\n\n" + meta + "\n\n" + "\n".join(lines) + "\n"
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    print(text)
+    publish(text, args.out)
 
 
 def _fmt(r):
