@@ -68,10 +68,14 @@ def test_ops_work_inside_torch_compile_fullgraph():
         assert torch.equal(got, want)
 
 
-def test_ops_accept_inputs_that_require_grad_without_no_grad():
+def test_ops_accept_inputs_that_require_grad_and_return_results_that_do_not():
     u = make_updates(5, 40, torch.float32, "normal", seed=3).requires_grad_()
-    out = ops.median(u)
-    assert out.shape == (40,)
+    w = torch.ones(5, requires_grad=True)
+    outs = [ops.median(u), ops.sign_vote(u, w), *ops.residual_reweight(u), ops.pairwise_stats(u)[0]]
+    assert outs[0].shape == (40,)
+    assert not any(o.requires_grad for o in outs)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        outs[0].sum().backward()
 
 
 _FORK_INPUT = make_updates(9, 300_000, torch.float32, "normal", seed=5)

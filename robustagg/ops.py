@@ -300,8 +300,12 @@ def _check_types(name: str, args) -> None:
 
 
 def _dispatch(name: str, *args):
-    """The public entry: argument types first (see _TYPE_WORDS), then the op."""
+    """The public entry: argument types first (see _TYPE_WORDS), then the op on
+    detached tensors: aggregation is not differentiated, so results never require
+    grad (a backward through them is torch's plain "does not require grad" error,
+    not a silent zero gradient)."""
     _check_types(name, args)
+    args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
     return getattr(torch.ops.robustagg, name)(*args)
 
 
