@@ -107,10 +107,8 @@ void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d, doub
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* u = static_cast<const T*>(updates);
     val_t<T>* o = static_cast<val_t<T>*>(out);
-    for_each_thread(d, [&](int64_t j) {
-      const double wsum = math::weight_sum(weights, K);
-      o[j] = math::robust_lr_mean_column(u + j, K, d, weights, wsum, threshold);
-    });
+    const double wsum = math::weight_sum(weights, K);  // once, as each CUDA thread does before its loop
+    for_each_thread(d, [&](int64_t j) { o[j] = math::robust_lr_mean_column(u + j, K, d, weights, wsum, threshold); });
   });
 }
 
