@@ -106,9 +106,9 @@ std::string compiler() {
                          ptr<void>(ws), ptr<void>(stream));                                         \
     }, nogil);                                                                                      \
     sub.def("pairwise_stats_f64", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist, \
-                                     uintptr_t gram, uintptr_t ws, uintptr_t stream) {              \
+                                     uintptr_t gram, bool fast, uintptr_t ws, uintptr_t stream) {   \
       NS::pairwise_stats_f64(ptr<const void>(u), dt(dtype), K, d, ptr<double>(sqdist),              \
-                             ptr<double>(gram), ptr<void>(ws), ptr<void>(stream));                  \
+                             ptr<double>(gram), fast, ptr<void>(ws), ptr<void>(stream));            \
     }, nogil);                                                                                      \
     sub.def("cosine_similarity", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out,    \
                                     uintptr_t ws, uintptr_t stream) {                               \
@@ -171,8 +171,9 @@ PYBIND11_MODULE(_C, m) {
     ra::cpu::pairwise_stats(ptr<const void>(u), dt(dtype), K, d, ptr<void>(sqdist), ptr<void>(gram), threads);
   }, nogil);
   m.def("pairwise_stats_f64", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist,
-                                 uintptr_t gram, int threads) {
-    ra::cpu::pairwise_stats_f64(ptr<const void>(u), dt(dtype), K, d, ptr<double>(sqdist), ptr<double>(gram), threads);
+                                 uintptr_t gram, bool fast, int threads) {
+    ra::cpu::pairwise_stats_f64(ptr<const void>(u), dt(dtype), K, d, ptr<double>(sqdist), ptr<double>(gram), fast,
+                                threads);
   }, nogil);
   m.def("cosine_similarity", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out,
                                 int threads) {

@@ -48,3 +48,20 @@ def assert_close(actual, expected, dtype, msg=""):
         return
     torch.testing.assert_close(actual, expected, rtol=tol[0], atol=tol[1], equal_nan=True,
                                msg=lambda m: f"{msg}: {m}")
+
+
+def assert_pairwise_stats_contract(got, u, msg=""):
+    """``ops.pairwise_stats``' accuracy contract against a float64 computation:
+    float64 input ~1e-12 relative; float32/16/bf16 input (float blocks)
+    distances within 1e-6 relative and Gram entries within 1e-6 |u_i| |u_j|."""
+    from robustagg import reference
+    dist, gram = got
+    x = u.double()
+    want_d, want_g = reference.pairwise_sq_distances(x), reference.gram(x)
+    if u.dtype == torch.float64:
+        assert_close((dist, gram), (want_d, want_g), torch.float64, msg)
+        return
+    assert dist.dtype == gram.dtype == torch.float64, msg
+    norms = torch.diagonal(want_g).sqrt()
+    assert ((dist - want_d).abs() <= 1e-6 * want_d).all(), f"{msg}: distances beyond 1e-6 relative"
+    assert ((gram - want_g).abs() <= 1e-6 * norms[:, None] * norms[None, :]).all(), f"{msg}: Gram beyond 1e-6 |a||b|"

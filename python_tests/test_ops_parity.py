@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from robustagg import ops, reference
-from common import DEVICES, FLOAT_DTYPES, HALF_DTYPES, KINDS, assert_close, make_updates
+from common import DEVICES, FLOAT_DTYPES, HALF_DTYPES, KINDS, assert_close, assert_pairwise_stats_contract, make_updates
 
 KS = [1, 2, 3, 4, 5, 10, 33, 100]
 DS = [1, 7, 1000, 65537]
@@ -117,14 +117,39 @@ def test_results_stay_on_the_input_device(device):
     assert ops.cosine_similarity(u).device.type == device
 
 
-def test_pairwise_stats_gives_float64_distances_and_gram_in_one_call():
-    u = make_updates(12, 999, torch.float32, "normal", seed=4)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES + HALF_DTYPES)
+@pytest.mark.parametrize("K,d", [(1, 5), (3, 257), (12, 999), (33, 4100), (70, 300)])
+def test_pairwise_stats_gives_float64_distances_and_gram_within_the_contract(K, d, dtype):
+    u = make_updates(K, d, dtype, "normal", seed=K + d)
+    u[0] *= 30.0
+    if K > 2:
+        u[2] = u[1]                                        # identical rows: 0 distance, equal Gram entries
     dist, gram = ops.pairwise_stats(u)
-    assert dist.dtype == gram.dtype == torch.float64
-    assert_close(dist, reference.pairwise_sq_distances(u.double()), torch.float64)
-    assert_close(gram, reference.gram(u.double()), torch.float64)
-    big = torch.full((2, 10), 3e38, dtype=torch.float32)  # would overflow float32 outputs
-    assert torch.isfinite(ops.pairwise_stats(big)[1]).all()
+    assert_pairwise_stats_contract((dist, gram), u, str(dtype))
+    if K > 2:
+        assert dist[1, 2] == 0 and gram[1, 1] == gram[2, 2] == gram[1, 2]
+    only_d, none_g = ops.pairwise_stats(u, gram=False)     # one output: the same numbers, the other empty
+    none_d, only_g = ops.pairwise_stats(u, sqdist=False)
+    assert_close((only_d, only_g), (dist, gram), torch.float64)
+    assert none_g.shape == none_d.shape == (0, 0)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e30, 3e38])
+def test_pairwise_stats_redoes_overflowing_float_blocks_in_float64(scale):
+    # Float squares overflow beyond ~1.8e19: the op notices and sums in float64.
+    u = make_updates(5, 300, torch.float64, "normal", seed=1)
+    u = (u / u.abs().max() * scale).float()
+    dist, gram = ops.pairwise_stats(u)
+    assert torch.isfinite(dist).all() and torch.isfinite(gram).all()
+    x = u.double()
+    assert_close((dist, gram), (reference.pairwise_sq_distances(x), reference.gram(x)), torch.float64)
+
+
+def test_pairwise_stats_needs_one_output():
+    with pytest.raises(ValueError, match="sqdist, gram or both"):
+        ops.pairwise_stats(torch.ones(2, 3), sqdist=False, gram=False)
+    with pytest.raises(TypeError, match="gram must be a bool"):
+        ops.pairwise_stats(torch.ones(2, 3), gram=1)
 
 
 @pytest.mark.parametrize("K", [1, 2, 3, 7, 33])

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -109,12 +110,13 @@ void pairwise_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, 
     }
 }
 
-// Squared distances for float32 / float16 / bfloat16 input, from float32
-// differences: every lane sums math::kSqBlock squared differences with
-// math::sq_diff_block and flushes them into a double accumulator (the error
-// bound is in math/pairwise.h: about 6.6e-7 relative, inside the 1e-6
-// contract), at twice the vector width, with one conversion per 256
-// coordinates. Identical rows still give exactly 0.
+// Squared distances and Gram for float32 / float16 / bfloat16 input, from
+// float32 blocks: every lane sums math::kSqBlock squared differences
+// (math::sq_diff_block) and products (math::dot_block) and flushes them into
+// double accumulators (the error bounds are in math/pairwise.h: about 6.6e-7
+// relative for distances, 6.6e-7 |a| |b| for Gram entries), at twice the
+// vector width, with one conversion per 256 coordinates. Identical rows still
+// give exactly 0 distance and bitwise equal Gram entries.
 constexpr int kFLanes = 16;
 constexpr int kBlock = math::kSqBlock;
 constexpr int64_t kFStep = kFLanes * kBlock;  // coordinates per flush
@@ -152,63 +154,74 @@ static inline double lane_sum(vd8 lo, vd8 hi) {
   return sum;
 }
 
-inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
-  vd8 lo = {0}, hi = {0};
-  for (int64_t t = 0; t < n; t += kFStep) {
-    const auto la = [&](int s) { return load_vf16(a + t + s * kFLanes); };
-    const auto lb = [&](int s) { return load_vf16(b + t + s * kFLanes); };
-    flush(math::sq_diff_block<vf16>(la, lb), lo, hi);
-  }
-  return lane_sum(lo, hi);
-}
-#else
-inline double sqdist_f32_pair(const float* __restrict__ a, const float* __restrict__ b, int64_t n) {
-  double acc[kFLanes] = {0};
-  for (int64_t t = 0; t < n; t += kFStep) {
-    for (int l = 0; l < kFLanes; ++l) {
-      const auto la = [&](int s) { return a[t + s * kFLanes + l]; };
-      const auto lb = [&](int s) { return b[t + s * kFLanes + l]; };
-      acc[l] += static_cast<double>(math::sq_diff_block<float>(la, lb));
-    }
-  }
-  double sum = 0.0;
-  for (int l = 0; l < kFLanes; ++l) sum += acc[l];
-  return sum;
-}
-#endif
-
-// Four rows a0..a3 against one row b: b is loaded once for four pairs, which
-// cuts the traffic from L2 four-fold. Same summation scheme as sqdist_f32_pair,
-// so every entry is bitwise the value the single-pair kernel would give.
-#if defined(__GNUC__)
-inline void sqdist_f32_4pairs(const float* const* a, const float* __restrict__ b, int64_t n, double* out) {
-  vd8 lo[4] = {{0}}, hi[4] = {{0}};
+// R rows a[0..R) against one row b: b is loaded once for R pairs, which cuts
+// the traffic from L2 R-fold. Every entry is bitwise the value the R = 1
+// kernel gives (same lanes, same blocks, same order).
+template <int R, bool kDist, bool kGram>
+inline void float_pairs(const float* const* a, const float* __restrict__ b, int64_t n, double* dist,
+                        double* gram) {
+  vd8 dlo[R] = {}, dhi[R] = {}, glo[R] = {}, ghi[R] = {};
   for (int64_t t = 0; t < n; t += kFStep) {
     const auto lb = [&](int s) { return load_vf16(b + t + s * kFLanes); };
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < R; ++r) {
       const float* __restrict__ ar = a[r];
       const auto la = [&](int s) { return load_vf16(ar + t + s * kFLanes); };
-      flush(math::sq_diff_block<vf16>(la, lb), lo[r], hi[r]);
+      if (kDist) flush(math::sq_diff_block<vf16>(la, lb), dlo[r], dhi[r]);
+      if (kGram) flush(math::dot_block<vf16>(la, lb), glo[r], ghi[r]);
     }
   }
-  for (int r = 0; r < 4; ++r) out[r] = lane_sum(lo[r], hi[r]);
+  for (int r = 0; r < R; ++r) {
+    if (kDist) dist[r] = lane_sum(dlo[r], dhi[r]);
+    if (kGram) gram[r] = lane_sum(glo[r], ghi[r]);
+  }
 }
 #else
-inline void sqdist_f32_4pairs(const float* const* a, const float* __restrict__ b, int64_t n, double* out) {
-  for (int r = 0; r < 4; ++r) out[r] = sqdist_f32_pair(a[r], b, n);
+template <int R, bool kDist, bool kGram>
+inline void float_pairs(const float* const* a, const float* __restrict__ b, int64_t n, double* dist,
+                        double* gram) {
+  for (int r = 0; r < R; ++r) {
+    double acc_d[kFLanes] = {0}, acc_g[kFLanes] = {0};
+    for (int64_t t = 0; t < n; t += kFStep) {
+      for (int l = 0; l < kFLanes; ++l) {
+        const auto la = [&](int s) { return a[r][t + s * kFLanes + l]; };
+        const auto lb = [&](int s) { return b[t + s * kFLanes + l]; };
+        if (kDist) acc_d[l] += static_cast<double>(math::sq_diff_block<float>(la, lb));
+        if (kGram) acc_g[l] += static_cast<double>(math::dot_block<float>(la, lb));
+      }
+    }
+    double sd = 0.0, sg = 0.0;
+    for (int l = 0; l < kFLanes; ++l) { sd += acc_d[l]; sg += acc_g[l]; }
+    if (kDist) dist[r] = sd;
+    if (kGram) gram[r] = sg;
+  }
 }
 #endif
 
-template <typename T>
-void sqdist_float_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, int num_threads) {
+template <typename T, bool kDist, bool kGram>
+void float_blocks_impl(const T* __restrict__ u, int64_t K, int64_t d, double* dist, double* gram,
+                       int num_threads) {
   const Split split(K, d, num_threads);
   const int64_t segments = split.segments;
   const int64_t B = std::max<int64_t>(kFStep, std::min<int64_t>(1024, (1 << 17) / K) / kFStep * kFStep);
-  std::vector<double> pd(segments * K * K, 0.0);
+  std::vector<double> pd(kDist ? segments * K * K : 0, 0.0), pg(kGram ? segments * K * K : 0, 0.0);
+  const int64_t first = kGram ? 0 : 1;  // the Gram needs the diagonal, distances do not
   parallel_for(split.tasks(), threads_for(K * K * d / 2, num_threads), [&](int64_t task) {
     const auto [seg, i0, i1, s0, s1] = split.range(task);
     std::vector<float> tile(K * B);
-    double* dseg = pd.data() + seg * K * K;
+    double* dseg = kDist ? pd.data() + seg * K * K : nullptr;
+    double* gseg = kGram ? pg.data() + seg * K * K : nullptr;
+    // Adds the sums of rows a[0..R) (starting at row i) against row j.
+    const auto add = [&](auto R_, const float* const* a, int64_t i, int64_t j, int64_t nb) {
+      constexpr int R = decltype(R_)::value;
+      double od[R], og[R];
+      float_pairs<R, kDist, kGram>(a, tile.data() + j * B, nb, od, og);
+      for (int r = 0; r < R; ++r) {
+        if (kDist) dseg[(i + r) * K + j] += od[r];
+        if (kGram) gseg[(i + r) * K + j] += og[r];
+      }
+    };
+    using One = std::integral_constant<int, 1>;
+    using Four = std::integral_constant<int, 4>;
     for (int64_t c0 = s0; c0 < s1; c0 += B) {
       const int64_t n = std::min(B, s1 - c0);
       const int64_t nb = ceil_div(n, kFStep) * kFStep;  // padded length actually swept
@@ -217,36 +230,41 @@ void sqdist_float_impl(const T* __restrict__ u, int64_t K, int64_t d, double* di
         float* dst = tile.data() + k * B;
         int64_t t = 0;
         for (; t < n; ++t) dst[t] = static_cast<float>(load(row + t));
-        for (; t < nb; ++t) dst[t] = 0.0f;
+        for (; t < nb; ++t) dst[t] = 0.0f;  // zero padding adds nothing to either sum
       }
       int64_t i = i0;
       for (; i + 4 <= i1; i += 4) {  // rows i..i+3 against every later row
         const float* a[4] = {tile.data() + i * B, tile.data() + (i + 1) * B,
                              tile.data() + (i + 2) * B, tile.data() + (i + 3) * B};
-        for (int64_t r = 0; r < 3; ++r)  // pairs inside the block of four
-          for (int64_t j = i + r + 1; j < i + 4; ++j)
-            dseg[(i + r) * K + j] += sqdist_f32_pair(a[r], tile.data() + j * B, nb);
-        for (int64_t j = i + 4; j < K; ++j) {
-          double out[4];
-          sqdist_f32_4pairs(a, tile.data() + j * B, nb, out);
-          for (int r = 0; r < 4; ++r) dseg[(i + r) * K + j] += out[r];
-        }
+        for (int64_t r = 0; r < 4; ++r)  // pairs inside the block of four
+          for (int64_t j = i + r + first; j < i + 4; ++j) add(One{}, &a[r], i + r, j, nb);
+        for (int64_t j = i + 4; j < K; ++j) add(Four{}, a, i, j, nb);
       }
       for (; i < i1; ++i) {
-        const float* __restrict__ a = tile.data() + i * B;
-        for (int64_t j = i + 1; j < K; ++j) dseg[i * K + j] += sqdist_f32_pair(a, tile.data() + j * B, nb);
+        const float* a[1] = {tile.data() + i * B};
+        for (int64_t j = i + first; j < K; ++j) add(One{}, a, i, j, nb);
       }
     }
   });
   for (int64_t i = 0; i < K; ++i) {
-    dist[i * K + i] = 0.0;
-    for (int64_t j = i + 1; j < K; ++j) {
-      double sd = 0.0;
-      for (int64_t s = 0; s < segments; ++s) sd += pd[s * K * K + i * K + j];
-      dist[i * K + j] = sd;
-      dist[j * K + i] = sd;
+    if (kDist) dist[i * K + i] = 0.0;
+    for (int64_t j = i + first; j < K; ++j) {
+      double sd = 0.0, sg = 0.0;
+      for (int64_t s = 0; s < segments; ++s) {
+        if (kDist) sd += pd[s * K * K + i * K + j];
+        if (kGram) sg += pg[s * K * K + i * K + j];
+      }
+      if (kDist && j != i) { dist[i * K + j] = sd; dist[j * K + i] = sd; }
+      if (kGram) { gram[i * K + j] = sg; gram[j * K + i] = sg; }
     }
   }
+}
+
+template <typename T>
+void float_blocks(const T* u, int64_t K, int64_t d, double* dist, double* gram, int threads) {
+  if (dist && gram) float_blocks_impl<T, true, true>(u, K, d, dist, gram, threads);
+  else if (dist) float_blocks_impl<T, true, false>(u, K, d, dist, nullptr, threads);
+  else if (gram) float_blocks_impl<T, false, true>(u, K, d, nullptr, gram, threads);
 }
 
 template <typename T>
@@ -270,8 +288,9 @@ void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
     using V = typename Traits<T>::val_t;
     std::vector<double> dist(sqdist ? K * K : 0), g(gram ? K * K : 0);
-    if (sqdist && !gram && !std::is_same<T, double>::value) {
-      sqdist_float_impl(static_cast<const T*>(updates), K, d, dist.data(), num_threads);
+    if (!std::is_same<T, double>::value) {
+      float_blocks(static_cast<const T*>(updates), K, d, sqdist ? dist.data() : nullptr,
+                   gram ? g.data() : nullptr, num_threads);
     } else {
       pairwise_double(static_cast<const T*>(updates), K, d, sqdist ? dist.data() : nullptr,
                       gram ? g.data() : nullptr, num_threads);
@@ -282,11 +301,14 @@ void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void
 }
 
 void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d, double* sqdist,
-                        double* gram, int num_threads) {
+                        double* gram, bool fast, int num_threads) {
   if (K <= 0 || d <= 0 || (!sqdist && !gram)) return;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
-    pairwise_double(static_cast<const T*>(updates), K, d, sqdist, gram, num_threads);
+    if (fast && !std::is_same<T, double>::value)
+      float_blocks(static_cast<const T*>(updates), K, d, sqdist, gram, num_threads);
+    else
+      pairwise_double(static_cast<const T*>(updates), K, d, sqdist, gram, num_threads);
   });
 }
 

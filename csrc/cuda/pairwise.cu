@@ -24,7 +24,7 @@ static_assert(kCols == 2 * math::kSqBlock, "a staged round is two blocks of the 
 // Invariant: in each round, A[r][c] / B[r][c] hold column c0 + c of rows
 // I0 + r / J0 + r (zero outside [s0, s1) and past K), and every thread has
 // added the blocks of its four pairs up to column c0.
-template <typename T, bool kFloatDiff>
+template <typename T, bool kFloatBlocks>
 __global__ void __launch_bounds__(kPairThreads) partials_kernel(
     const T* __restrict__ u,  // [K, d]
     int64_t K, int64_t d, int64_t seg_len, int tiles, bool want_dist, bool want_gram,
@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kPairThreads) partials_kernel(
         for (int b = 0; b < 2; ++b) {
           const V* ra = &A[ty + 16 * a][half];
           const V* rb = &B[tx + 16 * b][half];
-          math::pair_block<V, kFloatDiff>([ra](int s) { return ra[s]; }, [rb](int s) { return rb[s]; }, want_dist,
+          math::pair_block<V, kFloatBlocks>([ra](int s) { return ra[s]; }, [rb](int s) { return rb[s]; }, want_dist,
                                           want_gram, acc_d[a][b], acc_g[a][b]);
         }
     __syncthreads();
@@ -105,7 +105,7 @@ __global__ void cosine_kernel(int64_t K, const double* __restrict__ gram, O* __r
 
 template <typename O>
 void run(const void* updates, DType dtype, int64_t K, int64_t d, O* sqdist, O* gram_out, O* cos_out,
-         bool float_diff, void* workspace, void* stream) {
+         bool float_blocks, void* workspace, void* stream) {
   const plan::PairwiseLayout layout(K, d);
   const cudaStream_t s = as_stream(stream);
   char* ws = static_cast<char*>(workspace);
@@ -118,7 +118,7 @@ void run(const void* updates, DType dtype, int64_t K, int64_t d, O* sqdist, O* g
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* u = static_cast<const T*>(updates);
-    if (float_diff && sizeof(val_t<T>) == 4)
+    if (float_blocks && sizeof(val_t<T>) == 4)
       partials_kernel<T, true><<<grid, kPairThreads, 0, s>>>(u, K, d, layout.seg.seg_len, tiles, want_dist,
                                                             want_gram, pd, pg);
     else
@@ -143,14 +143,14 @@ void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void
     run<double>(updates, dtype, K, d, static_cast<double*>(sqdist), static_cast<double*>(gram), nullptr, false,
                 workspace, stream);
   else
-    run<float>(updates, dtype, K, d, static_cast<float*>(sqdist), static_cast<float*>(gram), nullptr,
-               gram == nullptr, workspace, stream);
+    run<float>(updates, dtype, K, d, static_cast<float*>(sqdist), static_cast<float*>(gram), nullptr, true,
+               workspace, stream);
 }
 
 void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d, double* sqdist, double* gram,
-                        void* workspace, void* stream) {
+                        bool fast, void* workspace, void* stream) {
   if (K <= 0 || d <= 0 || (!sqdist && !gram)) return;
-  run<double>(updates, dtype, K, d, sqdist, gram, nullptr, false, workspace, stream);
+  run<double>(updates, dtype, K, d, sqdist, gram, nullptr, fast, workspace, stream);
 }
 
 void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, void* out, void* workspace,

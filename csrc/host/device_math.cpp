@@ -251,7 +251,7 @@ namespace {
 // Partials of every pair (i <= j) and segment, then the segment sums in order
 // into the [K, K] results (distances with a zero diagonal; Gram into the
 // workspace for cosine).
-template <typename T, bool kFloatDiff>
+template <typename T, bool kFloatBlocks>
 void pairwise_partials(const T* u, int64_t K, int64_t d, bool want_dist, bool want_gram,
                        const plan::PairwiseLayout& layout, char* ws) {
   double* pd = reinterpret_cast<double*>(ws + layout.part_dist);
@@ -262,7 +262,7 @@ void pairwise_partials(const T* u, int64_t K, int64_t d, bool want_dist, bool wa
     for (int64_t i = 0; i < K; ++i)
       for (int64_t j = i; j < K; ++j) {
         double dist = 0.0, gram = 0.0;
-        math::pair_partials<T, kFloatDiff>(u + i * d, u + j * d, s0, s1, want_dist, want_gram, dist, gram);
+        math::pair_partials<T, kFloatBlocks>(u + i * d, u + j * d, s0, s1, want_dist, want_gram, dist, gram);
         pd[(s * K + i) * K + j] = dist;
         pg[(s * K + i) * K + j] = gram;
       }
@@ -279,14 +279,14 @@ inline double segment_sum(const double* part, int64_t S, int64_t K, int64_t i, i
 
 template <typename O>
 void pairwise_run(const void* updates, DType dtype, int64_t K, int64_t d, O* sqdist, O* gram_out, O* cos_out,
-                  bool float_diff, void* workspace) {
+                  bool float_blocks, void* workspace) {
   const plan::PairwiseLayout layout(K, d);
   char* ws = static_cast<char*>(workspace);
   const bool want_dist = sqdist != nullptr, want_gram = gram_out != nullptr || cos_out != nullptr;
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* u = static_cast<const T*>(updates);
-    if (float_diff && sizeof(val_t<T>) == 4) pairwise_partials<T, true>(u, K, d, want_dist, want_gram, layout, ws);
+    if (float_blocks && sizeof(val_t<T>) == 4) pairwise_partials<T, true>(u, K, d, want_dist, want_gram, layout, ws);
     else pairwise_partials<T, false>(u, K, d, want_dist, want_gram, layout, ws);
   });
   const double* pd = reinterpret_cast<const double*>(ws + layout.part_dist);
@@ -315,13 +315,13 @@ void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void
                          false, workspace);
   else
     pairwise_run<float>(updates, dtype, K, d, static_cast<float*>(sqdist), static_cast<float*>(gram), nullptr,
-                        gram == nullptr, workspace);
+                        true, workspace);
 }
 
 void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d, double* sqdist, double* gram,
-                        void* workspace, void*) {
+                        bool fast, void* workspace, void*) {
   if (K <= 0 || d <= 0 || (!sqdist && !gram)) return;
-  pairwise_run<double>(updates, dtype, K, d, sqdist, gram, nullptr, false, workspace);
+  pairwise_run<double>(updates, dtype, K, d, sqdist, gram, nullptr, fast, workspace);
 }
 
 void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, void* out, void* workspace,

@@ -2,12 +2,12 @@
 //
 // Contract: updates [K, d] C-contiguous; outputs out_t [K, K], symmetric.
 // Every entry comes from direct differences (never |a|^2 + |b|^2 - 2ab), so
-// identical rows give exactly 0 distance. float64 input, the Gram matrix and
-// pairwise_stats_f64 accumulate in double (~1e-12 relative to a float64
-// computation); sqdist alone for float32/16/bf16 input uses float32
-// differences summed in blocks of 16 (two chains of 8) and flushed to double:
-// about 6.6e-7 relative at worst, < 1e-6
-// (every term is non-negative; see pairwise.cpp). d is split into
+// identical rows give exactly 0 distance. float64 input, cosine and
+// pairwise_stats_f64 without `fast` accumulate in double (~1e-12 relative to
+// a float64 computation); pairwise_stats for float32/16/bf16 input and
+// pairwise_stats_f64 with `fast` use float32 blocks of 16 (two chains of 8)
+// flushed to double: about 6.6e-7 relative at worst for distances, 6.6e-7
+// |u_i| |u_j| for Gram entries (see math/pairwise.h). d is split into
 // a fixed number of segments whose partial sums are added in segment order:
 // bitwise identical for any thread count.
 #pragma once
@@ -22,8 +22,14 @@ void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d,
                     void* sqdist, void* gram, int num_threads);
 
 // As pairwise_stats, but both outputs are double [K, K] for every input type.
+// fast (float32/16/bf16 input only): both sums from the float blocks of
+// math/pairwise.h (sq_diff_block, dot_block), flushed to double: distances
+// within ~6.6e-7 relative, Gram entries within ~6.6e-7 |u_i| |u_j|. A float
+// square or product that overflows leaves a non-finite entry: the caller
+// checks and recomputes with fast = false (robustagg/ops.py does). Otherwise
+// every sum in double (~1e-12 relative).
 void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d,
-                        double* sqdist, double* gram, int num_threads);
+                        double* sqdist, double* gram, bool fast, int num_threads);
 
 // cos[i, j] = <u_i, u_j> / sqrt(|u_i|^2 |u_j|^2), clamped to [-1, 1]; exactly 1
 // for identical non-zero rows; 0 where either row is all zero (diagonal too).
@@ -44,7 +50,7 @@ void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d,
   void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void* sqdist,          \
                       void* gram, void* workspace, void* stream);                                    \
   void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d, double* sqdist,    \
-                          double* gram, void* workspace, void* stream);                              \
+                          double* gram, bool fast, void* workspace, void* stream);                   \
   void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, void* out,          \
                          void* workspace, void* stream);
 namespace cuda { ROBUSTAGG_PAIRWISE_DEVICE_API }

@@ -33,6 +33,29 @@ ROBUSTAGG_HD inline R sq_diff_block(LoadA a, LoadB b) {
   return s0 + s1;
 }
 
+// The same blocking for the Gram of float rows: each lane sums kSqBlock float
+// products as two chains and flushes the block into double. Terms may cancel,
+// so the bound is relative to sum_n |a_n b_n| <= |a| |b| (Cauchy-Schwarz):
+// |error| <= about 6.6e-7 |a| |b|, i.e. 6.6e-7 in a cosine. A row's squared
+// norm (all terms non-negative) keeps the 6.6e-7 relative bound, and rows
+// that are bitwise equal get bitwise equal products, so their cosine is 1.
+template <typename R, typename LoadA, typename LoadB>
+ROBUSTAGG_HD inline R dot_block(LoadA a, LoadB b) {
+  R s0 = R{}, s1 = R{};
+  ROBUSTAGG_UNROLL
+  for (int s = 0; s < kSqBlock; s += 2) {
+    s0 += a(s) * b(s);
+    s1 += a(s + 1) * b(s + 1);
+  }
+  return s0 + s1;
+}
+
+// Float blocks are exact enough only while no float square or product
+// overflows (|x| below about 2^60) and squares do not fall below float's
+// normal range (for entries below d * 2^-100 the bound is absolute, d * 2^-145).
+// Callers check the results: a non-finite entry from finite input means the
+// float blocks overflowed, and the pair is recomputed in double.
+
 // cos = <u_i, u_j> / sqrt(|u_i|^2 |u_j|^2), clamped to [-1, 1]; 0 where either
 // row is all zero. Identical rows have bitwise equal dot products and norms
 // (same summation order) and sqrt(x * x) == x, so their cosine is exactly 1.
@@ -60,14 +83,14 @@ struct PairwiseSegments {
 
 // One kSqBlock-column block of one pair, as one GPU thread adds it: la(s),
 // lb(s) give step s of the two rows as V (zero past the end of a segment).
-// kFloatDiff: float differences in the blocked float sum, flushed to double
-// (the fast path of float32/16/bf16 distances); otherwise differences and
-// squares in double. The Gram is always summed in double, step by step.
-template <typename V, bool kFloatDiff, typename LA, typename LB>
+// kFloatBlocks: the blocked float sums (sq_diff_block, dot_block) flushed to
+// double, the fast path of float32/16/bf16 rows; otherwise differences,
+// squares and products in double, step by step.
+template <typename V, bool kFloatBlocks, typename LA, typename LB>
 ROBUSTAGG_HD inline void pair_block(LA la, LB lb, bool want_dist, bool want_gram, double& acc_d,
                                     double& acc_g) {
   if (want_dist) {
-    if (kFloatDiff) {
+    if (kFloatBlocks) {
       acc_d += static_cast<double>(sq_diff_block<V>(la, lb));
     } else {
       ROBUSTAGG_UNROLL
@@ -78,15 +101,19 @@ ROBUSTAGG_HD inline void pair_block(LA la, LB lb, bool want_dist, bool want_gram
     }
   }
   if (want_gram) {
-    ROBUSTAGG_UNROLL
-    for (int s = 0; s < kSqBlock; ++s) acc_g += static_cast<double>(la(s)) * static_cast<double>(lb(s));
+    if (kFloatBlocks) {
+      acc_g += static_cast<double>(dot_block<V>(la, lb));
+    } else {
+      ROBUSTAGG_UNROLL
+      for (int s = 0; s < kSqBlock; ++s) acc_g += static_cast<double>(la(s)) * static_cast<double>(lb(s));
+    }
   }
 }
 
 // One pair's partial sums over columns [s0, s1) of rows a, b (element type
 // T): the blocks of pair_block from s0 in order, the last one zero-padded.
 // The CUDA kernel forms exactly these sums from its shared-memory tiles.
-template <typename T, bool kFloatDiff>
+template <typename T, bool kFloatBlocks>
 ROBUSTAGG_HD inline void pair_partials(const T* a, const T* b, int64_t s0, int64_t s1, bool want_dist,
                                        bool want_gram, double& dist, double& gram) {
   using V = typename Traits<T>::val_t;
@@ -94,7 +121,7 @@ ROBUSTAGG_HD inline void pair_partials(const T* a, const T* b, int64_t s0, int64
   for (int64_t c0 = s0; c0 < s1; c0 += kSqBlock) {
     const auto la = [&](int s) { return c0 + s < s1 ? V(load(a + c0 + s)) : V(0); };
     const auto lb = [&](int s) { return c0 + s < s1 ? V(load(b + c0 + s)) : V(0); };
-    pair_block<V, kFloatDiff>(la, lb, want_dist, want_gram, acc_d, acc_g);
+    pair_block<V, kFloatBlocks>(la, lb, want_dist, want_gram, acc_d, acc_g);
   }
   dist = acc_d;
   gram = acc_g;
