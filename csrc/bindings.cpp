@@ -8,6 +8,7 @@
 
 #include "robustagg/common.h"
 #include "robustagg/device_plan.h"
+#include "robustagg/norms.h"
 #include "robustagg/pairwise.h"
 #include "robustagg/repeated_median.h"
 #include "robustagg/sign_vote.h"
@@ -49,6 +50,12 @@ std::string compiler() {
                                  uintptr_t w, uintptr_t out, uintptr_t stream) {                    \
       NS::robust_lr_mean(ptr<const void>(u), dt(dtype), K, d, threshold, ptr<const double>(w),       \
                          ptr<void>(out), ptr<void>(stream));                                        \
+    }, nogil);                                                                                      \
+    sub.def("norms_workspace_bytes", [](int64_t K, int64_t d) { return NS::norms_workspace_bytes(K, d); }); \
+    sub.def("sq_distances_to", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t point,     \
+                                  uintptr_t out, uintptr_t ws, uintptr_t stream) {                  \
+      NS::sq_distances_to(ptr<const void>(u), dt(dtype), K, d, ptr<const void>(point), ptr<double>(out), \
+                          ptr<void>(ws), ptr<void>(stream));                                        \
     }, nogil);                                                                                      \
     sub.def("order_workspace_bytes", [](int dtype, int64_t K, int64_t d) {                          \
       return NS::order_workspace_bytes(dt(dtype), K, d);                                            \
@@ -174,6 +181,11 @@ PYBIND11_MODULE(_C, m) {
                                  uintptr_t gram, bool fast, int threads) {
     ra::cpu::pairwise_stats_f64(ptr<const void>(u), dt(dtype), K, d, ptr<double>(sqdist), ptr<double>(gram), fast,
                                 threads);
+  }, nogil);
+  m.def("sq_distances_to", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t point, uintptr_t out,
+                              int threads) {
+    ra::cpu::sq_distances_to(ptr<const void>(u), dt(dtype), K, d, ptr<const void>(point), ptr<double>(out),
+                             threads);
   }, nogil);
   m.def("cosine_similarity", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out,
                                 int threads) {

@@ -64,6 +64,7 @@ __all__ = [
     "residual_reweight",
     "residual_client_sums",
     "residual_apply",
+    "sq_distances_to",
     "pairwise_sq_distances",
     "cosine_similarity",
     "pairwise_stats",
@@ -100,6 +101,7 @@ _TYPE_WORDS = {
     "weights": "a torch.Tensor of shape [K] or None",
     "trim": "an int (values dropped per tail)",
     "client_sums": "a torch.Tensor of shape [K]",
+    "point": "a torch.Tensor of shape [d] or None",
 }
 
 
@@ -784,6 +786,62 @@ def residual_apply(updates: torch.Tensor, client_sums: torch.Tensor, lam: float 
     :func:`residual_reweight`. Returns ``(client_weights [K], aggregate [d])``;
     K < 3: uniform weights and the plain mean."""
     return _dispatch("residual_apply", updates, client_sums, lam, delta, power, intercept)
+
+
+# sq_distances_to -------------------------------------------------------------------
+
+
+def _sqto_check(updates, point=None):
+    K, d = _check_updates("sq_distances_to", updates)
+    if point is not None:
+        if tuple(point.shape) != (d,):
+            raise ValueError(f"sq_distances_to: point must have shape [d] = [{d}]; got {tuple(point.shape)}")
+        if point.dtype != updates.dtype:
+            raise TypeError(f"sq_distances_to: point must have the dtype of updates ({updates.dtype}); got {point.dtype}")
+        if point.device != updates.device:
+            raise ValueError(f"sq_distances_to: point must be on the device of updates ({updates.device}); "
+                             f"got {point.device}")
+    return K, d
+
+
+def _sqto_runner(device: bool):
+    def run(c: _Call, point=None):
+        p = None if point is None else point.detach().contiguous()
+        out = c.empty(c.K, dtype=torch.float64)
+        tail = (c.workspace(c.be.norms_workspace_bytes(c.K, c.d)), c.stream) if device else (c.threads,)
+        c.be.sq_distances_to(c.ptr, c.code, c.K, c.d, _ptr(p), out.data_ptr(), *tail)
+        return out
+    return run
+
+
+_define(_Op("sq_distances_to(Tensor updates, Tensor? point=None) -> Tensor", _sqto_check,
+            lambda Kd, updates, point=None: updates.new_empty(Kd[0], dtype=torch.float64),
+            _reference.sq_distances_to, _sqto_runner(False), _sqto_runner(True)))
+
+
+def sq_distances_to(updates: torch.Tensor, point: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Each client's squared distance to a point: ``out[k] = sum_n (u[k, n] - point[n])**2``.
+
+    Without a point, the squared norms ``|u_k|^2``. One pass, no ``[K, d]``
+    temporary; differences and squares in float64 (no overflow for float32
+    input, ~1e-15 relative), summed in a fixed order (lanes, a tree, segments:
+    see math/norms.h): bitwise the same on every thread count and backend.
+    The statistics of norm clipping, centered clipping and the geometric median.
+
+    Args:
+        updates: ``[K, d]``.
+        point: ``[d]``, the dtype and device of ``updates``; or None.
+
+    Returns:
+        ``[K]`` float64.
+
+    Example:
+        >>> ops.sq_distances_to(torch.tensor([[3., 4.], [1., 1.]]))
+        tensor([25.,  2.], dtype=torch.float64)
+        >>> ops.sq_distances_to(torch.tensor([[3., 4.], [1., 1.]]), torch.tensor([1., 1.]))
+        tensor([13.,  0.], dtype=torch.float64)
+    """
+    return _dispatch("sq_distances_to", updates, point)
 
 
 # pairwise -------------------------------------------------------------------------

@@ -23,6 +23,7 @@ __all__ = [
     "repeated_median_line",
     "residual_reweight",
     "residual_client_sums",
+    "sq_distances_to",
     "residual_apply",
     "pairwise_sq_distances",
     "cosine_similarity",
@@ -246,6 +247,20 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
         blk = u[:, c0:c0 + step]
         out += ((blk[:, None, :] - blk[None, :, :]) ** 2).sum(-1)
     return out.to(_value_dtype(updates.dtype))
+
+
+def sq_distances_to(updates: torch.Tensor, point=None) -> torch.Tensor:
+    """``sum_n (u[k, n] - point[n])**2`` per client in float64 (squared norms without a point)."""
+    u = updates.detach().double()
+    K, d = u.shape
+    out = torch.zeros(K, dtype=torch.float64, device=u.device)
+    step = _chunk(K, d, K)
+    for c0 in range(0, d, step):
+        blk = u[:, c0:c0 + step]
+        if point is not None:
+            blk = blk - point.detach().double()[c0:c0 + step]
+        out += (blk * blk).sum(1)
+    return out
 
 
 def gram(updates: torch.Tensor) -> torch.Tensor:

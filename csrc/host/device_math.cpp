@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "robustagg/device_plan.h"
+#include "robustagg/math/norms.h"
+#include "robustagg/norms.h"
 #include "robustagg/pairwise.h"
 #include "robustagg/repeated_median.h"
 #include "robustagg/sign_vote.h"
@@ -331,6 +333,37 @@ void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, v
     pairwise_run<double>(updates, dtype, K, d, nullptr, nullptr, static_cast<double*>(out), false, workspace);
   else
     pairwise_run<float>(updates, dtype, K, d, nullptr, nullptr, static_cast<float*>(out), false, workspace);
+}
+
+size_t norms_workspace_bytes(int64_t K, int64_t d) {
+  return static_cast<size_t>(K * math::norm_segments(d)) * sizeof(double);
+}
+
+// Each block: its kNormLanes lane sums (the threads), the tree, one partial;
+// then each row's partials in segment order, as the two CUDA kernels do.
+void sq_distances_to(const void* updates, DType dtype, int64_t K, int64_t d, const void* point, double* out,
+                     void* workspace, void*) {
+  if (K <= 0 || d <= 0) return;
+  const int64_t S = math::norm_segments(d);
+  double* part = static_cast<double*>(workspace);
+  with_type(dtype, [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* u = static_cast<const T*>(updates);
+    const T* p = static_cast<const T*>(point);
+    parallel_for(K * S, host_threads(), [&](int64_t block) {
+      const int64_t k = block / S, s = block % S;
+      const int64_t s0 = s * math::kNormSegment, s1 = std::min(d, s0 + math::kNormSegment);
+      double lanes[math::kNormLanes];
+      for (int l = 0; l < math::kNormLanes; ++l) lanes[l] = math::sq_dev_lane(u + k * d, p, s0, s1, l);
+      math::lane_tree(lanes);
+      part[block] = lanes[0];
+    });
+  });
+  for (int64_t k = 0; k < K; ++k) {
+    double acc = 0.0;
+    for (int64_t s = 0; s < S; ++s) acc += part[k * S + s];
+    out[k] = acc;
+  }
 }
 
 }  // namespace device_math

@@ -1,0 +1,65 @@
+// Row statistics on CUDA: one block of math::kNormLanes threads per (row,
+// segment); thread l adds lane l of math/norms.h (coalesced: consecutive threads
+// read consecutive coordinates), the block reduces the lanes with the tree of
+// math::lane_tree (one level per __syncthreads), and a second kernel adds the
+// [K, segments] partials in segment order. Bitwise the CPU kernel's result.
+#include "robustagg/norms.h"
+
+#include "launch.cuh"
+#include "robustagg/math/norms.h"
+
+namespace robustagg {
+namespace cuda {
+namespace {
+
+static_assert(math::kNormLanes == kThreads, "a block is one segment's lanes");
+
+template <typename T>
+__global__ void __launch_bounds__(math::kNormLanes) segment_kernel(const T* __restrict__ u, int64_t d, int64_t S,
+                                                                   const T* __restrict__ point,
+                                                                   double* __restrict__ part) {  // [K, S]
+  __shared__ double lanes[math::kNormLanes];
+  const int64_t k = blockIdx.x / S, s = blockIdx.x % S;
+  const int64_t s0 = s * math::kNormSegment, s1 = s0 + math::kNormSegment < d ? s0 + math::kNormSegment : d;
+  const int l = threadIdx.x;
+  lanes[l] = math::sq_dev_lane(u + k * d, point, s0, s1, l);
+  __syncthreads();
+  for (int w = math::kNormLanes / 2; w >= 1; w /= 2) {  // math::lane_tree, level by level
+    if (l < w) lanes[l] += lanes[l + w];
+    __syncthreads();
+  }
+  if (l == 0) part[k * S + s] = lanes[0];
+}
+
+__global__ void rows_kernel(int64_t K, int64_t S, const double* __restrict__ part, double* __restrict__ out) {
+  const int64_t k = thread_index();
+  if (k >= K) return;
+  double acc = 0.0;
+  for (int64_t s = 0; s < S; ++s) acc += part[k * S + s];
+  out[k] = acc;
+}
+
+}  // namespace
+
+size_t norms_workspace_bytes(int64_t K, int64_t d) {
+  return static_cast<size_t>(K * math::norm_segments(d)) * sizeof(double);
+}
+
+void sq_distances_to(const void* updates, DType dtype, int64_t K, int64_t d, const void* point, double* out,
+                     void* workspace, void* stream) {
+  if (K <= 0 || d <= 0) return;
+  const int64_t S = math::norm_segments(d);
+  const cudaStream_t s = as_stream(stream);
+  double* part = static_cast<double*>(workspace);
+  with_type(dtype, [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    segment_kernel<T><<<static_cast<unsigned>(K * S), math::kNormLanes, 0, s>>>(
+        static_cast<const T*>(updates), d, S, static_cast<const T*>(point), part);
+  });
+  check_launch("sq_distances_to segments");
+  rows_kernel<<<blocks_for(K), kThreads, 0, s>>>(K, S, part, out);
+  check_launch("sq_distances_to rows");
+}
+
+}  // namespace cuda
+}  // namespace robustagg
