@@ -10,12 +10,16 @@ from robustagg import distributed as rd
 
 K, D = 12, 1001                       # D odd: the shards differ in size
 
-RULES = [
-    ("fedavg", {}), ("median", {}), ("trimmed_mean", {"trim": 2}), ("sign", {}), ("rlr", {"threshold": 4}),
-    ("invariant", {"tau": 0.2, "alpha": 0.2}), ("repeated_median", {}), ("residual", {}),
-    ("residual", {"power": 2.0, "intercept": "median"}), ("krum", {"f": 2}), ("multikrum", {"f": 2}),
-    ("bulyan", {"f": 2}), ("foolsgold", {}), ("rflbat", {}), ("geomed", {}), ("clip", {"max_norm": 5.0}),
-    ("centered_clip", {"tau": 3.0}),
+# Every registered rule (a new one is tested sharded without being listed),
+# with parameters that make it act on these updates, plus a few variants.
+PARAMS = {
+    "trimmed_mean": {"trim": 2}, "rlr": {"threshold": 4}, "invariant": {"tau": 0.2, "alpha": 0.2},
+    "krum": {"f": 2}, "multikrum": {"f": 2}, "bulyan": {"f": 2}, "clip": {"max_norm": 5.0},
+    "centered_clip": {"tau": 3.0}, "noise": {"sigma": 0.01, "seed": 5},
+}
+RULES = [(name, PARAMS.get(name, {})) for name in A.available()] + [
+    ("residual", {"power": 2.0, "intercept": "median"}), ("clip", {"max_norm": 5.0, "base": "median"}),
+    ("rlr", {"threshold": 4, "base": "trimmed_mean"}),
 ]
 
 
@@ -48,6 +52,15 @@ def check_rules(rank, world):
                 u = make_updates(seed=rnd)
                 want = single(u, weights=weights, client_ids=list(range(100, 100 + K)))
                 got = rd.aggregate(sharded, u[:, lo:hi], weights=weights, client_ids=list(range(100, 100 + K)))
+                if name == "noise":
+                    # Each rank draws its own slice of the noise (seed + rank), around the sharded base.
+                    base = rd.aggregate(A.get("fedavg"), u[:, lo:hi], weights=weights)
+                    if rnd == 0:
+                        gen = torch.Generator().manual_seed(params["seed"] + rank)
+                    noise = torch.randn(hi - lo, generator=gen)
+                    torch.testing.assert_close(got.update, base.update + params["sigma"] * noise)
+                    want = A.get("fedavg")(u, weights=weights)
+                    want.update = _full(got.update)
                 full = _full(got.update)
                 assert torch.equal(got.excluded, want.excluded), f"excluded {got.excluded} vs {want.excluded}"
                 torch.testing.assert_close(got.client_weights, want.client_weights, rtol=1e-5, atol=1e-7)

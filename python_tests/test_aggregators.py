@@ -128,16 +128,22 @@ def test_foolsgold_keeps_history_by_client_id_across_rounds():
     g = torch.Generator().manual_seed(1)
     fg = A.FoolsGold()
     sybil_dir = torch.randn(300, generator=g)
-    ids_round = [[0, 1, 2, 10, 11], [1, 3, 4, 10, 12], [0, 2, 3, 11, 12]]
+    ids_round = [[0, 1, 2, 10, 11], [1, 3, 4, 10, 12], [0, 2, 3, 11, 12], [0, 1, 2, 3, 4, 10, 11, 12]]
+    sums = {}
     for ids in ids_round:
         rows = [sybil_dir + 0.01 * torch.randn(300, generator=g) if i >= 10 else torch.randn(300, generator=g)
                 for i in ids]
+        for i, row in zip(ids, rows):
+            sums[i] = sums.get(i, 0) + row
         r = fg(torch.stack(rows), client_ids=ids)
-    lr = dict(zip(ids_round[-1], r.info["learning_rates"]))
+        if len(ids) == 5:
+            lr = dict(zip(ids, r.info["learning_rates"]))
     assert lr[11] < 0.05 and lr[12] < 0.05 and min(lr[0], lr[2], lr[3]) > 0.5
-    assert set(fg._history) == {0, 1, 2, 3, 4, 10, 11, 12}
+    assert set(fg._rows) == set(sums)
+    for i, total in sums.items():                 # each history is the sum of that client's updates
+        torch.testing.assert_close(fg._H[fg._rows[i]], total)
     fg.reset()
-    assert fg._history == {}
+    assert fg._rows == {} and fg._H is None
 
 
 def test_rflbat_excludes_a_cluster_of_scaled_updates():
@@ -275,3 +281,31 @@ def test_flatten_and_unflatten_round_trip_a_real_model():
     model.load_state_dict(new)
     with pytest.raises(ValueError, match="shape"):
         utils.unflatten(upd[:-1], g)
+
+
+def _weiszfeld_float64(u, iters=20000):
+    """High-precision geometric median (plain Weiszfeld in float64 to a fixed point)."""
+    x = u.double()
+    v = x.median(0).values
+    for _ in range(iters):
+        b = 1.0 / (x - v).norm(dim=1).clamp_min(1e-300)
+        new = (b[:, None] * x).sum(0) / b.sum()
+        if torch.equal(new, v):
+            break
+        v = new
+    return v
+
+
+@pytest.mark.parametrize("outlier", [1e6, 1e30, 1e38])
+def test_geometric_median_is_not_stopped_early_by_far_outliers(outlier):
+    g = torch.Generator().manual_seed(3)
+    u = torch.rand(10, 3, generator=g)
+    u[:3] = outlier * (1 + torch.rand(3, 3, generator=g))      # 3 of 10 clients far away
+    want = _weiszfeld_float64(u)       # far outliers still pull: each with a unit force
+    res = A.GeometricMedian()(u)
+    assert res.info["converged"]
+    spread = (u[3:] - want.float()).norm(dim=1).median()
+    assert (res.update.double() - want).norm() <= 1e-3 * spread, (res.update, want)
+    # client_weights are the weights of the last step: they give the update
+    torch.testing.assert_close((res.client_weights.double()[:, None] * u.double()).sum(0).float(), res.update,
+                               rtol=1e-5, atol=1e-6 * float(spread))

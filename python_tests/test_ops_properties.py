@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from robustagg import ops
+from robustagg import ops, reference
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False, width=64)
 
@@ -96,3 +96,10 @@ def test_distances_are_symmetric_nonnegative_and_permute(up):
     D = ops.pairwise_sq_distances(u)
     assert torch.equal(D, D.T) and torch.all(D >= 0) and torch.all(torch.diagonal(D) == 0)
     assert torch.equal(ops.pairwise_sq_distances(u[perm]), D[perm][:, perm])
+
+
+def test_median_of_equal_denormals_is_that_value():
+    # Found by hypothesis: 0.5 a + 0.5 b rounds a denormal a = b to 0 (below both).
+    tiny = torch.tensor([[5e-324, -5e-324], [5e-324, -5e-324]], dtype=torch.float64)
+    for fn in (ops.median, reference.median, lambda u: ops.run_device_math("median", u)):
+        assert torch.equal(fn(tiny), tiny[0])

@@ -58,8 +58,8 @@ def _midpoint_median(sorted_values: torch.Tensor, dim: int) -> torch.Tensor:
     b = sorted_values.select(dim, n // 2)
     if n % 2 == 1:
         return b
-    a = sorted_values.select(dim, (n - 1) // 2)
-    return 0.5 * a.double() + 0.5 * b.double()
+    a, b = sorted_values.select(dim, (n - 1) // 2).double(), b.double()
+    return torch.where(a == b, a, 0.5 * a + 0.5 * b)   # equal denormals: halving would round them
 
 
 def sign_vote(updates: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:

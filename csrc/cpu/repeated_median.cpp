@@ -54,7 +54,7 @@ class LaneMedian {
       if (rows_ % 2 == 1) {
         for (int t = 0; t < TL; ++t) out[t] = b[t];
       } else {
-        for (int t = 0; t < TL; ++t) out[t] = 0.5 * a[t] + 0.5 * b[t];
+        for (int t = 0; t < TL; ++t) out[t] = math::midpoint(a[t], b[t]);
       }
       return;
     }
@@ -65,7 +65,7 @@ class LaneMedian {
       const double b = col_[hi];
       if (rows_ % 2 == 1) { out[t] = b; continue; }
       const double a = *std::max_element(col_.begin(), col_.begin() + hi, nan_last_less<double>);
-      out[t] = 0.5 * a + 0.5 * b;
+      out[t] = math::midpoint(a, b);
     }
   }
 
@@ -198,7 +198,7 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
     const double* b = y + (K / 2) * TL;
     const double xbar = 0.5 * static_cast<double>(K - 1);
     for (int t = 0; t < TL; ++t) {
-      const double med = (K % 2 == 1) ? b[t] : 0.5 * a[t] + 0.5 * b[t];
+      const double med = (K % 2 == 1) ? b[t] : math::midpoint(a[t], b[t]);
       intercept[t] = med - slope[t] * xbar;
     }
     return;

@@ -1,5 +1,7 @@
 #include "robustagg/trimmed_mean.h"
 
+#include "robustagg/math/order.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -23,7 +25,7 @@ template <typename V> double select_median(V* col, int64_t K) {
   const double b = static_cast<double>(col[hi]);
   if (K % 2 == 1) return b;
   const double a = static_cast<double>(*std::max_element(col, col + hi, nan_last_less<V>));
-  return 0.5 * a + 0.5 * b;
+  return math::midpoint(a, b);
 }
 
 // Mean of col after dropping `trim` values per tail; sorts col.
@@ -76,7 +78,7 @@ void network_path(Stat stat, const T* __restrict__ u, int64_t K, int64_t d, int6
         const V* b = tile.data() + (K / 2) * TL;
         for (int64_t t = 0; t < n; ++t)
           out[j0 + t] = (K % 2 == 1) ? b[t]
-              : static_cast<V>(0.5 * static_cast<double>(a[t]) + 0.5 * static_cast<double>(b[t]));
+              : static_cast<V>(math::midpoint(static_cast<double>(a[t]), static_cast<double>(b[t])));
       } else {
         std::fill(acc, acc + TL, 0.0);
         for (int64_t k = trim; k < K - trim; ++k) {

@@ -9,6 +9,7 @@ import torch
 
 from .. import ops
 from .._registry import Registry
+from .stats import LOCAL, Statistics
 
 __all__ = ["AggregationResult", "Aggregator", "register", "get", "available", "as_updates"]
 
@@ -104,9 +105,13 @@ def result_dtype(u: torch.Tensor) -> torch.dtype:
 class Aggregator:
     """Base of every rule: ``rule(updates, weights=None, client_ids=None) -> AggregationResult``.
 
-    Subclasses implement ``_aggregate(u, w, ids)`` on the finite clients only:
-    ``u`` is ``[n, d]``, ``w`` their sample counts (float64) or None, ``ids``
-    their ids; it returns an :class:`AggregationResult` over those n clients.
+    Subclasses implement ``_aggregate(u, w, ids, stats)`` on the finite clients
+    only: ``u`` is ``[n, d]``, ``w`` their sample counts (float64) or None,
+    ``ids`` their ids, ``stats`` the :class:`~robustagg.aggregators.stats.Statistics`
+    every whole-vector statistic must come from (norms, distances, Gram,
+    residual sums, noise seeds: that is what makes a rule right when sharded);
+    it returns an :class:`AggregationResult` over those n clients. A wrapper
+    calls its base as ``self.base(u, w, ids, stats=stats)``.
     Hyper-parameters are keyword-only, stored as given, and checked in
     ``_validate`` (called once from ``__init__``).
     """
@@ -117,7 +122,8 @@ class Aggregator:
     def _validate(self) -> None:
         pass
 
-    def _aggregate(self, u: torch.Tensor, w: Optional[torch.Tensor], ids: List[Any]) -> AggregationResult:
+    def _aggregate(self, u: torch.Tensor, w: Optional[torch.Tensor], ids: List[Any],
+                   stats: Statistics) -> AggregationResult:
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -127,18 +133,19 @@ class Aggregator:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
 
-    def __call__(self, updates, weights=None, client_ids=None) -> AggregationResult:
+    def __call__(self, updates, weights=None, client_ids=None, *, stats: Optional[Statistics] = None
+                 ) -> AggregationResult:
         u = as_updates(updates)
         K, d = u.shape
         w = _sample_weights(weights, K, u.device)
         ids = _client_ids(client_ids, K)
         rdt = result_dtype(u)
+        stats = LOCAL if stats is None else stats
+        if not isinstance(stats, Statistics):
+            raise TypeError(f"{type(self).__name__}: stats must be a robustagg Statistics object; "
+                            f"got {type(stats).__name__}")
 
-        # A row sum is finite when the row is (a cheap pass with no [K, d] temporary);
-        # rows whose sum is not (NaN/Inf, or overflow of huge finite values) are checked exactly.
-        finite = torch.isfinite(u.sum(1))
-        for k in (~finite).nonzero().flatten().tolist():
-            finite[k] = bool(torch.isfinite(u[k]).all())
+        finite = stats.finite_rows(u)
         keep = finite.nonzero().flatten()
         nonfinite_ids = [ids[i] for i in (~finite).nonzero().flatten().tolist()]
         if keep.numel() == 0:
@@ -154,7 +161,7 @@ class Aggregator:
             raise ValueError("weights (sample counts) must not be all zero over the finite clients")
         sub_ids = ids if all_finite else [ids[i] for i in keep.tolist()]
 
-        res = self._aggregate(sub, sub_w, sub_ids)
+        res = self._aggregate(sub, sub_w, sub_ids, stats)
         update = res.update
         info = dict(res.info)
         if not bool(torch.isfinite(update).all()):

@@ -1,7 +1,8 @@
 """Distance- and similarity-based rules: Krum, Multi-Krum, Bulyan, FoolsGold, RFLBAT.
 
 They all start from the K x K matrices of one native pass over the updates
-(`ops.pairwise_stats`: squared distances and the Gram matrix, in float64).
+(``stats.pairwise``: squared distances or the Gram matrix, float64, only
+what the rule asks for).
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import numpy as np
 import torch
 
 from .. import ops
-from . import _shard
 from .base import (AggregationResult, Aggregator, check_positive_int, check_real, none_excluded,
                    normalized, register, result_dtype)
 from .mean import weighted_mean
@@ -33,19 +33,24 @@ def krum_scores(sqdist: torch.Tensor, f: int, neighbours: int = None) -> torch.T
 def mean_of_selected(u: torch.Tensor, w, selected) -> tuple:
     """Sample-count-weighted mean of the selected clients (uniform if their counts are all 0).
 
-    Returns ``(update, client_weights [n], excluded [n])`` over all n clients.
+    Returns ``(update, client_weights [n], excluded [n])`` over all n clients;
+    ``update`` is exactly ``sum_k client_weights[k] u_k`` (one native pass with
+    zero weights for the others: no copy of the selected rows).
     """
     n = u.shape[0]
     chosen = torch.zeros(n, dtype=torch.bool)
     chosen[torch.as_tensor(selected, dtype=torch.long)] = True
     chosen = chosen.to(u.device)
     sel = chosen.nonzero().flatten()
-    sw = None if w is None else w[sel]
-    if sw is not None and not bool((sw > 0).any()):
-        sw = None
-    cw = torch.zeros(n, dtype=result_dtype(u), device=u.device)
-    cw[sel] = normalized(sw, sel.numel(), u)
-    return weighted_mean(u.index_select(0, sel), sw), cw, ~chosen
+    sw = None if w is None else torch.where(chosen, w, torch.zeros_like(w))
+    if sw is None or not bool((sw > 0).any()):
+        sw = chosen.to(torch.float64)
+    cw = (sw / sw.sum()).to(result_dtype(u))
+    if sel.numel() == 1:
+        update = u[int(sel[0])].clone()
+    else:
+        update = weighted_mean(u, sw)
+    return update, cw, ~chosen
 
 
 def _check_krum(owner: str, n: int, f: int) -> None:
@@ -81,13 +86,13 @@ class MultiKrum(Aggregator):
     def _m(self, n):
         return n - self.f if self.m is None else self.m
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
         _check_krum(type(self).__name__, n, self.f)
         m = self._m(n)
         if m > n:
             raise ValueError(f"{type(self).__name__}: m must be <= n; got m={m}, n={n}")
-        sqdist, _ = _shard.pairwise_stats(u)
+        sqdist = stats.pairwise(u, gram=False).sqdist
         scores = krum_scores(sqdist, self.f)
         # Stable order: equal scores keep client order, so the choice is reproducible.
         order = torch.sort(scores, stable=True).indices[:m]
@@ -107,8 +112,8 @@ class Krum(MultiKrum):
     ``info``: ``scores``, ``selected``.
 
     Example:
-        >>> Krum(f=1)(torch.tensor([[0.], [0.1], [0.2], [0.15], [50.]])).update
-        tensor([0.1000])
+        >>> Krum(f=1)(torch.tensor([[0.], [0.1], [0.2], [0.15], [50.]])).update   # n - f - 2 = 2 neighbours
+        tensor([0.1500])
     """
 
     def __init__(self, *, f: int = 1):
@@ -139,12 +144,12 @@ class Bulyan(Aggregator):
     def _validate(self):
         check_positive_int("Bulyan", "f", self.f, minimum=0)
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n, f = u.shape[0], self.f
         if n < 4 * f + 3:
             raise ValueError(f"Bulyan needs n >= 4f + 3; got n={n}, f={f}")
         theta, beta = n - 2 * f, n - 4 * f
-        sqdist, _ = _shard.pairwise_stats(u)
+        sqdist = stats.pairwise(u, gram=False).sqdist
         remaining = list(range(n))
         selected: List[int] = []
         for _ in range(theta):
@@ -226,21 +231,37 @@ class FoolsGold(Aggregator):
 
     def __init__(self):
         self._validate()
-        self._history: Dict = {}
+        self.reset()
 
     def reset(self):
-        self._history = {}
+        self._rows: Dict = {}           # client id -> its row of self._H
+        self._H = None                  # [clients seen, d]: the summed updates
 
-    def _aggregate(self, u, w, ids):
+    def _histories(self, u, ids) -> torch.Tensor:
+        """Adds this round's updates to the clients' histories (in place) and
+        returns the histories of ``ids`` in order: the history matrix itself
+        (no copy) when every known client takes part in its stored order."""
+        if self._H is not None and (self._H.shape[1] != u.shape[1] or self._H.device != u.device
+                                    or self._H.dtype != u.dtype):
+            self.reset()                # a new model: histories start again
+        new = [cid for cid in ids if cid not in self._rows]
+        if new:
+            start = 0 if self._H is None else self._H.shape[0]
+            self._rows.update({cid: start + i for i, cid in enumerate(new)})
+            grow = u.new_zeros(len(new), u.shape[1])
+            self._H = grow if self._H is None else torch.cat([self._H, grow])
+        rows = [self._rows[cid] for cid in ids]
+        if rows == list(range(self._H.shape[0])):
+            self._H.add_(u)
+            return self._H
+        idx = torch.tensor(rows, device=u.device)
+        self._H.index_add_(0, idx, u)
+        return self._H.index_select(0, idx)
+
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
-        for k, cid in enumerate(ids):
-            h = self._history.get(cid)
-            if h is None or h.shape != u[k].shape or h.device != u.device:
-                self._history[cid] = u[k].detach().clone()
-            else:
-                h.add_(u[k])
-        H = torch.stack([self._history[cid] for cid in ids])
-        _, gram = _shard.pairwise_stats(H)
+        H = self._histories(u, ids)
+        gram = stats.pairwise(H, sqdist=False).gram
         cs = _cosine_from_gram(gram)
         v = foolsgold_weights(cs)
         if float(v.sum()) > 0:
@@ -347,10 +368,9 @@ class RFLBAT(Aggregator):
         check_positive_int("RFLBAT", "gap_references", self.gap_references)
 
     @torch.compiler.disable      # PCA + scikit-learn KMeans on the host: runs eagerly under torch.compile
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
-        _, gram = _shard.pairwise_stats(u)
-        gram = gram.cpu()
+        gram = stats.pairwise(u, sqdist=False).gram.cpu()
         # PCA from the Gram matrix: centre it (H G H) and take the top-2 eigenpairs.
         H = torch.eye(n, dtype=torch.float64) - 1.0 / n
         gc = H @ gram @ H

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from . import _shard
 from .base import (AggregationResult, Aggregator, check_positive_int, check_real, check_rule,
                    none_excluded, normalized, register, result_dtype)
 
@@ -20,8 +19,13 @@ def weighted_mean(u: torch.Tensor, w) -> torch.Tensor:
     return ops.robust_lr_mean(u, 0.0, None if w is None else w.to(u.device))
 
 
-row_norms = _shard.row_norms
-distances_to = _shard.distances_to
+def weighted_sum(u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``sum_k c_k u_k`` (c >= 0, float64) in one native pass: the weighted
+    mean times ``sum c`` (zero when every c is 0)."""
+    total = float(c.sum())
+    if total <= 0:
+        return torch.zeros(u.shape[1], dtype=u.dtype, device=u.device)
+    return weighted_mean(u, c) * total
 
 
 @register("fedavg")
@@ -39,7 +43,7 @@ class FedAvg(Aggregator):
     def __init__(self):
         self._validate()
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         return AggregationResult(weighted_mean(u, w), normalized(w, u.shape[0], u), none_excluded(u.shape[0], u), {})
 
 
@@ -66,12 +70,20 @@ class NormClip(Aggregator):
         check_rule("NormClip", "base", self.base)
         check_real("NormClip", "max_norm", self.max_norm, 0.0, float("inf"), lo_open=True, hi_open=True)
 
-    def _aggregate(self, u, w, ids):
-        norms = row_norms(u)
+    def _aggregate(self, u, w, ids, stats):
+        norms = stats.norms(u)
         scale = torch.clamp(self.max_norm / norms.clamp_min(1e-300), max=1.0)
         clipped = norms > self.max_norm
+        if type(self.base) is FedAvg:
+            # Clip + FedAvg in one pass without a clipped copy: sum_k p_k s_k u_k,
+            # p the normalised sample counts, s the clip factors; client_weights
+            # are p_k s_k, so that sum_k client_weights_k u_k is the update.
+            p = normalized(w, u.shape[0], u).to(torch.float64)
+            cw = p * scale
+            info = {"clipped": clipped.tolist(), "norms": norms.tolist(), "base": {}}
+            return AggregationResult(weighted_sum(u, cw), cw.to(result_dtype(u)), none_excluded(u.shape[0], u), info)
         uc = u * scale.to(u.dtype)[:, None] if bool(clipped.any()) else u
-        res = self.base(uc, w, ids)
+        res = self.base(uc, w, ids, stats=stats)
         info = {"clipped": clipped.tolist(), "norms": norms.tolist(), "base": res.info}
         return AggregationResult(res.update, res.client_weights, res.excluded, info)
 
@@ -106,11 +118,11 @@ class GaussianNoise(Aggregator):
         check_real("GaussianNoise", "sigma", self.sigma, 0.0, float("inf"), hi_open=True)
 
     @torch.compiler.disable      # a seeded torch.Generator: host code, runs eagerly under torch.compile
-    def _aggregate(self, u, w, ids):
-        res = self.base(u, w, ids)
+    def _aggregate(self, u, w, ids, stats):
+        res = self.base(u, w, ids, stats=stats)
         if self.seed is not None and self._gen is None:
             # sharded aggregation: each rank draws its own slice of the noise
-            self._gen = torch.Generator(device=u.device).manual_seed(self.seed + _shard.seed_offset())
+            self._gen = torch.Generator(device=u.device).manual_seed(self.seed + stats.seed_offset())
         noise = torch.randn(res.update.shape, generator=self._gen, dtype=res.update.dtype, device=u.device)
         return AggregationResult(res.update + self.sigma * noise, res.client_weights, res.excluded,
                                  {"sigma": self.sigma, "base": res.info})
@@ -154,7 +166,7 @@ class CenteredClip(Aggregator):
         if self.init not in ("previous", "median"):
             raise ValueError(f"CenteredClip: init must be 'previous' or 'median'; got {self.init!r}")
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
         p = normalized(w, n, u).to(torch.float64)
         prev = self._previous
@@ -163,11 +175,11 @@ class CenteredClip(Aggregator):
         else:
             v = prev.to(torch.float64)
         for _ in range(self.iterations):
-            diff_norm = distances_to(u, v)
+            diff_norm = stats.distances_to(u, v)
             scale = torch.clamp(self.tau / diff_norm.clamp_min(1e-300), max=1.0)
             coef = p * scale
             # v + sum_k coef_k (u_k - v) = (1 - sum coef) v + sum_k coef_k u_k
-            v = (1.0 - coef.sum()) * v + (coef.to(u.dtype) @ u).to(torch.float64)
+            v = (1.0 - coef.sum()) * v + weighted_sum(u, coef).to(torch.float64)
         clipped = (scale < 1.0).double().mean().item()
         self._previous = v.detach().clone()
         return AggregationResult(v.to(u.dtype), (p * scale / (p * scale).sum()).to(result_dtype(u)),
@@ -182,16 +194,28 @@ class GeometricMedian(Aggregator):
     """Geometric median by the smoothed Weiszfeld algorithm (RFA, Pillutla et al. 2019).
 
     ``argmin_v sum_k a_k ||v - u_k||`` with ``a_k`` the normalised sample counts;
-    each step ``v <- sum_k b_k u_k / sum_k b_k``, ``b_k = a_k / max(nu, ||v - u_k||)``,
-    from ``v`` = the weighted mean, until the objective improves by less than
-    ``tol`` (relative) or ``max_iter`` steps.
+    each step ``v <- sum_k b_k u_k / sum_k b_k``, ``b_k = a_k / max(nu, ||v - u_k||)``.
+    It starts from the coordinate-wise median (a robust start: far outliers
+    cannot drag it away, and the minimiser does not depend on the start) and
+    stops when a step moves ``v`` by at most ``tol`` times the spread of the
+    clients around it (the median of ``||v - u_k||``), or after ``max_iter``
+    steps. (Stopping on the objective's relative change, as RFA's code does,
+    stops early while outliers dominate the objective.)
 
     Args:
         nu: smoothing > 0 (guards the division near a client).
-        tol: relative tolerance >= 0.
+        tol: tolerance >= 0, relative to the spread.
         max_iter: >= 1.
 
-    ``info``: ``iterations``, ``objective``, ``converged``.
+    ``client_weights`` are the ``b_k / sum b`` of the last step, so that
+    ``update = sum_k client_weights_k u_k``. ``info``: ``iterations``,
+    ``objective`` (``sum_k a_k ||v - u_k||`` at the result), ``converged``,
+    ``last_step`` (the last move, relative to the spread).
+
+    Example:
+        >>> u = torch.tensor([[0.], [1.], [2.], [100.]])
+        >>> GeometricMedian(tol=1e-9)(u).update     # any point of [1, 2] minimises; Weiszfeld stops inside
+        tensor([1.5000])
     """
 
     def __init__(self, *, nu: float = 1e-6, tol: float = 1e-5, max_iter: int = 100):
@@ -205,23 +229,24 @@ class GeometricMedian(Aggregator):
         check_real("GeometricMedian", "tol", self.tol, 0.0, float("inf"), hi_open=True)
         check_positive_int("GeometricMedian", "max_iter", self.max_iter)
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
         a = normalized(w, n, u).to(torch.float64)
-        v = weighted_mean(u, w)
-
-        dist = distances_to(u, v)
-        obj = float((a * dist).sum())
-        converged, it = False, 0
+        v = ops.median(u)
+        dist = stats.distances_to(u, v)
+        b = a / dist.clamp_min(self.nu)
+        converged, it, rel = False, 0, float("inf")
         for it in range(1, self.max_iter + 1):
             b = a / dist.clamp_min(self.nu)
-            v = weighted_mean(u, b)
-            dist = distances_to(u, v)
-            new_obj = float((a * dist).sum())
-            if abs(obj - new_obj) <= self.tol * max(new_obj, 1e-300):
-                obj, converged = new_obj, True
+            new = weighted_mean(u, b)
+            step = float(stats.distances_to(new.reshape(1, -1), v)[0])
+            v = new
+            dist = stats.distances_to(u, v)
+            spread = float(dist.median())
+            rel = step / spread if spread > 0 else (0.0 if step == 0 else float("inf"))
+            if rel <= self.tol:
+                converged = True
                 break
-            obj = new_obj
-        b = a / dist.clamp_min(self.nu)
+        obj = float((a * dist).sum())
         return AggregationResult(v, (b / b.sum()).to(result_dtype(u)), none_excluded(n, u),
-                                 {"iterations": it, "objective": obj, "converged": converged})
+                                 {"iterations": it, "objective": obj, "converged": converged, "last_step": rel})

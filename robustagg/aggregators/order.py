@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from .. import ops
-from . import _shard
 from .base import AggregationResult, Aggregator, check_real, none_excluded, register, uniform
 
 __all__ = ["Median", "TrimmedMean", "RepeatedMedian", "Residual"]
@@ -22,7 +21,7 @@ class Median(Aggregator):
     def __init__(self):
         self._validate()
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
         return AggregationResult(ops.median(u), uniform(n, u), none_excluded(n, u), {})
 
@@ -65,7 +64,7 @@ class TrimmedMean(Aggregator):
             raise ValueError(f"TrimmedMean needs 2*trim < K; got trim={trim}, K={n}")
         return trim
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
         trim = self.trim_for(n)
         return AggregationResult(ops.trimmed_mean(u, trim), uniform(n, u), none_excluded(n, u), {"trim": trim})
@@ -92,7 +91,7 @@ class RepeatedMedian(Aggregator):
         if self.intercept not in ("siegel", "median"):
             raise ValueError(f"RepeatedMedian: intercept must be 'siegel' or 'median'; got {self.intercept!r}")
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
         slope, icpt = ops.repeated_median_line(u, self.intercept)
         return AggregationResult(icpt + slope * (0.5 * (n - 1)), uniform(n, u), none_excluded(n, u), {})
@@ -132,7 +131,7 @@ class Residual(Aggregator):
         if self.intercept not in ("siegel", "median"):
             raise ValueError(f"Residual: intercept must be 'siegel' or 'median'; got {self.intercept!r}")
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
-        cw, agg = _shard.residual_reweight(u, float(self.lam), float(self.delta), float(self.power), self.intercept)
+        cw, agg = stats.residual_reweight(u, float(self.lam), float(self.delta), float(self.power), self.intercept)
         return AggregationResult(agg, cw, none_excluded(n, u), {"client_weights": cw.tolist()})

@@ -44,7 +44,7 @@ class RobustLR(Aggregator):
         check_rule("RobustLR", "base", self.base)
         check_real("RobustLR", "threshold", self.threshold, 0.0, float("inf"), hi_open=True)
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
         votes = ops.sign_vote(u)
         flipped = float((votes.abs().double() < self.threshold).double().mean())
@@ -52,7 +52,7 @@ class RobustLR(Aggregator):
             update = ops.robust_lr_mean(u, float(self.threshold), w)
             return AggregationResult(update, normalized(w, n, u), none_excluded(n, u),
                                      {"flipped_fraction": flipped, "base": {}})
-        res = self.base(u, w, ids)
+        res = self.base(u, w, ids, stats=stats)
         update = torch.where(votes.abs().double() >= self.threshold, res.update, -res.update)
         return AggregationResult(update, res.client_weights, res.excluded,
                                  {"flipped_fraction": flipped, "base": res.info})
@@ -79,7 +79,7 @@ class SignSGD(Aggregator):
         if not isinstance(self.weighted, bool):
             raise ValueError(f"SignSGD: weighted must be a bool; got {self.weighted!r}")
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
         votes = ops.sign_vote(u, w.to(u.dtype) if (self.weighted and w is not None) else None)
         update = torch.sign(votes).to(u.dtype)
@@ -112,7 +112,7 @@ class Invariant(Aggregator):
         check_real("Invariant", "tau", self.tau, 0.0, 1.0)
         check_real("Invariant", "alpha", self.alpha, 0.0, 0.5, hi_open=True)
 
-    def _aggregate(self, u, w, ids):
+    def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
         wanted = math.ceil(self.alpha * n - 1e-12)
         trim = min(wanted, (n - 1) // 2)  # tiny K: keep at least one value (reported in info)

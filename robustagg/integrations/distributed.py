@@ -5,12 +5,15 @@ updates[:, lo:hi]``) and gets the same slice of the aggregate:
 
 * coordinate-wise rules (fedavg, median, trimmed_mean, sign, rlr, invariant,
   repeated_median, bulyan's final step) run on the slice as they are;
-* rules that need client-level statistics of the full vectors all-reduce the
-  partial sums, which add over coordinates: the K×K squared distances / Gram
-  matrix (krum, multikrum, bulyan, foolsgold, rflbat), the per-client squared
-  norms (clip, geomed, centered_clip) and the residual-weight sums W of eq. (10)
-  (residual); every rank then makes the same client decisions;
-* a client with NaN/Inf anywhere (on any rank) is excluded on every rank.
+* rules that need client-level statistics of the full vectors get them from
+  :class:`~robustagg.aggregators.stats.ShardedStatistics`, which all-reduces
+  the partial sums (they add over coordinates): the K×K squared distances /
+  Gram matrix (krum, multikrum, bulyan, foolsgold, rflbat), the per-client
+  squared norms and distances (clip, geomed, centered_clip) and the
+  residual-weight sums W of eq. (10) (residual); every rank then makes the
+  same client decisions;
+* a client with NaN/Inf anywhere (on any rank) is excluded on every rank
+  (the finiteness of each client is max-reduced).
 
 The result equals the single-process one up to floating-point summation
 order. :func:`reshard` turns "each rank holds some clients' full updates" into
@@ -25,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from ..aggregators import AggregationResult, Aggregator, as_updates, get
-from ..aggregators import _shard
+from ..aggregators.stats import ShardedStatistics
 
 __all__ = ["aggregate", "reshard", "shard_bounds"]
 
@@ -75,40 +78,16 @@ def aggregate(rule, shard: torch.Tensor, group=None, weights=None, client_ids: O
     u = as_updates(shard)
     K = u.shape[0]
 
-    # Same K everywhere, and the clients that are non-finite on any rank.
+    # Same K everywhere.
     check = torch.tensor([K, -K], dtype=torch.float64, device=u.device)
     dist.all_reduce(check, op=dist.ReduceOp.MAX, group=group)
     if int(check[0]) != K or int(-check[1]) != K:
         raise ValueError(f"shard has K={K} clients on this rank, but the ranks disagree "
                          f"(between {int(-check[1])} and {int(check[0])}); every rank passes all K clients")
-    bad = (~torch.isfinite(u.sum(1))).to(torch.float64)
-    for k in bad.nonzero().flatten().tolist():
-        bad[k] = float(not bool(torch.isfinite(u[k]).all()))
-    dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
-    nonfinite = bad > 0
-    ids = list(range(K)) if client_ids is None else list(client_ids)
-    if len(ids) != K:
-        raise ValueError(f"client_ids must have K={K} entries; got {len(ids)}")
-
-    with _shard.sharded(group):
-        if not bool(nonfinite.any()):
-            return rule(u, weights=weights, client_ids=ids)
-        keep = (~nonfinite).nonzero().flatten()
-        dt = torch.float64 if u.dtype == torch.float64 else torch.float32
-        if keep.numel() == 0:
-            return AggregationResult(torch.zeros(u.shape[1], dtype=u.dtype, device=u.device),
-                                     torch.zeros(K, dtype=dt, device=u.device),
-                                     torch.ones(K, dtype=torch.bool, device=u.device),
-                                     {"nonfinite": ids, "note": "every client sent NaN/Inf: zero update"})
-        w = None if weights is None else torch.as_tensor(weights)[keep.cpu()]
-        res = rule(u.index_select(0, keep), weights=w, client_ids=[ids[i] for i in keep.tolist()])
-    cw = torch.zeros(K, dtype=res.client_weights.dtype, device=u.device)
-    cw[keep] = res.client_weights
-    excluded = torch.ones(K, dtype=torch.bool, device=u.device)
-    excluded[keep] = res.excluded
-    info = dict(res.info)
-    info["nonfinite"] = [ids[i] for i in nonfinite.nonzero().flatten().tolist()]
-    return AggregationResult(res.update, cw, excluded, info)
+    # The rule does the rest as in one process: its statistics (which clients
+    # are finite, norms, distances, Gram, residual sums, noise seeds) are
+    # summed or maxed over the ranks by ShardedStatistics.
+    return rule(u, weights=weights, client_ids=client_ids, stats=ShardedStatistics(group))
 
 
 def reshard(local_updates: torch.Tensor, group=None) -> torch.Tensor:

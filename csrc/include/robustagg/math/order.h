@@ -12,6 +12,17 @@
 namespace robustagg {
 namespace math {
 
+// The midpoint median of two middle values a <= b: 0.5 a + 0.5 b (never
+// overflows), and a itself when they are equal (halving a denormal would
+// round it: two equal denormals must not give a median below both).
+ROBUSTAGG_HD inline double midpoint(double a, double b) { return a == b ? a : 0.5 * a + 0.5 * b; }
+
+}  // namespace math
+}  // namespace robustagg
+
+namespace robustagg {
+namespace math {
+
 // Calls emit(a, b) for each comparator of Batcher's odd-even merge sort on n
 // inputs, in order. With first_stage = P > 1, only the stages p >= P: the
 // merges of sorted aligned blocks of P rows. constexpr: the register networks
@@ -123,7 +134,7 @@ ROBUSTAGG_HD inline V order_finish(const Acc& s, int64_t K, int64_t nan_count, O
       if (p == hi) b = v;
     }
     if (K % 2 == 1) return b;
-    return static_cast<V>(0.5 * static_cast<double>(a) + 0.5 * static_cast<double>(b));
+    return static_cast<V>(midpoint(static_cast<double>(a), static_cast<double>(b)));
   }
   if (stat == OrderStat::Masked && !sign_mask_passes(votes, K, tau)) return V(0);
   double acc = 0.0;

@@ -136,7 +136,7 @@ ROBUSTAGG_HD inline double select_median(Strided<double> a, int64_t n) {
   if (n % 2 == 1) return b;
   double m = a[0];  // the largest of a[0..hi), all of which are <= b
   for (int64_t k = 1; k < hi; ++k) m = nan_last_less(m, a[k]) ? a[k] : m;
-  return 0.5 * m + 0.5 * b;
+  return midpoint(m, b);
 }
 
 // Loads the column u[k * d], k < K, as doubles into col.y with client indices
@@ -186,7 +186,7 @@ ROBUSTAGG_HD inline void fit_line_column(ResidualColumn& col, int64_t K, Interce
   }
   if (mode == InterceptMode::Median) {  // the authors' code: med(y) - slope (K - 1) / 2
     const double a = col.y[(K - 1) / 2], b = col.y[K / 2];
-    const double med = (K % 2 == 1) ? b : 0.5 * a + 0.5 * b;
+    const double med = (K % 2 == 1) ? b : midpoint(a, b);
     intercept = med - slope * (0.5 * static_cast<double>(K - 1));
   }
 }
