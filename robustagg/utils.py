@@ -65,14 +65,21 @@ def unflatten(update: torch.Tensor, global_state: State) -> Union[Dict[str, torc
     return out if isinstance(global_state, Mapping) else list(out.values())
 
 
+def stepped(w: torch.Tensor, step: torch.Tensor, lr: float = 1.0) -> torch.Tensor:
+    """``w + lr * step`` (a new tensor of w's dtype, device and shape), computed in
+    float64 and rounded once: the one definition of applying an aggregate, used
+    by :func:`apply_update`, the simulator and the Flower strategy."""
+    step = step.reshape(w.shape).to(device=w.device, dtype=torch.float64)
+    return (w.detach().to(torch.float64) + lr * step).to(w.dtype)
+
+
 def apply_update(global_state: State, update: torch.Tensor, lr: float = 1.0):
     """``w <- w + lr * update`` on a copy of the global state (non-float entries copied as they are)."""
     parts = unflatten(update, global_state)
     if isinstance(global_state, Mapping):
         new = OrderedDict()
         for k, v in global_state.items():
-            new[k] = (v.detach() + lr * parts[k].to(v.device)) if k in parts else v.clone()
+            new[k] = stepped(v, parts[k], lr) if k in parts else v.clone()
         return new
     parts_iter = iter(parts)
-    return [(t.detach() + lr * next(parts_iter).to(t.device)) if t.is_floating_point() else t.clone()
-            for t in global_state]
+    return [stepped(t, next(parts_iter), lr) if t.is_floating_point() else t.clone() for t in global_state]

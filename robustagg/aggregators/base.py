@@ -11,7 +11,8 @@ from .. import ops
 from .._registry import Registry
 from .stats import LOCAL, Statistics
 
-__all__ = ["AggregationResult", "Aggregator", "register", "get", "available", "as_updates"]
+__all__ = ["AggregationResult", "Aggregator", "register", "get", "available", "as_updates", "rule_class",
+           "default_rules"]
 
 
 @dataclasses.dataclass
@@ -52,6 +53,18 @@ def get(name: str, **params) -> "Aggregator":
     if isinstance(params.get("base"), str):
         params["base"] = get(params["base"])
     return _RULES.build(name, **params)
+
+
+def rule_class(name: str) -> type:
+    """The class registered under ``name`` (what it declares: ``told_attackers``,
+    ``selects_clients``, ``default_rank``)."""
+    return _RULES.cls(name)
+
+
+def default_rules() -> List[str]:
+    """The rules the simulator compares by default, in their declared order (``default_rank``)."""
+    ranked = [(_RULES.cls(n).default_rank, n) for n in _RULES.available()]
+    return [n for rank, n in sorted(r for r in ranked if r[0] is not None)]
 
 
 def as_updates(updates) -> torch.Tensor:
@@ -118,6 +131,19 @@ class Aggregator:
 
     name = "aggregator"
     stateful = False
+    #: Whether ``client_weights`` / ``excluded`` say whom the rule distrusts
+    #: (the simulator reports detection rates for such rules).
+    selects_clients = False
+    #: Position in the simulator's default comparison; None: not compared by default.
+    default_rank: Optional[int] = None
+
+    @classmethod
+    def told_attackers(cls, n: int, f: int, given: Dict[str, Any]) -> Dict[str, Any]:
+        """The hyper-parameters this rule derives from an assumed number ``f`` of
+        attackers among ``n`` clients per round, clamped to its bounds; ``given``
+        are the parameters the user set (a rule leaves out what they fix). The
+        simulator's ``--assumed-attackers`` goes through here. Default: none."""
+        return {}
 
     def _validate(self) -> None:
         pass

@@ -73,10 +73,16 @@ class MultiKrum(Aggregator):
     ``info``: ``scores`` (per client), ``selected`` (client ids).
     """
 
+    selects_clients = True
+
     def __init__(self, *, f: int = 1, m=None):
         self.f = f
         self.m = m
         self._validate()
+
+    @classmethod
+    def told_attackers(cls, n, f, given):
+        return {"f": max(0, min(f, (n - 3) // 2))}
 
     def _validate(self):
         check_positive_int(type(self).__name__, "f", self.f, minimum=0)
@@ -116,6 +122,8 @@ class Krum(MultiKrum):
         tensor([0.1500])
     """
 
+    default_rank = 3
+
     def __init__(self, *, f: int = 1):
         super().__init__(f=f, m=1)
 
@@ -137,9 +145,15 @@ class Bulyan(Aggregator):
     ``info``: ``selected`` (client ids), ``beta``.
     """
 
+    selects_clients = True
+
     def __init__(self, *, f: int = 1):
         self.f = f
         self._validate()
+
+    @classmethod
+    def told_attackers(cls, n, f, given):
+        return {"f": max(0, min(f, (n - 3) // 4))}
 
     def _validate(self):
         check_positive_int("Bulyan", "f", self.f, minimum=0)
@@ -228,6 +242,8 @@ class FoolsGold(Aggregator):
     """
 
     stateful = True
+    selects_clients = True
+    default_rank = 4
 
     def __init__(self):
         self._validate()
@@ -351,6 +367,9 @@ class RFLBAT(Aggregator):
     outliers), ``n_clusters``, ``cluster_scores``, ``selected_cluster``,
     ``outliers_stage2``, ``selected`` (client ids).
     """
+
+    selects_clients = True
+    default_rank = 7
 
     def __init__(self, *, eps1: float = 10.0, eps2: float = 4.0, max_clusters: int = 10,
                  gap_references: int = 10, seed: int = 0):

@@ -14,8 +14,12 @@ __all__ = ["FedAvg", "NormClip", "GaussianNoise", "CenteredClip", "GeometricMedi
 def weighted_mean(u: torch.Tensor, w) -> torch.Tensor:
     """sum_k w_k u_k / sum_k w_k in one native pass, accumulated in float64.
 
-    (``robust_lr_mean`` with threshold 0 negates nothing: it is the weighted mean.)
+    (``robust_lr_mean`` with threshold 0 negates nothing and counts no votes:
+    it is the weighted mean.) Equal weights (the same sample count everywhere)
+    take the unweighted pass.
     """
+    if w is not None and bool((w == w[0]).all()) and float(w[0]) > 0:
+        w = None
     return ops.robust_lr_mean(u, 0.0, None if w is None else w.to(u.device))
 
 
@@ -39,6 +43,8 @@ class FedAvg(Aggregator):
         >>> FedAvg()(torch.tensor([[1., 2.], [3., 4.]]), weights=[1, 3]).update
         tensor([2.5000, 3.5000])
     """
+
+    default_rank = 0
 
     def __init__(self):
         self._validate()
@@ -217,6 +223,8 @@ class GeometricMedian(Aggregator):
         >>> GeometricMedian(tol=1e-9)(u).update     # any point of [1, 2] minimises; Weiszfeld stops inside
         tensor([1.5000])
     """
+
+    selects_clients = True
 
     def __init__(self, *, nu: float = 1e-6, tol: float = 1e-5, max_iter: int = 100):
         self.nu = nu

@@ -18,6 +18,8 @@ class Median(Aggregator):
     a different client is selected in each coordinate. ``info`` is empty.
     """
 
+    default_rank = 1
+
     def __init__(self):
         self._validate()
 
@@ -41,6 +43,14 @@ class TrimmedMean(Aggregator):
 
     ``info``: ``trim`` (the count used this round).
     """
+
+    default_rank = 2
+
+    @classmethod
+    def told_attackers(cls, n, f, given):
+        if "beta" in given:               # the user's beta fixes the trim
+            return {}
+        return {"trim": max(0, min(f, (n - 1) // 2))}
 
     def __init__(self, *, trim=None, beta=None):
         self.trim = trim
@@ -116,6 +126,9 @@ class Residual(Aggregator):
 
     ``info``: ``client_weights`` as a list (for logging).
     """
+
+    selects_clients = True
+    default_rank = 6
 
     def __init__(self, *, lam: float = 2.0, delta: float = 0.1, power: float = 1.0, intercept: str = "siegel"):
         self.lam = lam

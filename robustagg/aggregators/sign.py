@@ -35,10 +35,16 @@ class RobustLR(Aggregator):
         tensor([ 1., -1.])
     """
 
+    default_rank = 5
+
     def __init__(self, *, base=None, threshold: float = 4):
         self.base = FedAvg() if base is None else base
         self.threshold = threshold
         self._validate()
+
+    @classmethod
+    def told_attackers(cls, n, f, given):
+        return {"threshold": f + 1}       # theta = f + 1: more votes than the attackers alone can cast
 
     def _validate(self):
         check_rule("RobustLR", "base", self.base)
@@ -103,10 +109,18 @@ class Invariant(Aggregator):
     ``info``: ``masked_fraction`` (coordinates set to 0), ``trim`` (count per tail), ``trim_clamped``.
     """
 
+    default_rank = 8
+
     def __init__(self, *, tau: float = 0.1, alpha: float = 0.1):
         self.tau = tau
         self.alpha = alpha
         self._validate()
+
+    @classmethod
+    def told_attackers(cls, n, f, given):
+        # the paper's starting point: tau and alpha at the corruption level f / n
+        frac = min(f / n, 0.49) if n else 0.0
+        return {"tau": frac, "alpha": max(frac - 1e-9, 0.0)}
 
     def _validate(self):
         check_real("Invariant", "tau", self.tau, 0.0, 1.0)

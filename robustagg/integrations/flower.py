@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .. import aggregators
+from ..utils import stepped
 
 try:
     import flwr  # noqa: F401
@@ -97,7 +98,8 @@ def robust_update(rule: aggregators.Aggregator, global_arrays: Sequence[np.ndarr
     new, offset = [np.array(a, copy=True) for a in global_arrays], 0
     for i in float_idx:
         g = np.asarray(global_arrays[i])
-        new[i] = (g.astype(np.float64) + server_lr * update[offset:offset + g.size].reshape(g.shape)).astype(g.dtype)
+        new[i] = stepped(torch.from_numpy(np.ascontiguousarray(g)), torch.from_numpy(update[offset:offset + g.size]),
+                         server_lr).numpy()
         offset += g.size
     return new, result
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import aggregators, attacks
+from ..utils import stepped
 from . import data as data_mod
 from .models import MODELS, build_model
 from .partition import PARTITIONS, partition
@@ -30,9 +31,9 @@ from .train import LocalSpec, flat_params, predict, train_batched, train_sequent
 __all__ = ["SimConfig", "DEFAULT_RULES", "parse_rule", "run", "run_seeds", "summarize_seeds", "write_outputs",
            "format_table"]
 
-#: FedAvg and the defenses compared by ``robustagg simulate`` with no arguments.
-DEFAULT_RULES = ("fedavg", "median", "trimmed_mean", "krum", "foolsgold", "rlr", "residual", "rflbat",
-                 "invariant")
+#: FedAvg and the defenses compared by ``robustagg simulate`` with no arguments
+#: (each rule declares its place: ``default_rank``).
+DEFAULT_RULES = tuple(aggregators.default_rules())
 
 
 @dataclasses.dataclass
@@ -209,35 +210,16 @@ def parse_rule(spec) -> tuple:
     return name, params, spec.strip()
 
 
-def _rule_defaults(name: str, n: int, f: int) -> Dict[str, Any]:
-    """f-aware defaults (see :class:`SimConfig`), clamped to each rule's bound."""
-    if name in ("krum", "multikrum"):
-        return {"f": max(0, min(f, (n - 3) // 2))}
-    if name == "bulyan":
-        return {"f": max(0, min(f, (n - 3) // 4))}
-    if name == "trimmed_mean":
-        return {"trim": max(0, min(f, (n - 1) // 2))}
-    if name == "rlr":
-        return {"threshold": f + 1}
-    if name == "invariant":
-        frac = min(f / n, 0.49) if n else 0.0
-        return {"tau": frac, "alpha": max(frac - 1e-9, 0.0)}
-    return {}
-
-
-#: Parameters a rule takes instead of an f-aware default (a user's beta replaces the default trim).
-_ALTERNATIVES = {"trimmed_mean": {"beta": "trim"}}
+def _rule_defaults(name: str, n: int, f: int, given: Dict[str, Any]) -> Dict[str, Any]:
+    """The f-aware parameters the rule declares (``told_attackers``), for what the user did not give."""
+    return {k: v for k, v in aggregators.rule_class(name).told_attackers(n, f, given).items() if k not in given}
 
 
 def build_rule(spec, n: int, f: int):
     name, params, label = parse_rule(spec)
     if name not in aggregators.available():
         raise ValueError(f"unknown rule {name!r}; available: {', '.join(aggregators.available())}")
-    defaults = _rule_defaults(name, n, f)
-    for given, replaced in _ALTERNATIVES.get(name, {}).items():
-        if given in params:
-            defaults.pop(replaced, None)
-    full = {**defaults, **params}
+    full = {**_rule_defaults(name, n, f, params), **params}
     rule_params = {k: v for k, v in full.items() if k != "server_lr"}
     server_lr = full.get("server_lr")
     if server_lr is not None and not (isinstance(server_lr, (int, float)) and server_lr > 0):
@@ -246,10 +228,6 @@ def build_rule(spec, n: int, f: int):
         return aggregators.get(name, **rule_params), label, full
     except TypeError as e:
         raise ValueError(f"bad parameters for rule {label!r}: {e}") from None
-
-
-#: Rules whose client weights / exclusions say who they distrust (detection rates are reported).
-SELECTING_RULES = ("krum", "multikrum", "bulyan", "foolsgold", "rflbat", "residual", "geomed")
 
 
 def _pad(parts: List[torch.Tensor], x: torch.Tensor, y: torch.Tensor):
@@ -381,7 +359,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable], attack_on: b
     g_attack = torch.Generator().manual_seed(cfg.seed + 3)
     params = {k: v.clone() for k, v in exp.init_params.items()}
     attacker_rank = {cid: r for r, cid in enumerate(exp.attacker_ids)}
-    selecting = rule.name in SELECTING_RULES
+    selecting = rule.selects_clients
     server_lr = float(rule_params.get("server_lr", cfg.server_lr))
     train_clients = train_batched if cfg.local_training == "batched" else train_sequential
 
@@ -422,7 +400,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable], attack_on: b
         update = result.update.to(exp.device)
         offset = 0
         for k, v in params.items():
-            params[k] = v + server_lr * update[offset:offset + v.numel()].view_as(v)
+            params[k] = stepped(v, update[offset:offset + v.numel()], server_lr)
             offset += v.numel()
 
         m = exp.evaluate(params)
@@ -443,7 +421,7 @@ def _run_rule(exp: _Experiment, spec, progress: Optional[Callable], attack_on: b
     def last(xs):
         return xs[-1] if xs else None
 
-    told = {k: v for k, v in _rule_defaults(rule.name, n, exp.told_f).items() if k in rule_params}
+    told = _rule_defaults(rule.name, n, exp.told_f, parse_rule(spec)[1])
     out = {
         "rule": rule.name,
         "params": {k: v for k, v in rule_params.items()},
