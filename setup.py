@@ -125,6 +125,10 @@ ext = Pybind11Extension(
     "robustagg._C",
     sources=cpu_sources,
     include_dirs=["csrc/include", "csrc/cpu"],
+    # Headers and CUDA files: a change to any of them rebuilds the module (the
+    # per-coordinate math in csrc/include/robustagg/math is shared by every backend).
+    depends=sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)
+                   + glob.glob(os.path.join("csrc", "cuda", "*.cu*"))),
     cxx_std=17,
     extra_compile_args=cflags,
     extra_link_args=["-pthread"],

@@ -338,18 +338,27 @@ def _sign_vote_out(c: _Call, weights):
     return c.empty(c.d, dtype=torch.int32) if weights is None else c.empty(c.d)
 
 
-def _sign_vote_cpu(c: _Call, weights=None):
-    w = _weights_as_float64("sign_vote", weights)
+def _scaled(op: str, weights):
+    """Checked float64 weights scaled by a power of two (reference.scaled_weights), and its exponent."""
+    w = _weights_as_float64(op, weights)
+    if w is None or (w.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return w, 0
+    return _reference.scaled_weights(w)
+
+
+def _sign_vote_run(c: _Call, weights, tail):
+    w, e = _scaled("sign_vote", weights)
     out = _sign_vote_out(c, w)
-    c.be.sign_vote(c.ptr, c.code, c.K, c.d, _ptr(w), out.data_ptr(), c.threads)
-    return out
+    c.be.sign_vote(c.ptr, c.code, c.K, c.d, _ptr(w), out.data_ptr(), tail)
+    return out if w is None else _reference.unscaled(out, e)
+
+
+def _sign_vote_cpu(c: _Call, weights=None):
+    return _sign_vote_run(c, weights, c.threads)
 
 
 def _sign_vote_device(c: _Call, weights=None):
-    w = _weights_as_float64("sign_vote", weights)
-    out = _sign_vote_out(c, w)
-    c.be.sign_vote(c.ptr, c.code, c.K, c.d, _ptr(w), out.data_ptr(), c.stream)
-    return out
+    return _sign_vote_run(c, weights, c.stream)
 
 
 def _sign_vote_ref(updates, weights=None):
@@ -396,18 +405,19 @@ def _rlr_check(updates, threshold, weights=None):
     return K, d
 
 
-def _rlr_cpu(c: _Call, threshold, weights=None):
-    w = _weights_as_float64("robust_lr_mean", weights)
+def _rlr_run(c: _Call, threshold, weights, tail):
+    w, _ = _scaled("robust_lr_mean", weights)      # a weighted mean does not depend on the scale
     out = c.empty(c.d)
-    c.be.robust_lr_mean(c.ptr, c.code, c.K, c.d, float(threshold), _ptr(w), out.data_ptr(), c.threads)
+    c.be.robust_lr_mean(c.ptr, c.code, c.K, c.d, float(threshold), _ptr(w), out.data_ptr(), tail)
     return c.cast_back(out)
+
+
+def _rlr_cpu(c: _Call, threshold, weights=None):
+    return _rlr_run(c, threshold, weights, c.threads)
 
 
 def _rlr_device(c: _Call, threshold, weights=None):
-    w = _weights_as_float64("robust_lr_mean", weights)
-    out = c.empty(c.d)
-    c.be.robust_lr_mean(c.ptr, c.code, c.K, c.d, float(threshold), _ptr(w), out.data_ptr(), c.stream)
-    return c.cast_back(out)
+    return _rlr_run(c, threshold, weights, c.stream)
 
 
 def _rlr_ref(updates, threshold, weights=None):
@@ -858,6 +868,12 @@ def _pairwise_runner(entry: str, n_out: int, f64: bool, device: bool):
     never changes which entries are finite: that is always what a direct
     float64 computation gives (diagonal distances are 0)."""
     def run(c: _Call, *wanted):
+        if entry == "cosine_similarity" and c.u.dtype == torch.float64:
+            scales = _reference._row_scales(c.u)
+            if bool((scales != 1).any()):
+                # Rows beyond 2^+-400 would overflow or underflow the float64 sums:
+                # cosines do not depend on a row's (exact, power-of-two) scale.
+                c = _Call(c.be, c.u * scales[:, None], c.stream)
         want = list(wanted) + [True] * (n_out - len(wanted))  # torch drops trailing defaults
         outs = [c.empty(c.K, c.K, dtype=torch.float64 if f64 else None) if w else None for w in want]
         ptrs = [_ptr(o) for o in outs] + ([0] if entry == "pairwise_stats" and n_out == 1 else [])
@@ -899,7 +915,8 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances between clients: ``D[i, j] = sum_n (u[i, n] - u[j, n])**2``.
 
     Computed from direct differences (never ``|a|^2 + |b|^2 - 2ab``), so it is
-    exactly 0 for identical rows. float64 input accumulates in float64 (~1e-12
+    exactly 0 for identical rows. Non-finite rows: every entry is what a direct
+    float64 computation gives (NaN or Inf), except the diagonal, always 0. float64 input accumulates in float64 (~1e-12
     relative to an exact computation); float32/16/bf16 input takes float32
     differences summed in blocks of 8 and flushed to float64, which bounds the
     relative error of every entry below 1e-6 (all terms are non-negative).
@@ -926,6 +943,9 @@ def cosine_similarity(updates: torch.Tensor) -> torch.Tensor:
 
     Accumulated in float64, clamped to [-1, 1], exactly 1 for identical
     non-zero rows, and 0 wherever either row is all zeros (its diagonal too).
+    float64 rows beyond 1e+-120 are first scaled by a power of two (cosines
+    do not depend on it), so 1e+-200 updates still give their cosines. A row
+    holding NaN or +-Inf has cosine NaN with every row, itself included.
 
     Returns:
         ``[K, K]`` symmetric; float64 for float64 input, else float32.

@@ -62,12 +62,40 @@ def _midpoint_median(sorted_values: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.where(a == b, a, 0.5 * a + 0.5 * b)   # equal denormals: halving would round them
 
 
+def scaled_weights(weights: torch.Tensor):
+    """``(w * 2**-e, e)``: float64 weights scaled by the power of two that
+    brings the largest into [0.5, 1) (exact). Sums of scaled weights cannot
+    overflow (1e308 weights) and tiny ones keep their precision; the ops use
+    weights only this way: a weighted mean is unchanged, a weighted vote is
+    ``2**e`` times the scaled one (see :func:`unscaled`: it overflows only where
+    its value does)."""
+    import math
+    w = weights.detach().to(torch.float64)
+    top = float(w.max()) if w.numel() else 0.0
+    if not (top > 0 and math.isfinite(top)):
+        return w, 0
+    e = math.frexp(top)[1]
+    return _times_pow2(w, -e), e
+
+
+def _times_pow2(t: torch.Tensor, e: int) -> torch.Tensor:
+    """``t * 2**e`` in float64, in two exact steps (2**1024 itself is not a float64)."""
+    import math
+    half = e // 2
+    return t.to(torch.float64) * math.ldexp(1.0, half) * math.ldexp(1.0, e - half)
+
+
+def unscaled(votes: torch.Tensor, e: int) -> torch.Tensor:
+    """A vote of scaled weights back at the weights' scale, in the vote's dtype."""
+    return votes if e == 0 else _times_pow2(votes, e).to(votes.dtype)
+
+
 def sign_vote(updates: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     s = _sgn(_values(updates))
     if weights is None:
         return s.sum(0, dtype=torch.int32)
-    w = weights.detach().to(torch.float64)
-    return (w[:, None] * s.double()).sum(0).to(_value_dtype(updates.dtype))
+    w, e = scaled_weights(weights)
+    return unscaled((w[:, None] * s.double()).sum(0), e).to(_value_dtype(updates.dtype))
 
 
 def robust_lr_mean(updates: torch.Tensor, threshold: float,
@@ -77,7 +105,7 @@ def robust_lr_mean(updates: torch.Tensor, threshold: float,
     if weights is None:
         mean = u64.mean(0)
     else:
-        w = weights.detach().to(torch.float64)
+        w, _ = scaled_weights(weights)
         mean = (w[:, None] * u64).sum(0) / w.sum()
     votes = _sgn(u).sum(0).abs().double()
     out = torch.where(votes >= threshold, mean, -mean)
@@ -246,6 +274,7 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
     for c0 in range(0, d, step):
         blk = u[:, c0:c0 + step]
         out += ((blk[:, None, :] - blk[None, :, :]) ** 2).sum(-1)
+    out.fill_diagonal_(0.0)      # a client is at distance 0 from itself, even a non-finite one
     return out.to(_value_dtype(updates.dtype))
 
 
@@ -270,8 +299,21 @@ def gram(updates: torch.Tensor) -> torch.Tensor:
 
 def cosine_similarity(updates: torch.Tensor) -> torch.Tensor:
     u = updates.detach().double()
+    finite = torch.isfinite(u).all(1)
+    u = u * _row_scales(u)[:, None]     # cosine does not depend on a row's scale: no overflow at 1e+-200
     g = u @ u.T
     n = torch.diagonal(g)
     denom = torch.sqrt(n[:, None] * n[None, :])
-    cos = torch.where((n[:, None] > 0) & (n[None, :] > 0), g / denom, torch.zeros_like(g))
-    return cos.clamp(-1.0, 1.0).to(_value_dtype(updates.dtype))
+    cos = torch.where((n[:, None] > 0) & (n[None, :] > 0), g / denom, torch.zeros_like(g)).clamp(-1.0, 1.0)
+    cos = torch.where(finite[:, None] & finite[None, :], cos, torch.full_like(cos, float("nan")))
+    return cos.to(_value_dtype(updates.dtype))
+
+
+def _row_scales(u: torch.Tensor) -> torch.Tensor:
+    """Per row, the power of two that brings its largest magnitude into [0.5, 1)
+    where that magnitude is beyond 2^+-400 (1 elsewhere, and for zero or
+    non-finite rows): squares and products of the scaled rows stay in range."""
+    m = torch.linalg.vector_norm(u.double(), float("inf"), dim=1)
+    _, e = torch.frexp(m)
+    far = (m > 0) & torch.isfinite(m) & (e.abs() > 400)
+    return torch.where(far, torch.ldexp(torch.ones_like(m), -e), torch.ones_like(m))

@@ -51,7 +51,10 @@ def get(name: str, **params) -> "Aggregator":
     """
     _RULES.cls(name)                    # an unknown name fails before its base is built
     if isinstance(params.get("base"), str):
-        params["base"] = get(params["base"])
+        try:
+            params["base"] = get(params["base"])
+        except ValueError as e:
+            raise ValueError(f"{name}: base: {e}") from None
     return _RULES.build(name, **params)
 
 
@@ -84,6 +87,8 @@ def as_updates(updates) -> torch.Tensor:
         raise TypeError(f"updates must be a [K, d] tensor or a list of tensors; got {type(updates).__name__}")
     if not u.is_floating_point():
         raise TypeError(f"updates must be floating point; got {u.dtype}")
+    if u.device.type == "meta":
+        raise ValueError("updates must hold values (a CPU or CUDA tensor); got a tensor on the meta device")
     if u.shape[0] < 1 or u.shape[1] < 1:
         raise ValueError(f"updates needs K >= 1 clients and d >= 1 coordinates; got shape {tuple(u.shape)}")
     return u.detach()
@@ -92,7 +97,15 @@ def as_updates(updates) -> torch.Tensor:
 def _sample_weights(weights, K: int, device) -> Optional[torch.Tensor]:
     if weights is None:
         return None
-    w = torch.as_tensor(weights, dtype=torch.float64).to(device).reshape(-1)
+    if isinstance(weights, torch.Tensor):
+        if weights.is_complex() or weights.dtype == torch.bool or weights.device.type == "meta":
+            raise TypeError(f"weights must be real sample counts; got a {weights.dtype} tensor on {weights.device}")
+        w = weights.detach().to(device=device, dtype=torch.float64).reshape(-1)
+    else:
+        try:
+            w = torch.as_tensor(weights, dtype=torch.float64).to(device).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"weights must be sample counts (numbers, one per client); got {weights!r}") from None
     if w.numel() != K:
         raise ValueError(f"weights must have one entry per client (K={K}); got {w.numel()}")
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
@@ -106,9 +119,23 @@ def _client_ids(client_ids, K: int) -> List[Any]:
     ids = list(client_ids.tolist() if isinstance(client_ids, torch.Tensor) else client_ids)
     if len(ids) != K:
         raise ValueError(f"client_ids must have one entry per client (K={K}); got {len(ids)}")
-    if len(set(ids)) != K:
+    try:
+        distinct = len(set(ids))
+    except TypeError:
+        bad = next(i for i in ids if not _hashable(i))
+        raise TypeError(f"client_ids must be hashable (ints, strings, tuples); got {type(bad).__name__} "
+                        f"{bad!r}") from None
+    if distinct != K:
         raise ValueError("client_ids must be distinct")
     return ids
+
+
+def _hashable(x) -> bool:
+    try:
+        hash(x)
+        return True
+    except TypeError:
+        return False
 
 
 def result_dtype(u: torch.Tensor) -> torch.dtype:
@@ -145,6 +172,15 @@ class Aggregator:
         simulator's ``--assumed-attackers`` goes through here. Default: none."""
         return {}
 
+    def propagates_nonfinite(self) -> bool:
+        """True when any NaN/Inf in any client's update makes this rule's
+        update non-finite (a weighted mean does; an order statistic or a
+        selection does not). Such a rule runs on all clients first and skips
+        the separate finiteness pass over the updates when its result is
+        finite; otherwise the non-finite clients are found and excluded as for
+        every rule. Stateless rules only (a first try must leave no trace)."""
+        return False
+
     def _validate(self) -> None:
         pass
 
@@ -171,6 +207,13 @@ class Aggregator:
             raise TypeError(f"{type(self).__name__}: stats must be a robustagg Statistics object; "
                             f"got {type(stats).__name__}")
 
+        if self.propagates_nonfinite() and (w is None or bool((w > 0).any())):
+            # One pass instead of two: a finite result proves every client finite.
+            res = self._aggregate(u, w, ids, stats)
+            if stats.all_finite(res.update):
+                info = dict(res.info)
+                info["nonfinite"] = []
+                return AggregationResult(res.update.to(u.dtype), res.client_weights.to(rdt), res.excluded, info)
         finite = stats.finite_rows(u)
         keep = finite.nonzero().flatten()
         nonfinite_ids = [ids[i] for i in (~finite).nonzero().flatten().tolist()]
@@ -217,6 +260,7 @@ def normalized(w: Optional[torch.Tensor], n: int, like: torch.Tensor) -> torch.T
     """Sample counts as weights summing to 1 (uniform when None)."""
     if w is None:
         return uniform(n, like)
+    w = w / w.max()                     # 1e308 counts: the sum must not overflow
     return (w / w.sum()).to(result_dtype(like))
 
 
@@ -231,6 +275,12 @@ def check_real(owner: str, name: str, value, lo: float, hi: float, lo_open=False
     ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:
         raise ValueError(f"{owner}: {name} must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}; got {value!r}")
+
+
+def check_seed(owner: str, value) -> None:
+    """A seed is an int >= 0 or None (no seed)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{owner}: seed must be an int >= 0 or None; got {value!r}")
 
 
 def check_rule(owner: str, name: str, value) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .. import ops
-from .base import (AggregationResult, Aggregator, check_positive_int, check_real, none_excluded,
+from .base import (AggregationResult, Aggregator, check_positive_int, check_real, check_seed, none_excluded,
                    normalized, register, result_dtype)
 from .mean import weighted_mean
 
@@ -385,6 +385,9 @@ class RFLBAT(Aggregator):
         check_real("RFLBAT", "eps2", self.eps2, 0.0, float("inf"), lo_open=True, hi_open=True)
         check_positive_int("RFLBAT", "max_clusters", self.max_clusters)
         check_positive_int("RFLBAT", "gap_references", self.gap_references)
+        if self.seed is None:
+            raise ValueError("RFLBAT: seed must be an int >= 0 (KMeans and the gap statistic's references); got None")
+        check_seed("RFLBAT", self.seed)
 
     @torch.compiler.disable      # PCA + scikit-learn KMeans on the host: runs eagerly under torch.compile
     def _aggregate(self, u, w, ids, stats):

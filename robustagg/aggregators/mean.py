@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from .base import (AggregationResult, Aggregator, check_positive_int, check_real, check_rule,
+from .base import (AggregationResult, Aggregator, check_positive_int, check_real, check_rule, check_seed,
                    none_excluded, normalized, register, result_dtype)
 
 __all__ = ["FedAvg", "NormClip", "GaussianNoise", "CenteredClip", "GeometricMedian"]
@@ -49,6 +49,9 @@ class FedAvg(Aggregator):
     def __init__(self):
         self._validate()
 
+    def propagates_nonfinite(self):
+        return True       # a NaN/Inf in any update reaches the weighted mean (0 * inf is NaN too)
+
     def _aggregate(self, u, w, ids, stats):
         return AggregationResult(weighted_mean(u, w), normalized(w, u.shape[0], u), none_excluded(u.shape[0], u), {})
 
@@ -72,6 +75,9 @@ class NormClip(Aggregator):
         self.max_norm = max_norm
         self._validate()
 
+    def propagates_nonfinite(self):
+        return type(self.base) is FedAvg     # a non-finite client has a non-finite norm: NaN update below
+
     def _validate(self):
         check_rule("NormClip", "base", self.base)
         check_real("NormClip", "max_norm", self.max_norm, 0.0, float("inf"), lo_open=True, hi_open=True)
@@ -81,6 +87,9 @@ class NormClip(Aggregator):
         scale = torch.clamp(self.max_norm / norms.clamp_min(1e-300), max=1.0)
         clipped = norms > self.max_norm
         if type(self.base) is FedAvg:
+            if not bool(torch.isfinite(norms).all()):  # a non-finite client: let __call__ exclude it
+                nan = torch.full((u.shape[1],), float("nan"), dtype=u.dtype, device=u.device)
+                return AggregationResult(nan, normalized(w, u.shape[0], u), none_excluded(u.shape[0], u), {})
             # Clip + FedAvg in one pass without a clipped copy: sum_k p_k s_k u_k,
             # p the normalised sample counts, s the clip factors; client_weights
             # are p_k s_k, so that sum_k client_weights_k u_k is the update.
@@ -122,6 +131,7 @@ class GaussianNoise(Aggregator):
     def _validate(self):
         check_rule("GaussianNoise", "base", self.base)
         check_real("GaussianNoise", "sigma", self.sigma, 0.0, float("inf"), hi_open=True)
+        check_seed("GaussianNoise", self.seed)
 
     @torch.compiler.disable      # a seeded torch.Generator: host code, runs eagerly under torch.compile
     def _aggregate(self, u, w, ids, stats):

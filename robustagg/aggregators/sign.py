@@ -46,6 +46,9 @@ class RobustLR(Aggregator):
     def told_attackers(cls, n, f, given):
         return {"threshold": f + 1}       # theta = f + 1: more votes than the attackers alone can cast
 
+    def propagates_nonfinite(self):
+        return type(self.base) is FedAvg   # the fused pass: a NaN/Inf reaches the mean, sign flips keep it
+
     def _validate(self):
         check_rule("RobustLR", "base", self.base)
         check_real("RobustLR", "threshold", self.threshold, 0.0, float("inf"), hi_open=True)

@@ -67,6 +67,11 @@ class Statistics:
             bad[k] = float(not bool(torch.isfinite(u[k]).all()))
         return self._max(bad) == 0
 
+    def all_finite(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` (a rule's update, this shard's slice of it) is finite on every shard."""
+        bad = (~torch.isfinite(t).all()).to(torch.float64).reshape(1)
+        return float(self._max(bad)[0]) == 0.0
+
     def pairwise(self, u: torch.Tensor, *, sqdist: bool = True, gram: bool = True) -> Pairwise:
         """Squared distances and / or the Gram matrix of the clients (``ops.pairwise_stats``)."""
         scale = 1.0

@@ -59,7 +59,12 @@ ROBUSTAGG_HD inline R dot_block(LoadA a, LoadB b) {
 // cos = <u_i, u_j> / sqrt(|u_i|^2 |u_j|^2), clamped to [-1, 1]; 0 where either
 // row is all zero. Identical rows have bitwise equal dot products and norms
 // (same summation order) and sqrt(x * x) == x, so their cosine is exactly 1.
+// A row with NaN or +-Inf has a non-finite squared norm: its cosine with
+// every row (itself too) is NaN. (ops.py scales float64 rows whose squares
+// would overflow or underflow before they get here.)
 ROBUSTAGG_HD inline double cosine_from_gram(double gij, double gii, double gjj) {
+  const double t = gii + gjj;
+  if (!(t - t == 0.0)) return quiet_nan<double>();
   double c = 0.0;
   if (gii > 0.0 && gjj > 0.0) c = gij / sqrt_rn(gii * gjj);
   return c < -1.0 ? -1.0 : (c > 1.0 ? 1.0 : c);
