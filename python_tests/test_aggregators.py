@@ -14,7 +14,8 @@ ALL = A.available()
 def params(name, n=20):
     """Hyper-parameters valid for n clients of which 3 attack."""
     return {"krum": {"f": 3}, "multikrum": {"f": 3}, "bulyan": {"f": 3}, "trimmed_mean": {"trim": 4},
-            "invariant": {"alpha": 0.2, "tau": 0.1}, "centered_clip": {"tau": 1.0, "init": "median"}}.get(name, {})
+            "invariant": {"alpha": 0.2, "tau": 0.1}, "centered_clip": {"tau": 1.0, "init": "median"},
+            "noise": {"seed": 0}}.get(name, {})
 
 
 def honest_and_attackers(n_honest=17, n_att=3, d=200, seed=0, scale=-20.0):
@@ -174,9 +175,7 @@ def test_permuting_clients_permutes_decisions_and_keeps_the_update(name):
     u, _ = honest_and_attackers(seed=4)
     perm = torch.randperm(20, generator=torch.Generator().manual_seed(5))
     a = A.get(name, **params(name))(u)
-    b = A.get(name, **params(name))(u[perm])
-    if name == "noise":  # unseeded noise: compare the base
-        return
+    b = A.get(name, **params(name))(u[perm])     # seeded noise: the same draw
     torch.testing.assert_close(b.update, a.update, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(b.client_weights, a.client_weights[perm], rtol=1e-5, atol=1e-7)
     assert torch.equal(b.excluded, a.excluded[perm])
@@ -211,11 +210,19 @@ def test_degenerate_inputs_give_defined_results(name, case):
     else:
         u = torch.ones(8, 3) if case == "identical" else torch.zeros(8, 3)
         expected = u[0]
-    kwargs = {"f": 0} if name in ("krum", "multikrum", "bulyan") else {}
+    kwargs = {"f": 0} if name in ("krum", "multikrum", "bulyan") else ({"seed": 0} if name == "noise" else {})
     r = A.get(name, **kwargs)(u)
     assert torch.isfinite(r.update).all() and torch.isfinite(r.client_weights).all()
-    if name in ("noise", "sign", "foolsgold", "rlr", "clip"):
-        return  # noise adds noise; sign gives signs; FoolsGold scales identical updates down; RLR may flip; clip clips
+    if name == "noise":        # the base's result plus sigma times the seeded draw
+        expected = expected + 1e-3 * torch.randn(3, generator=torch.Generator().manual_seed(0))
+    elif name == "sign":       # the majority sign
+        expected = torch.sign(u.sum(0)) if case != "one_client" else torch.sign(u[0])
+    elif name == "foolsgold":  # identical clients look like sybils: weight 0; one client or zero rows: as given
+        expected = torch.zeros(3) if case == "identical" else expected
+    elif name == "rlr":        # theta = 4 votes: one client never has them (its update flips), 8 identical do
+        expected = -expected if case == "one_client" else expected
+    elif name == "clip":       # clipped to norm 1
+        expected = expected / max(1.0, float(expected.norm()))
     torch.testing.assert_close(r.update, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -226,6 +233,13 @@ def test_rules_keep_dtype_and_device(name, device):
     r = A.get(name, **params(name))(u.to(device).double())
     assert r.update.dtype == torch.float64 and r.update.device.type == device
     assert r.client_weights.shape == (20,) and r.excluded.dtype == torch.bool
+    # and the same decisions and (up to float32 rounding) the same update as float32 on the CPU
+    r32 = A.get(name, **params(name))(u)
+    assert torch.equal(r.excluded.cpu(), r32.excluded)
+    base64, base32 = r, r32
+    if name == "noise":        # noise drawn in float64 and float32 differs: compare the base (FedAvg)
+        base64, base32 = A.FedAvg()(u.to(device).double()), A.FedAvg()(u)
+    torch.testing.assert_close(base64.update.cpu().float(), base32.update, rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------- API and validation
@@ -309,3 +323,17 @@ def test_geometric_median_is_not_stopped_early_by_far_outliers(outlier):
     # client_weights are the weights of the last step: they give the update
     torch.testing.assert_close((res.client_weights.double()[:, None] * u.double()).sum(0).float(), res.update,
                                rtol=1e-5, atol=1e-6 * float(spread))
+
+
+@pytest.mark.parametrize("name", ["fedavg", "krum", "multikrum", "rflbat", "foolsgold", "geomed", "clip"])
+def test_client_weights_of_weighted_mean_rules_give_the_update(name):
+    u, _ = honest_and_attackers(seed=8)
+    u = u.double()
+    r = A.get(name, **params(name))(u, weights=torch.arange(1, 21, dtype=torch.float64))
+    torch.testing.assert_close((r.client_weights[:, None] * u).sum(0), r.update, rtol=1e-9, atol=1e-12)
+
+
+def test_foolsgold_treats_near_collinear_histories_as_collinear():
+    # cosines of 1 - 1e-16 from rounding must not single one client out
+    r = A.FoolsGold()(torch.tensor([[0.1], [0.3], [0.7]], dtype=torch.float64))
+    assert r.info["learning_rates"][0] == r.info["learning_rates"][1] == r.info["learning_rates"][2]

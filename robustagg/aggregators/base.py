@@ -21,9 +21,17 @@ class AggregationResult:
 
     Attributes:
         update: ``[d]`` the aggregate (apply it as ``w <- w + lr * update``).
-        client_weights: ``[K]`` the effective weight of each client in
-            ``update`` (sums to 1 where the rule is a weighted mean; nominal
-            ``1/K`` for coordinate-wise rules, whose weight differs per coordinate).
+        client_weights: ``[K]`` each client's weight, per rule family:
+            weighted means of the clients (fedavg, krum, multikrum, rflbat,
+            foolsgold, geomed, clip with the FedAvg base) give exactly
+            ``update = sum_k client_weights[k] * u_k`` (tested);
+            coordinate-wise rules (median, trimmed_mean, sign, rlr, invariant,
+            repeated_median, bulyan's last step) give a nominal ``1/K`` to the
+            clients they keep, as their weight differs per coordinate;
+            residual reweighting gives eq. (11)'s weights, applied to the
+            corrected values of eq. (9); centered clipping gives each client's
+            share ``p_k s_k / sum p s`` of the last clipped step (the update
+            also keeps the starting point).
         excluded: ``[K]`` bool, clients dropped by the rule or for non-finite values.
         info: rule-specific details (scores, chosen cluster, vote counts...);
             always has ``"nonfinite"``: the ids of clients excluded for NaN/Inf.

@@ -197,6 +197,10 @@ def _cosine_from_gram(gram: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, gram / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(gram)).clamp(-1, 1)
 
 
+#: Cosines this close to 1 count as 1 in FoolsGold (see foolsgold_weights).
+COLLINEAR = 1e-6
+
+
 def foolsgold_weights(cs: torch.Tensor) -> torch.Tensor:
     """FoolsGold's per-client learning rates from the cosine matrix of histories (authors' code).
 
@@ -204,7 +208,12 @@ def foolsgold_weights(cs: torch.Tensor) -> torch.Tensor:
     v = clip(ln(v / (1 - v)) + 0.5, 0, 1).
     """
     n = cs.shape[0]
-    cs = cs.clone().double() - torch.eye(n, dtype=torch.float64, device=cs.device)
+    cs = cs.clone().double()
+    # Near-collinear is collinear: a cosine within 1e-6 of 1 (the accuracy of a
+    # float32 Gram) is 1, so that parallel histories are all treated alike
+    # (rounding would otherwise single one out as the "most different").
+    cs = torch.where(cs >= 1.0 - COLLINEAR, torch.ones_like(cs), cs)
+    cs = cs - torch.eye(n, dtype=torch.float64, device=cs.device)
     maxcs = cs.max(dim=1).values if n > 1 else torch.zeros(1, dtype=torch.float64, device=cs.device)
     # pardoning: for i != j with maxcs_i < maxcs_j, cs_ij *= maxcs_i / maxcs_j
     pardon = (maxcs[:, None] < maxcs[None, :]) & ~torch.eye(n, dtype=torch.bool, device=cs.device)
