@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout first
 import robustagg.aggregators as A  # noqa: E402
 from _timing import publish  # noqa: E402
 
@@ -195,6 +196,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="10x1000000,100x1000000")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rules", help="only these rules (comma-separated), e.g. for a quick look")
     p.add_argument("--out")
     args = p.parse_args()
     byzfl, flower = load_byzfl(), load_flower()
@@ -208,6 +210,8 @@ def main():
         small = make_updates(K, 2000, seed=1)
         rows, _ = pairs(K, byzfl, flower)
         for label, ours, peer_label, peer, convention in rows:
+            if args.rules and label not in args.rules.split(","):
+                continue
             verdict = check(ours, peer, small, small.numpy(), sizes, convention)
 
             def run_ours():

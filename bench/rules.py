@@ -13,18 +13,34 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout first
 import robustagg.aggregators as A  # noqa: E402
+from robustagg import ops  # noqa: E402
 from _timing import publish  # noqa: E402
 
-DOMINANT = {
-    "fedavg": "weighted mean (robust_lr_mean, theta=0)", "rlr": "robust_lr_mean + sign_vote",
-    "sign": "sign_vote", "median": "median", "trimmed_mean": "trimmed_mean",
-    "repeated_median": "repeated_median_line", "residual": "residual_reweight",
-    "krum": "pairwise_stats", "multikrum": "pairwise_stats", "bulyan": "top-k around the median (torch), then pairwise_stats",
-    "foolsgold": "history update + pairwise_stats", "rflbat": "pairwise_stats + gap-statistic KMeans",
-    "invariant": "masked_trimmed_mean + sign_vote", "geomed": "Weiszfeld iterations (row norms + weighted means)",
-    "clip": "row norms + rescale copy", "noise": "randn + weighted mean", "centered_clip": "median + row norms",
-}
+def _dominant(K):
+    """(what dominates each rule, the op call that does it): the rule's time is compared with this op's."""
+    f = max(1, K // 10)
+    return {
+        "fedavg": ("robust_lr_mean (theta 0)", lambda u: ops.robust_lr_mean(u, 0.0)),
+        "rlr": ("robust_lr_mean", lambda u: ops.robust_lr_mean(u, float(f + 1))),
+        "sign": ("sign_vote", lambda u: ops.sign_vote(u)),
+        "median": ("median", lambda u: ops.median(u)),
+        "trimmed_mean": ("trimmed_mean", lambda u: ops.trimmed_mean(u, int(0.1 * K))),
+        "repeated_median": ("repeated_median_line", lambda u: ops.repeated_median_line(u)),
+        "residual": ("residual_reweight", lambda u: ops.residual_reweight(u)),
+        "krum": ("pairwise_stats (distances)", lambda u: ops.pairwise_stats(u, gram=False)),
+        "multikrum": ("pairwise_stats (distances)", lambda u: ops.pairwise_stats(u, gram=False)),
+        "bulyan": ("pairwise_stats (distances); then top-k around the median in torch", lambda u: ops.pairwise_stats(
+            u, gram=False)),
+        "foolsgold": ("pairwise_stats (Gram)", lambda u: ops.pairwise_stats(u, sqdist=False)),
+        "rflbat": ("pairwise_stats (Gram); then PCA + KMeans", lambda u: ops.pairwise_stats(u, sqdist=False)),
+        "invariant": ("masked_trimmed_mean", lambda u: ops.masked_trimmed_mean(u, 0.1, int(0.1 * K) + 1)),
+        "geomed": ("sq_distances_to + robust_lr_mean per Weiszfeld step", lambda u: ops.sq_distances_to(u)),
+        "clip": ("sq_distances_to + robust_lr_mean", lambda u: ops.sq_distances_to(u)),
+        "noise": ("robust_lr_mean (theta 0) + randn", lambda u: ops.robust_lr_mean(u, 0.0)),
+        "centered_clip": ("median + sq_distances_to", lambda u: ops.median(u)),
+    }
 
 
 def params(name, K):
@@ -39,23 +55,44 @@ def main():
     p.add_argument("--rules", default=",".join(A.available()))
     p.add_argument("--out")
     args = p.parse_args()
-    lines = ["| rule | K | d | seconds | dominated by |", "|---|---:|---:|---:|---|"]
+    lines = ["| rule | K | d | seconds | dominated by | op seconds | rule / op | honest kept | attackers kept |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for shape in args.shapes.split(","):
         K, d = (int(v) for v in shape.split("x"))
         g = torch.Generator().manual_seed(0)
         u = torch.randn(K, d, generator=g)
-        u[: K // 10] *= 10.0
+        n_att = max(1, K // 10)
+        u[:n_att] *= 10.0
+        dominant = _dominant(K)
         for name in args.rules.split(","):
             rule = A.get(name, **params(name, K))
             rule(u[:, :1000].contiguous())  # warm-up (threads, imports)
             rule.reset()
             t0 = time.perf_counter()
-            rule(u)
+            res = rule(u)
             dt = time.perf_counter() - t0
-            lines.append(f"| {name} | {K} | {d:.0e} | {dt:.3f} | {DOMINANT.get(name, '')} |")
+            label, op = dominant.get(name, ("", None))
+            t_op = None
+            if op is not None:
+                op(u[:, :1000].contiguous())
+                t1 = time.perf_counter()
+                op(u)
+                t_op = time.perf_counter() - t1
+            kept_h = kept_a = ""
+            if type(rule).selects_clients:     # the fractions of honest clients and attackers it kept
+                kept = (~res.excluded) & (res.client_weights > 0.1 / K)
+                kept_h = f"{100 * float(kept[n_att:].double().mean()):.0f}%"
+                kept_a = f"{100 * float(kept[:n_att].double().mean()):.0f}%"
+            ratio = f"{dt / t_op:.1f}" if t_op else ""
+            op_s = f"{t_op:.3f}" if t_op else ""
+            lines.append(f"| {name} | {K} | {d:.0e} | {dt:.3f} | {label} | {op_s} | {ratio} | {kept_h} | {kept_a} |")
             print(lines[-1], flush=True)
     text = ("# Aggregation rules end to end (CPU)\n\n"
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads, one call each (noisy, shared machine).\n\n"
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, one call each (noisy, shared machine). "
+            "Updates: N(0, 1), the first 10% scaled by 10 (diffuse attackers). *rule / op*: the rule's time over "
+            "the op that dominates it (the rest: the finiteness check, a mean, host-side decisions). *kept*: "
+            "for rules that select clients, the share of honest clients and of attackers left with a weight "
+            "above 0.1 / K. Produced by `python bench/rules.py --out bench/results/rules_cpu.md`.\n\n"
             + "\n".join(lines) + "\n")
     publish(text, args.out)
 

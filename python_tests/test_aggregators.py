@@ -337,3 +337,14 @@ def test_foolsgold_treats_near_collinear_histories_as_collinear():
     # cosines of 1 - 1e-16 from rounding must not single one client out
     r = A.FoolsGold()(torch.tensor([[0.1], [0.3], [0.7]], dtype=torch.float64))
     assert r.info["learning_rates"][0] == r.info["learning_rates"][1] == r.info["learning_rates"][2]
+
+
+@pytest.mark.parametrize("centres,want", [([[0, 0]], 1), ([[0, 0], [10, 0]], 2), ([[0, 0], [10, 0], [0, 10]], 3)])
+def test_rflbat_gap_statistic_counts_separated_clusters(centres, want):
+    # Tibshirani, Walther & Hastie (2001): reference sets uniform in the (principal-axes) box of the
+    # points, Gap(k) = E*[log W*_k] - log W_k, the smallest k with Gap(k) >= Gap(k+1) - s_{k+1}.
+    from robustagg.aggregators.distance import gap_statistic_k
+    import numpy as np
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([np.asarray(c, dtype=float) + 0.5 * rng.standard_normal((15, 2)) for c in centres])
+    assert gap_statistic_k(pts, max_k=6, references=10, seed=0) == want

@@ -29,7 +29,7 @@ def weighted_sum(u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     total = float(c.sum())
     if total <= 0:
         return torch.zeros(u.shape[1], dtype=u.dtype, device=u.device)
-    return weighted_mean(u, c) * total
+    return weighted_mean(u, c).mul_(total)
 
 
 @register("fedavg")

@@ -69,7 +69,10 @@ class Statistics:
 
     def all_finite(self, t: torch.Tensor) -> bool:
         """Whether ``t`` (a rule's update, this shard's slice of it) is finite on every shard."""
-        bad = (~torch.isfinite(t).all()).to(torch.float64).reshape(1)
+        # A finite sum proves every element finite (a NaN or Inf would reach it);
+        # only a non-finite sum (or an overflowing one) takes the exact check.
+        ok = bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+        bad = torch.tensor([0.0 if ok else 1.0], dtype=torch.float64, device=t.device)
         return float(self._max(bad)[0]) == 0.0
 
     def pairwise(self, u: torch.Tensor, *, sqdist: bool = True, gram: bool = True) -> Pairwise:
