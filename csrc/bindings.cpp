@@ -47,9 +47,9 @@ std::string compiler() {
                     ptr<void>(stream));                                                             \
     }, nogil);                                                                                      \
     sub.def("robust_lr_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, double threshold,    \
-                                 uintptr_t w, uintptr_t out, uintptr_t stream) {                    \
+                                 uintptr_t w, uintptr_t out, uintptr_t flipped, uintptr_t stream) { \
       NS::robust_lr_mean(ptr<const void>(u), dt(dtype), K, d, threshold, ptr<const double>(w),       \
-                         ptr<void>(out), ptr<void>(stream));                                        \
+                         ptr<void>(out), ptr<int64_t>(flipped), ptr<void>(stream));                 \
     }, nogil);                                                                                      \
     sub.def("norms_workspace_bytes", [](int64_t K, int64_t d) { return NS::norms_workspace_bytes(K, d); }); \
     sub.def("sq_distances_to", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t point,     \
@@ -135,9 +135,9 @@ PYBIND11_MODULE(_C, m) {
     ra::cpu::sign_vote(ptr<const void>(u), dt(dtype), K, d, ptr<const double>(w), ptr<void>(out), threads);
   }, nogil);
   m.def("robust_lr_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, double threshold,
-                             uintptr_t w, uintptr_t out, int threads) {
+                             uintptr_t w, uintptr_t out, uintptr_t flipped, int threads) {
     ra::cpu::robust_lr_mean(ptr<const void>(u), dt(dtype), K, d, threshold, ptr<const double>(w),
-                            ptr<void>(out), threads);
+                            ptr<void>(out), ptr<int64_t>(flipped), threads);
   }, nogil);
   m.def("trimmed_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, int64_t trim,
                            uintptr_t out, int threads) {

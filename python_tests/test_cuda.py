@@ -21,8 +21,9 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a
 KS = [1, 2, 3, 5, 10, 31, 32, 33, 100, 257]
 DS = [1, 7, 1000, 65537]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-OPS = ["sign_vote", "robust_lr_mean", "trimmed_mean", "median", "masked_trimmed_mean",
-       "repeated_median_line", "residual_reweight", "pairwise_sq_distances", "cosine_similarity", "pairwise_stats"]
+OPS = ["sign_vote", "robust_lr_mean", "robust_lr_mean_counted", "trimmed_mean", "median", "masked_trimmed_mean",
+       "repeated_median_line", "residual_reweight", "pairwise_sq_distances", "cosine_similarity", "pairwise_stats",
+       "sq_distances_to"]
 QUADRATIC = {"repeated_median_line", "residual_reweight", "pairwise_sq_distances", "cosine_similarity",
              "pairwise_stats"}
 # Bitwise equal to the CPU kernels by contract (pairwise sums are blocked differently).
@@ -31,7 +32,7 @@ BITWISE_CPU = set(OPS) - {"pairwise_sq_distances", "cosine_similarity", "pairwis
 
 def _args(name, K):
     trim = (K - 1) // 2 if K > 2 else 0
-    return {"robust_lr_mean": (min(K, 4),), "trimmed_mean": (trim,), "masked_trimmed_mean": (0.4, max(0, trim - 1))
+    return {"robust_lr_mean": (min(K, 4),), "robust_lr_mean_counted": (min(K, 4),), "trimmed_mean": (trim,), "masked_trimmed_mean": (0.4, max(0, trim - 1))
             }.get(name, ())
 
 

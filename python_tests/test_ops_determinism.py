@@ -11,7 +11,7 @@ CASES = [
     ("sign_vote", ()), ("robust_lr_mean", (3,)), ("trimmed_mean", (4,)), ("median", ()),
     ("masked_trimmed_mean", (0.3, 2)), ("repeated_median_line", ()), ("residual_reweight", ()),
     ("pairwise_sq_distances", ()), ("cosine_similarity", ()), ("residual_client_sums", ()),
-    ("pairwise_stats", ()),
+    ("pairwise_stats", ()), ("robust_lr_mean_counted", (3,)), ("sq_distances_to", ()),
 ]
 
 
@@ -44,7 +44,10 @@ OPCHECK_CASES = [
     ("masked_trimmed_mean", lambda u: (u, 0.5, 1)), ("repeated_median_line", lambda u: (u, "siegel")),
     ("repeated_median_line", lambda u: (u, "median")), ("residual_reweight", lambda u: (u, 2.0, 0.1, 1.0, "siegel")),
     ("pairwise_sq_distances", lambda u: (u,)), ("cosine_similarity", lambda u: (u,)),
-    ("pairwise_stats", lambda u: (u,)), ("residual_client_sums", lambda u: (u, 2.0, 0.1, "siegel")),
+    ("pairwise_stats", lambda u: (u,)), ("pairwise_stats", lambda u: (u, False, True)),
+    ("residual_client_sums", lambda u: (u, 2.0, 0.1, "siegel")),
+    ("robust_lr_mean_counted", lambda u: (u, 2.0)), ("sq_distances_to", lambda u: (u,)),
+    ("sq_distances_to", lambda u: (u, u[1].clone())),
     ("residual_apply", lambda u: (u, torch.rand(u.shape[0], dtype=torch.float64), 2.0, 0.1, 1.0, "siegel")),
 ]
 

@@ -10,7 +10,8 @@ ALL_OPS = [
     ("sign_vote", ()), ("robust_lr_mean", (2,)), ("trimmed_mean", (1,)), ("median", ()),
     ("masked_trimmed_mean", (0.5, 1)), ("repeated_median_line", ()), ("residual_reweight", ()),
     ("pairwise_sq_distances", ()), ("cosine_similarity", ()), ("pairwise_stats", ()), ("residual_client_sums", ()),
-    ("residual_apply", (torch.ones(5, dtype=torch.float64),)),
+    ("residual_apply", (torch.ones(5, dtype=torch.float64),)), ("robust_lr_mean_counted", (2,)),
+    ("sq_distances_to", ()),
 ]
 
 
@@ -116,9 +117,22 @@ def test_non_finite_and_huge_values_never_crash(name, args, poison):
     out = getattr(ops, name)(u, *args)
     outs = out if isinstance(out, tuple) else (out,)
     for o in outs:
-        assert o.shape[-1] in (300, 7)
+        if o.dim() == 0:      # robust_lr_mean_counted's count of flipped coordinates
+            assert o.dtype == torch.int64 and 0 <= int(o) <= 300
+        else:
+            assert o.shape[-1] in (300, 7)
 
 
 def test_set_num_threads_validates():
     with pytest.raises(ValueError, match="positive int"):
         ops.set_num_threads(0)
+
+
+def test_sq_distances_to_names_a_bad_point():
+    u = torch.randn(4, 6)
+    with pytest.raises(ValueError, match=r"point must have shape \[d\] = \[6\]"):
+        ops.sq_distances_to(u, torch.zeros(5))
+    with pytest.raises(TypeError, match="point must have the dtype of updates"):
+        ops.sq_distances_to(u, torch.zeros(6, dtype=torch.float64))
+    with pytest.raises(TypeError, match="point must be a torch.Tensor of shape"):
+        ops.sq_distances_to(u, [0.0] * 6)

@@ -179,3 +179,18 @@ def test_residual_of_coordinate_shards_matches_the_whole():
     cw, agg = ops.residual_reweight(u)
     torch.testing.assert_close(parts[0][0], cw, rtol=1e-12, atol=0)
     torch.testing.assert_close(torch.cat([p[1] for p in parts]), agg, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES + HALF_DTYPES)
+@pytest.mark.parametrize("K,d", [(1, 5), (4, 1000), (11, 5000), (40, 9999)])
+@pytest.mark.parametrize("threshold", [0.0, 2.0, 5.0])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_robust_lr_mean_counted_is_the_mean_and_the_exact_flip_count(K, d, dtype, threshold, weighted):
+    u = make_updates(K, d, dtype, "ties", seed=K + d)      # many zero votes and ties at the threshold
+    w = torch.rand(K, dtype=torch.float64) + 0.5 if weighted else None
+    mean, count = ops.robust_lr_mean_counted(u, threshold, w)
+    assert torch.equal(mean, ops.robust_lr_mean(u, threshold, w))
+    assert count.dtype == torch.int64 and count.dim() == 0
+    assert int(count) == int((reference.sign_vote(u).abs().double() < threshold).sum())
+    dm_mean, dm_count = ops.run_device_math("robust_lr_mean_counted", u, threshold, w)
+    assert torch.equal(dm_mean, mean) and int(dm_count) == int(count)

@@ -57,6 +57,7 @@ else:
 __all__ = [
     "sign_vote",
     "robust_lr_mean",
+    "robust_lr_mean_counted",
     "trimmed_mean",
     "median",
     "masked_trimmed_mean",
@@ -405,11 +406,12 @@ def _rlr_check(updates, threshold, weights=None):
     return K, d
 
 
-def _rlr_run(c: _Call, threshold, weights, tail):
+def _rlr_run(c: _Call, threshold, weights, tail, counted: bool = False):
     w, _ = _scaled("robust_lr_mean", weights)      # a weighted mean does not depend on the scale
     out = c.empty(c.d)
-    c.be.robust_lr_mean(c.ptr, c.code, c.K, c.d, float(threshold), _ptr(w), out.data_ptr(), tail)
-    return c.cast_back(out)
+    flipped = c.empty((), dtype=torch.int64) if counted else None
+    c.be.robust_lr_mean(c.ptr, c.code, c.K, c.d, float(threshold), _ptr(w), out.data_ptr(), _ptr(flipped), tail)
+    return (c.cast_back(out), flipped) if counted else c.cast_back(out)
 
 
 def _rlr_cpu(c: _Call, threshold, weights=None):
@@ -455,6 +457,37 @@ def robust_lr_mean(updates: torch.Tensor, threshold: float,
         tensor([ 1., -1.])
     """
     return _dispatch("robust_lr_mean", updates, threshold, weights)
+
+
+def _rlr_counted_ref(updates, threshold, weights=None):
+    _weights_as_float64("robust_lr_mean_counted", weights)
+    votes = _reference.sign_vote(updates).abs().double()
+    return (_reference.robust_lr_mean(updates, threshold, weights),
+            (votes < threshold).sum().to(torch.int64).to(updates.device))
+
+
+_define(_Op("robust_lr_mean_counted(Tensor updates, float threshold, Tensor? weights=None) -> (Tensor, Tensor)",
+            lambda updates, threshold, weights=None: _rlr_check(updates, threshold, weights),
+            lambda Kd, updates, threshold, weights=None: (updates.new_empty(Kd[1]),
+                                                          updates.new_empty((), dtype=torch.int64)),
+            _rlr_counted_ref,
+            lambda c, threshold, weights=None: _rlr_run(c, threshold, weights, c.threads, counted=True),
+            lambda c, threshold, weights=None: _rlr_run(c, threshold, weights, c.stream, counted=True)))
+
+
+def robust_lr_mean_counted(updates: torch.Tensor, threshold: float,
+                           weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`robust_lr_mean` and, from the same pass, the number of
+    coordinates whose learning rate is -1 (``|sum_k sgn| < threshold``), as a
+    0-dim int64 tensor: what :class:`~robustagg.aggregators.RobustLR` reports
+    as ``flipped_fraction`` without a second pass over the updates.
+
+    Example:
+        >>> mean, flipped = ops.robust_lr_mean_counted(torch.tensor([[1., 1.], [1., -1.], [1., 3.]]), 2)
+        >>> mean, int(flipped)
+        (tensor([ 1., -1.]), 1)
+    """
+    return _dispatch("robust_lr_mean_counted", updates, threshold, weights)
 
 
 # trimmed_mean / median / masked_trimmed_mean ---------------------------------

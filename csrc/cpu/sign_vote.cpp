@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace robustagg {
 namespace cpu {
@@ -64,10 +65,11 @@ void robust_lr_mean_impl(const T* __restrict__ u,        // [K, d]
                          int64_t K, int64_t d, double threshold,
                          const double* __restrict__ w,   // [K] or nullptr
                          typename Traits<T>::val_t* __restrict__ out,  // [d]
-                         int num_threads) {
+                         int64_t* flipped, int num_threads) {
   using V = typename Traits<T>::val_t;
   const double wsum = math::weight_sum(kWeighted ? w : nullptr, K);
   const int64_t tasks = ceil_div(d, kChunk);
+  std::vector<int64_t> flips(kVotes && flipped ? tasks : 0, 0);  // per task: integer, order-free
   parallel_for(tasks, threads_for(K * d, num_threads), [&](int64_t task) {
     const int64_t j0 = task * kChunk, n = std::min(kChunk, d - j0);
     // One pass. The mean is summed in double, clients in order; the vote in
@@ -107,12 +109,20 @@ void robust_lr_mean_impl(const T* __restrict__ u,        // [K, d]
     }
     // eq. (5)-(6): server learning rate +1 where the vote is strong enough, -1 elsewhere.
     V* __restrict__ o = out + j0;
+    int64_t count = 0;
     for (int64_t j = 0; j < n; ++j) {
       const double mean = acc[j] / wsum;
       const double lr = kVotes ? math::rlr_learning_rate(votes[j], threshold) : 1.0;
+      count += lr < 0.0;
       o[j] = static_cast<V>(mean * lr);
     }
+    if (!flips.empty()) flips[task] = count;
   });
+  if (flipped) {
+    int64_t total = 0;
+    for (const int64_t c : flips) total += c;
+    *flipped = total;
+  }
 }
 
 }  // namespace
@@ -129,17 +139,18 @@ void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d,
 }
 
 void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d,
-                    double threshold, const double* weights, void* out, int num_threads) {
+                    double threshold, const double* weights, void* out, int64_t* flipped,
+                    int num_threads) {
   if (K <= 0 || d <= 0) return;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
     auto* o = static_cast<typename Traits<T>::val_t*>(out);
     const T* u = static_cast<const T*>(updates);
     const bool votes = threshold > 0.0;
-    if (weights && votes) robust_lr_mean_impl<T, true, true>(u, K, d, threshold, weights, o, num_threads);
-    else if (weights) robust_lr_mean_impl<T, true, false>(u, K, d, threshold, weights, o, num_threads);
-    else if (votes) robust_lr_mean_impl<T, false, true>(u, K, d, threshold, nullptr, o, num_threads);
-    else robust_lr_mean_impl<T, false, false>(u, K, d, threshold, nullptr, o, num_threads);
+    if (weights && votes) robust_lr_mean_impl<T, true, true>(u, K, d, threshold, weights, o, flipped, num_threads);
+    else if (weights) robust_lr_mean_impl<T, true, false>(u, K, d, threshold, weights, o, flipped, num_threads);
+    else if (votes) robust_lr_mean_impl<T, false, true>(u, K, d, threshold, nullptr, o, flipped, num_threads);
+    else robust_lr_mean_impl<T, false, false>(u, K, d, threshold, nullptr, o, flipped, num_threads);
   });
 }
 

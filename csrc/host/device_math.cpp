@@ -103,15 +103,21 @@ void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d, const dou
 }
 
 void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d, double threshold,
-                    const double* weights, void* out, void*) {
+                    const double* weights, void* out, int64_t* flipped, void*) {
+  if (flipped) *flipped = 0;
   if (K <= 0 || d <= 0) return;
+  std::vector<int> flips(flipped ? d : 0);
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* u = static_cast<const T*>(updates);
     val_t<T>* o = static_cast<val_t<T>*>(out);
     const double wsum = math::weight_sum(weights, K);  // once, as each CUDA thread does before its loop
-    for_each_thread(d, [&](int64_t j) { o[j] = math::robust_lr_mean_column(u + j, K, d, weights, wsum, threshold); });
+    for_each_thread(d, [&](int64_t j) {
+      o[j] = math::robust_lr_mean_column(u + j, K, d, weights, wsum, threshold, flipped ? &flips[j] : nullptr);
+    });
   });
+  if (flipped)
+    for (const int f : flips) *flipped += f;  // the CUDA warps' atomic adds: an integer sum, any order
 }
 
 size_t order_workspace_bytes(DType dtype, int64_t K, int64_t d) { return plan::OrderLayout(dtype, K, d).bytes; }

@@ -55,12 +55,12 @@ class RobustLR(Aggregator):
 
     def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
+        if type(self.base) is FedAvg:   # one fused pass: the mean, the flips and their count
+            update, count = ops.robust_lr_mean_counted(u, float(self.threshold), w)
+            return AggregationResult(update, normalized(w, n, u), none_excluded(n, u),
+                                     {"flipped_fraction": int(count) / u.shape[1], "base": {}})
         votes = ops.sign_vote(u)
         flipped = float((votes.abs().double() < self.threshold).double().mean())
-        if type(self.base) is FedAvg:
-            update = ops.robust_lr_mean(u, float(self.threshold), w)
-            return AggregationResult(update, normalized(w, n, u), none_excluded(n, u),
-                                     {"flipped_fraction": flipped, "base": {}})
         res = self.base(u, w, ids, stats=stats)
         update = torch.where(votes.abs().double() >= self.threshold, res.update, -res.update)
         return AggregationResult(update, res.client_weights, res.excluded,

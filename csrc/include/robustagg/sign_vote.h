@@ -24,19 +24,24 @@ void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d,
 // weights == nullptr); out[j] = m[j] if |sum_k sgn(u[k, j])| >= threshold,
 // else -m[j]. The vote is the unweighted count of clients (theta is a number
 // of agents). NaN in a column makes m[j] NaN there. out: out_t [d].
+// flipped (nullable): the number of coordinates whose learning rate is -1,
+// counted in the same pass (RobustLR's info).
 void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d,
-                    double threshold, const double* weights, void* out, int num_threads);
+                    double threshold, const double* weights, void* out, int64_t* flipped,
+                    int num_threads);
 
 }  // namespace cpu
 
 // CUDA twins (csrc/cuda/sign_vote.cu), and the host runner of their per-thread
 // code (device_math): same contract, device pointers, launched on `stream`
-// (a cudaStream_t) on the current device; no synchronisation.
+// (a cudaStream_t) on the current device; no synchronisation. `flipped` is a
+// device int64 (zeroed and counted on the stream: warp sums, one atomic add
+// per warp; an integer sum, so the count is exact whatever the order).
 #define ROBUSTAGG_SIGN_VOTE_DEVICE_API                                                               \
   void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d, const double* weights,      \
                  void* out, void* stream);                                                           \
   void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d, double threshold,      \
-                      const double* weights, void* out, void* stream);
+                      const double* weights, void* out, int64_t* flipped, void* stream);
 namespace cuda { ROBUSTAGG_SIGN_VOTE_DEVICE_API }
 namespace device_math { ROBUSTAGG_SIGN_VOTE_DEVICE_API }
 

@@ -51,11 +51,12 @@ ROBUSTAGG_HD inline double weight_sum(const double* w, int64_t K) {
 
 // One coordinate of robust_lr_mean: the mean summed in double in client order
 // (weighted by w, or uniform when w is null), divided by wsum, times the
-// learning rate of the unweighted vote.
+// learning rate of the unweighted vote; `flipped` (when not null) is set to 1
+// where that learning rate is -1, else 0.
 template <typename T>
 ROBUSTAGG_HD inline typename Traits<T>::val_t robust_lr_mean_column(const T* u, int64_t K, int64_t d,
                                                                     const double* w, double wsum,
-                                                                    double threshold) {
+                                                                    double threshold, int* flipped = nullptr) {
   using V = typename Traits<T>::val_t;
   double acc = 0.0;
   int32_t votes = 0;
@@ -65,7 +66,9 @@ ROBUSTAGG_HD inline typename Traits<T>::val_t robust_lr_mean_column(const T* u, 
     acc += w ? w[k] * static_cast<double>(x) : static_cast<double>(x);
     votes += sgn(x);
   }
-  return static_cast<V>((acc / wsum) * rlr_learning_rate(votes, threshold));
+  const double lr = rlr_learning_rate(votes, threshold);
+  if (flipped) *flipped = lr < 0.0;
+  return static_cast<V>((acc / wsum) * lr);
 }
 
 }  // namespace math
