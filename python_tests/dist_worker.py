@@ -19,7 +19,7 @@ PARAMS = {
 }
 RULES = [(name, PARAMS.get(name, {})) for name in A.available()] + [
     ("residual", {"power": 2.0, "intercept": "median"}), ("clip", {"max_norm": 5.0, "base": "median"}),
-    ("rlr", {"threshold": 4, "base": "trimmed_mean"}),
+    ("rlr", {"threshold": 4, "base": "trimmed_mean"}), ("residual", {"variant": "released"}),
 ]
 
 

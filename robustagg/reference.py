@@ -169,12 +169,18 @@ def repeated_median_line(updates: torch.Tensor, intercept: str = "siegel") -> Tu
     return slope.to(out).to(updates.dtype), icpt.to(out).to(updates.dtype)
 
 
-def _residual_chunks(u: torch.Tensor, lam: float, delta: float, intercept: str):
+def _residual_chunks(u: torch.Tensor, lam: float, delta: float, intercept: str, released: bool = False):
     """Steps 1-6 of Algorithm 1 over column chunks of ``u`` (float64, K >= 3).
 
     Yields ``(cols, finite, perm, y_corr, contrib)`` per chunk: the client of each
     rank, the corrected values in rank order (eq. 9) and each rank's share of the
     client sums W (eq. 10), zero in non-finite columns.
+
+    ``released``: the authors' released code instead of the paper (Fu et al.,
+    ``reweight_algorithm_restricted``): the residual scale is the median of the
+    K - 1 largest |r|, plus 1e-7; sigma and W use the confidences before the
+    delta cut; a value is replaced by the line where its confidence is below
+    delta (the paper: at or below). The caller passes intercept="median".
     """
     K, d = u.shape
     x = torch.arange(K, dtype=torch.float64, device=u.device)
@@ -193,12 +199,18 @@ def _residual_chunks(u: torch.Tensor, lam: float, delta: float, intercept: str):
         b1, b0 = _repeated_median_chunk(y, intercept)
         line = b0 + b1 * x[:, None]
         r = y - line
-        tau = tau_scale * _midpoint_median(torch.sort(r.abs(), 0).values, 0)
+        if released:
+            tau = tau_scale * _midpoint_median(torch.sort(r.abs(), 0).values[1:], 0) + 1e-7
+        else:
+            tau = tau_scale * _midpoint_median(torch.sort(r.abs(), 0).values, 0)
         az = ((r / tau) / s).abs()
         w = torch.where(az <= Z, torch.ones_like(r), Z / az)
         w = torch.where(r == 0, torch.ones_like(w), w)
-        w = torch.where(w <= delta, torch.zeros_like(w), w)           # eq. (8)
-        y_corr = torch.where(w == 0, line, y)                          # eq. (9)
+        if released:
+            y_corr = torch.where(w < delta, line, y)
+        else:
+            w = torch.where(w <= delta, torch.zeros_like(w), w)       # eq. (8)
+            y_corr = torch.where(w == 0, line, y)                      # eq. (9)
         sigma = w.std(0, unbiased=True)
         contrib = torch.where(finite, w * sigma, torch.zeros_like(w))
         yield cols, finite, perm, y_corr, contrib
@@ -263,6 +275,37 @@ def residual_apply(updates: torch.Tensor, client_sums: torch.Tensor, lam: float 
     for cols, finite, perm, y_corr, _ in _residual_chunks(u, lam, delta, intercept):
         w_rank = cw[perm]                                              # each rank's client weight
         agg[cols] = torch.where(finite, (w_rank * y_corr).sum(0), (cw[:, None] * u[:, cols]).sum(0))
+    return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
+
+
+def released_residual_client_sums(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1) -> torch.Tensor:
+    """W of the authors' released residual reweighting (see ``_residual_chunks``)
+    over these coordinates: ``[K]`` float64, additive over coordinate shards."""
+    u = updates.detach().double()
+    W = torch.zeros(u.shape[0], dtype=torch.float64, device=u.device)
+    if u.shape[0] < 3:
+        return W
+    for _, _, perm, _, contrib in _residual_chunks(u, lam, delta, "median", released=True):
+        W.index_add_(0, perm.flatten(), contrib.flatten())
+    return W
+
+
+def released_residual_apply(updates: torch.Tensor, client_sums: torch.Tensor, lam: float = 2.0,
+                            delta: float = 0.1) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The released code's weights ``W^2 / sum W^2`` and its aggregate of the
+    corrected values over these coordinates: ``(client_weights [K], aggregate [d])``."""
+    u = updates.detach().double()
+    K = u.shape[0]
+    out_dtype = _value_dtype(updates.dtype)
+    if K < 3:
+        cw = torch.full((K,), 1.0 / K, dtype=torch.float64, device=u.device)
+        return cw.to(out_dtype), u.mean(0).to(out_dtype).to(updates.dtype)
+    W = client_sums.detach().to(torch.float64)
+    top = W.max()
+    cw = _residual_client_weights(W / top if top > 0 else W, 2.0)   # the release scales by the max first
+    agg = torch.empty(u.shape[1], dtype=torch.float64, device=u.device)
+    for cols, finite, perm, y_corr, _ in _residual_chunks(u, lam, delta, "median", released=True):
+        agg[cols] = torch.where(finite, (cw[perm] * y_corr).sum(0), (cw[:, None] * u[:, cols]).sum(0))
     return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
 
 

@@ -123,6 +123,13 @@ class Residual(Aggregator):
         delta: extreme-value threshold in [0, 1] (paper: 0.1; 0.01 in some runs).
         power: exponent of the client weights (1 in the paper, 2 in the authors' code).
         intercept: ``"siegel"`` or ``"median"``.
+        variant: ``"paper"`` (default: Algorithm 1, the native kernel) or
+            ``"released"``: the authors' released code (``IRLS_aggregation_split_restricted``),
+            which differs from the paper in six places: intercept med(y) - slope (K-1)/2,
+            weights ``W^2 / sum W^2``, the residual scale from the median of the K - 1
+            largest |r| plus 1e-7, sigma and W from the confidences before the delta
+            cut, replacement below delta (not at it). It ignores ``power`` and
+            ``intercept``, and runs in PyTorch (reference speed), to reproduce their numbers.
 
     ``info``: ``client_weights`` as a list (for logging).
     """
@@ -130,11 +137,13 @@ class Residual(Aggregator):
     selects_clients = True
     default_rank = 6
 
-    def __init__(self, *, lam: float = 2.0, delta: float = 0.1, power: float = 1.0, intercept: str = "siegel"):
+    def __init__(self, *, lam: float = 2.0, delta: float = 0.1, power: float = 1.0, intercept: str = "siegel",
+                 variant: str = "paper"):
         self.lam = lam
         self.delta = delta
         self.power = power
         self.intercept = intercept
+        self.variant = variant
         self._validate()
 
     def _validate(self):
@@ -143,8 +152,13 @@ class Residual(Aggregator):
         check_real("Residual", "power", self.power, 0.0, float("inf"), lo_open=True, hi_open=True)
         if self.intercept not in ("siegel", "median"):
             raise ValueError(f"Residual: intercept must be 'siegel' or 'median'; got {self.intercept!r}")
+        if self.variant not in ("paper", "released"):
+            raise ValueError(f"Residual: variant must be 'paper' or 'released'; got {self.variant!r}")
 
     def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
+        if self.variant == "released":
+            cw, agg = stats.residual_reweight_released(u, float(self.lam), float(self.delta))
+            return AggregationResult(agg.to(u.dtype), cw, none_excluded(n, u), {"client_weights": cw.tolist()})
         cw, agg = stats.residual_reweight(u, float(self.lam), float(self.delta), float(self.power), self.intercept)
         return AggregationResult(agg, cw, none_excluded(n, u), {"client_weights": cw.tolist()})

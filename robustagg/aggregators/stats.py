@@ -110,6 +110,13 @@ class Statistics:
         """``(client_weights, aggregate)`` of residual reweighting (``ops.residual_reweight``)."""
         return ops.residual_reweight(u, lam, delta, power, intercept)
 
+    def residual_reweight_released(self, u: torch.Tensor, lam: float, delta: float):
+        """``(client_weights, aggregate)`` of the authors' released variant of
+        residual reweighting (pure PyTorch: reference speed); W summed over shards."""
+        from .. import reference
+        W = self._sum(reference.released_residual_client_sums(u, lam, delta))
+        return reference.released_residual_apply(u, W, lam, delta)
+
     def seed_offset(self) -> int:
         """Added to a rule's noise seed: 0 here, the rank when sharded (each shard draws its own noise)."""
         return 0
