@@ -328,3 +328,28 @@ def test_cli_seeds_writes_the_summary(tmp_path, capsys):
     assert rows[0].startswith("rule,seed,round") and len(rows) == 1 + 2 * 2
     assert (out / "summary.csv").read_text().startswith("rule,final_accuracy_mean")
     assert cli.main(["simulate", *SMALL, "--seeds", "0,x", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["simulate", "--help"], []])
+def test_the_command_answers_help_and_version_without_importing_torch(argv):
+    # The console script's launcher (pyproject [project.scripts]) loads the CLI without
+    # the package's __init__ for these: no torch import, no native module.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.argv = ['robustagg'] + sys.argv[1:]; import _robustagg_launch as l\n"
+            "try:\n    rc = l.main()\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] in ("NO-TORCH 0", "NO-TORCH 2"), out.stdout + out.stderr
+    assert ("usage: robustagg" in out.stdout) or ("robustagg " in out.stdout)
+
+
+def test_the_help_lists_the_rules_compared_by_default():
+    import robustagg.aggregators as A
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "COLUMNS": "1000",         # no line wrapping inside the list
+           "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    code = "import sys; sys.argv = ['robustagg', 'simulate', '--help']; import _robustagg_launch as l; l.main()"
+    parser_help = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                                 env=env).stdout
+    assert "(default: " + ",".join(A.default_rules()) + ")" in " ".join(parser_help.split())
