@@ -246,67 +246,63 @@ def residual_reweight(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.
     return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
 
 
+def _client_sums(updates, lam, delta, intercept, released=False) -> torch.Tensor:
+    u = updates.detach().double()
+    W = torch.zeros(u.shape[0], dtype=torch.float64, device=u.device)
+    if u.shape[0] < 3:
+        return W
+    for _, _, perm, _, contrib in _residual_chunks(u, lam, delta, intercept, released):
+        W.index_add_(0, perm.flatten(), contrib.flatten())
+    return W
+
+
+def _apply(updates, cw_of, lam, delta, intercept, released=False):
+    """``(client_weights, aggregate)`` over these coordinates, the weights from ``cw_of()``."""
+    u = updates.detach().double()
+    K = u.shape[0]
+    out_dtype = _value_dtype(updates.dtype)
+    if K < 3:
+        cw = torch.full((K,), 1.0 / K, dtype=torch.float64, device=u.device)
+        return cw.to(out_dtype), u.mean(0).to(out_dtype).to(updates.dtype)
+    cw = cw_of()
+    agg = torch.empty(u.shape[1], dtype=torch.float64, device=u.device)
+    for cols, finite, perm, y_corr, _ in _residual_chunks(u, lam, delta, intercept, released):
+        w_rank = cw[perm]                                              # each rank's client weight
+        agg[cols] = torch.where(finite, (w_rank * y_corr).sum(0), (cw[:, None] * u[:, cols]).sum(0))
+    return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
+
+
 def residual_client_sums(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
                          intercept: str = "siegel") -> torch.Tensor:
     """The client sums W of eq. (10) over these coordinates only (``[K]``, float64;
     zeros for K < 3). W is additive over coordinates, so the sums of coordinate
     shards add up to the W of the whole update."""
-    u = updates.detach().double()
-    W = torch.zeros(u.shape[0], dtype=torch.float64, device=u.device)
-    if u.shape[0] < 3:
-        return W
-    for _, _, perm, _, contrib in _residual_chunks(u, lam, delta, intercept):
-        W.index_add_(0, perm.flatten(), contrib.flatten())
-    return W
+    return _client_sums(updates, lam, delta, intercept)
 
 
 def residual_apply(updates: torch.Tensor, client_sums: torch.Tensor, lam: float = 2.0, delta: float = 0.1,
                    power: float = 1.0, intercept: str = "siegel") -> Tuple[torch.Tensor, torch.Tensor]:
     """eq. (11) from given client sums, then ``sum_k client_weights_k * y_k(corrected)``
     over these coordinates: ``(client_weights [K], aggregate [d])``."""
-    u = updates.detach().double()
-    K = u.shape[0]
-    out_dtype = _value_dtype(updates.dtype)
-    if K < 3:
-        cw = torch.full((K,), 1.0 / K, dtype=torch.float64, device=u.device)
-        return cw.to(out_dtype), u.mean(0).to(out_dtype).to(updates.dtype)
-    cw = _residual_client_weights(client_sums.detach().to(torch.float64), power)
-    agg = torch.empty(u.shape[1], dtype=torch.float64, device=u.device)
-    for cols, finite, perm, y_corr, _ in _residual_chunks(u, lam, delta, intercept):
-        w_rank = cw[perm]                                              # each rank's client weight
-        agg[cols] = torch.where(finite, (w_rank * y_corr).sum(0), (cw[:, None] * u[:, cols]).sum(0))
-    return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
+    return _apply(updates, lambda: _residual_client_weights(client_sums.detach().to(torch.float64), power),
+                  lam, delta, intercept)
 
 
 def released_residual_client_sums(updates: torch.Tensor, lam: float = 2.0, delta: float = 0.1) -> torch.Tensor:
     """W of the authors' released residual reweighting (see ``_residual_chunks``)
     over these coordinates: ``[K]`` float64, additive over coordinate shards."""
-    u = updates.detach().double()
-    W = torch.zeros(u.shape[0], dtype=torch.float64, device=u.device)
-    if u.shape[0] < 3:
-        return W
-    for _, _, perm, _, contrib in _residual_chunks(u, lam, delta, "median", released=True):
-        W.index_add_(0, perm.flatten(), contrib.flatten())
-    return W
+    return _client_sums(updates, lam, delta, "median", released=True)
 
 
 def released_residual_apply(updates: torch.Tensor, client_sums: torch.Tensor, lam: float = 2.0,
                             delta: float = 0.1) -> Tuple[torch.Tensor, torch.Tensor]:
     """The released code's weights ``W^2 / sum W^2`` and its aggregate of the
     corrected values over these coordinates: ``(client_weights [K], aggregate [d])``."""
-    u = updates.detach().double()
-    K = u.shape[0]
-    out_dtype = _value_dtype(updates.dtype)
-    if K < 3:
-        cw = torch.full((K,), 1.0 / K, dtype=torch.float64, device=u.device)
-        return cw.to(out_dtype), u.mean(0).to(out_dtype).to(updates.dtype)
-    W = client_sums.detach().to(torch.float64)
-    top = W.max()
-    cw = _residual_client_weights(W / top if top > 0 else W, 2.0)   # the release scales by the max first
-    agg = torch.empty(u.shape[1], dtype=torch.float64, device=u.device)
-    for cols, finite, perm, y_corr, _ in _residual_chunks(u, lam, delta, "median", released=True):
-        agg[cols] = torch.where(finite, (cw[perm] * y_corr).sum(0), (cw[:, None] * u[:, cols]).sum(0))
-    return cw.to(out_dtype), agg.to(out_dtype).to(updates.dtype)
+    def cw_of():
+        W = client_sums.detach().to(torch.float64)
+        top = W.max()
+        return _residual_client_weights(W / top if top > 0 else W, 2.0)   # the release scales by the max first
+    return _apply(updates, cw_of, lam, delta, "median", released=True)
 
 
 def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:

@@ -40,11 +40,7 @@ void sq_distances_to(const void* updates, DType dtype, int64_t K, int64_t d, con
       part[task] = segment_sum(u + k * d, p, s0, s1);
     });
   });
-  for (int64_t k = 0; k < K; ++k) {
-    double acc = 0.0;
-    for (int64_t s = 0; s < S; ++s) acc += part[k * S + s];
-    out[k] = acc;
-  }
+  for (int64_t k = 0; k < K; ++k) out[k] = math::segments_in_order(part.data() + k * S, S);
 }
 
 }  // namespace cpu

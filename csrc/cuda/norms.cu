@@ -34,9 +34,7 @@ __global__ void __launch_bounds__(math::kNormLanes) segment_kernel(const T* __re
 __global__ void rows_kernel(int64_t K, int64_t S, const double* __restrict__ part, double* __restrict__ out) {
   const int64_t k = thread_index();
   if (k >= K) return;
-  double acc = 0.0;
-  for (int64_t s = 0; s < S; ++s) acc += part[k * S + s];
-  out[k] = acc;
+  out[k] = math::segments_in_order(part + k * S, S);
 }
 
 }  // namespace

@@ -365,11 +365,7 @@ void sq_distances_to(const void* updates, DType dtype, int64_t K, int64_t d, con
       part[block] = lanes[0];
     });
   });
-  for (int64_t k = 0; k < K; ++k) {
-    double acc = 0.0;
-    for (int64_t s = 0; s < S; ++s) acc += part[k * S + s];
-    out[k] = acc;
-  }
+  for (int64_t k = 0; k < K; ++k) out[k] = math::segments_in_order(part + k * S, S);
 }
 
 }  // namespace device_math

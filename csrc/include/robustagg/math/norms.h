@@ -47,5 +47,12 @@ ROBUSTAGG_HD inline void lane_tree(double* lanes) {
     for (int i = 0; i < w; ++i) lanes[i] += lanes[i + w];
 }
 
+// A row's result: its segments' partials (part[0..S)) added in order.
+ROBUSTAGG_HD inline double segments_in_order(const double* part, int64_t S) {
+  double acc = 0.0;
+  for (int64_t s = 0; s < S; ++s) acc += part[s];
+  return acc;
+}
+
 }  // namespace math
 }  // namespace robustagg
