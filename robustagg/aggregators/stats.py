@@ -33,6 +33,16 @@ __all__ = ["Statistics", "ShardedStatistics", "Pairwise", "LOCAL"]
 _SAFE_EXPONENT = 400
 
 
+def _in_range(wanted, sqdist: bool) -> bool:
+    """Whether float64 pairwise sums are usable as they are: finite, and the
+    largest squared distance (or squared norm) not below 2^-800 (so squares of
+    tiny rows did not vanish; all-zero updates also land on the exact check)."""
+    if not all(bool(torch.isfinite(t).all()) for t in wanted):
+        return False
+    top = wanted[0].max() if sqdist else torch.diagonal(wanted[0]).max()
+    return float(top) >= 2.0 ** -800
+
+
 class Pairwise(NamedTuple):
     """Pairwise statistics of ``scale * u``: ``sqdist`` and ``gram`` are
     ``[n, n]`` float64 (or None when not asked for); ``scale`` is a power of two,
@@ -77,19 +87,22 @@ class Statistics:
 
     def pairwise(self, u: torch.Tensor, *, sqdist: bool = True, gram: bool = True) -> Pairwise:
         """Squared distances and / or the Gram matrix of the clients (``ops.pairwise_stats``)."""
+        wanted = self._pairwise_sums(u, sqdist, gram)
         scale = 1.0
-        if u.dtype == torch.float64:
-            m = self._max(torch.linalg.vector_norm(u, float("inf")).reshape(1).to(torch.float64).clone())
-            m = float(m[0])
+        if u.dtype == torch.float64 and not _in_range(wanted, sqdist):
+            # Rare: float64 updates beyond 2^+-400 whose squares overflowed or
+            # underflowed. The same decision on every rank (the sums are global).
+            m = float(self._max(torch.linalg.vector_norm(u, float("inf")).reshape(1).to(torch.float64).clone())[0])
             if m > 0 and math.isfinite(m) and abs(math.frexp(m)[1]) > _SAFE_EXPONENT:
                 scale = math.ldexp(1.0, -math.frexp(m)[1])
-                u = u * scale                      # exact (a power of two); rare
-        D, G = ops.pairwise_stats(u, sqdist, gram)
-        wanted = [t for t, want in ((D, sqdist), (G, gram)) if want]
-        if self.sharded:
-            wanted = list(self._sum(torch.stack(wanted).contiguous()))
+                wanted = self._pairwise_sums(u * scale, sqdist, gram)   # exact: a power of two
         it = iter(wanted)
         return Pairwise(next(it) if sqdist else None, next(it) if gram else None, scale)
+
+    def _pairwise_sums(self, u, sqdist, gram):
+        D, G = ops.pairwise_stats(u, sqdist, gram)
+        wanted = [t for t, want in ((D, sqdist), (G, gram)) if want]
+        return list(self._sum(torch.stack(wanted).contiguous())) if self.sharded else wanted
 
     def sq_distances_to(self, u: torch.Tensor, point: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[n]`` float64 squared distances of the clients to ``point`` (this
