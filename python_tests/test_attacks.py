@@ -114,6 +114,41 @@ def test_dba_attackers_carry_disjoint_parts_of_the_global_trigger(digits):
     assert torch.equal(torch.stack(seen).sum(0).bool(), atk.trigger.mask(8, 8))
 
 
+def test_dba_schedule_and_scale_factor():
+    m = torch.randn(3, 40)
+    plain = attacks.DistributedBackdoor()
+    plain.begin(10)
+    assert all(plain.active(r) for r in range(10)) and torch.equal(plain.craft(_ctx(m)), m)
+    atk = attacks.DistributedBackdoor(gamma=100, rounds=[2, -1])
+    atk.begin(10)
+    assert [r for r in range(10) if atk.active(r)] == [2, 9]
+    assert torch.equal(atk.craft(_ctx(m)), m * 100.0)       # each attacker's own factor, not shared
+    assert atk.params()["gamma"] == 100.0 and atk.params()["rounds"] == [2, 9]
+    for bad in (0, -1.0, float("inf"), float("nan"), "10", True):
+        with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
+            attacks.DistributedBackdoor(gamma=bad)
+    with pytest.raises(ValueError, match="round indices"):
+        attacks.DistributedBackdoor(rounds=["last"])
+    with pytest.raises(ValueError, match="parts must be a positive integer"):
+        attacks.DistributedBackdoor(parts=True)
+
+
+def test_every_class_backdoor_stamps_all_images_and_is_measured_on_the_whole_test_set(digits):
+    atk = attacks.TrojanBackdoor(base_class=None, target_class=2, poison_fraction=0.5, data="own")
+    atk.setup(digits)
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    xp, yp = atk.poison(x, y, 0, 1, torch.Generator().manual_seed(0))
+    changed = (xp != x).flatten(1).any(1) | (yp != y)
+    assert int(changed.sum()) == 100 and bool((yp[changed] == 2).all())
+    assert len(set(y[changed].tolist())) > 5                      # images of many classes, not one
+    xs, ys = atk.success_set(digits)
+    assert xs.shape[0] == digits.y_test.numel() and bool((ys == 2).all())   # target-class images included
+    # pool mode: P of a client's whole i.i.d. share (not of one class's share)
+    assert atk.pool_size(1000, 10, 10) == 0
+    assert attacks.TrojanBackdoor(base_class=None, data="pool").pool_size(1000, 10, 10) == 50
+    assert attacks.TrojanBackdoor(base_class=1, data="pool").pool_size(1000, 10, 10) == 5
+
+
 def test_label_flip_all_and_source_target(digits):
     x, y, xp, yp = _poison(attacks.LabelFlip(), digits)
     assert torch.equal(yp, 9 - y) and torch.equal(xp, x)

@@ -1,6 +1,7 @@
 """The ``robustagg`` command.
 
     robustagg simulate [options]     run an FL experiment (default: digits, trojan backdoor, 9 rules)
+    robustagg reproduce PAPER        a seed paper's headline experiment, ours beside the paper's numbers
     robustagg info                   what the installed native core holds
     robustagg rules | attacks        the names accepted by --rules / --attack
 """
@@ -206,9 +207,9 @@ def _seeds_from_args(args) -> Optional[List[int]]:
     return seeds
 
 
-def _default_out() -> str:
+def _default_out(kind: str = "simulate") -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join("runs", f"simulate-{stamp}")
+    base = os.path.join("runs", f"{kind}-{stamp}")
     out, i = base, 1
     while os.path.exists(out):
         out, i = f"{base}-{i}", i + 1
@@ -269,6 +270,65 @@ def _simulate(args) -> int:
     return 0
 
 
+_PAPERS = ("rlr", "residual", "rflbat", "invariant", "backdoor")     # robustagg.sim.reproduce.PAPERS, kept light
+
+
+def _reproduce_parser(sub):
+    p = sub.add_parser("reproduce", help="run a seed paper's headline experiment; print ours beside the paper's",
+                       description="Run a seed paper's headline experiment with the simulator and print, for every "
+                                   "number of the paper's table, ours (mean ± std over the seeds) beside it. "
+                                   "Writes reproduce.json, reproduce.md and each setting's results to --out.")
+    p.add_argument("paper", choices=_PAPERS, help="rlr (Ozdayi et al.), residual (Fu et al.), rflbat (Wang et al.), "
+                   "invariant (the invariant aggregator), backdoor (Bagdasaryan et al.)")
+    p.add_argument("--scale", choices=("cpu", "paper"), default="cpu",
+                   help="cpu (default): minutes on a small CPU, scaled down as printed; paper: the paper's "
+                   "federation, rounds and training (meant for a GPU: --device cuda)")
+    p.add_argument("--seeds", default="0,1,2", metavar="S1,S2,...", help="default 0,1,2")
+    p.add_argument("--rounds", type=int, default=None, help="override the scale's rounds (a quick look)")
+    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:i")
+    p.add_argument("--out", help="output folder (default runs/reproduce-<paper>-<scale>-<date>-<time>)")
+    p.add_argument("--no-plot", action="store_true", help="do not write each setting's results.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _reproduce(args, argv) -> int:
+    from .sim import reproduce as rep
+    from .sim.simulator import parse_rule, write_outputs
+
+    seeds = _seeds_from_args(args)
+    if args.rounds is not None and args.rounds < 1:
+        raise ValueError(f"--rounds must be a positive integer; got {args.rounds}")
+    paper = rep.PAPERS[args.paper]
+    out = args.out or _default_out(f"reproduce-{args.paper}-{args.scale}")
+    _writable_folder(out)
+    configs = [s.sim_config(args.scale, args.device, args.rounds) for s in paper.settings]
+    labels = [parse_rule(r)[2] for c in configs for r in c.rules] + ["no attack"] * sum(c.baseline for c in configs)
+    print(f"robustagg reproduce {args.paper}: {paper.title}\n  scale {args.scale}, seeds "
+          f"{','.join(map(str, seeds))}, {len(paper.settings)} setting(s), device {args.device}", flush=True)
+    progress = _Progress(labels * len(seeds), max(c.rounds for c in configs), enabled=not args.quiet)
+    command = "robustagg " + " ".join(argv)
+
+    def save(entry, so_far):
+        slug = "".join(c if c.isalnum() else "_" for c in entry["title"].lower())[:60].strip("_")
+        write_outputs(entry["results"], os.path.join(out, slug), plot=not args.no_plot)
+        light = {**so_far, "command": command,
+                 "settings": [{k: v for k, v in s.items() if k != "results"} for s in so_far["settings"]]}
+        with open(os.path.join(out, "reproduce.json"), "w") as f:
+            json.dump(light, f, indent=1)
+        with open(os.path.join(out, "reproduce.md"), "w") as f:
+            f.write(rep.reproduction_markdown(so_far, command) + "\n")
+
+    try:
+        result = rep.reproduce(args.paper, scale=args.scale, seeds=seeds, device=args.device, rounds=args.rounds,
+                               progress=progress, on_setting_done=save)
+    finally:
+        progress.close()
+    print(rep.format_reproduction(result))
+    print(f"results written to {out}/ (reproduce.md, reproduce.json, one folder per setting)")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from ._version import __version__
 
@@ -276,13 +336,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--version", action="version", version=f"robustagg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sim = _simulate_parser(sub)
+    _reproduce_parser(sub)
     sub.add_parser("info", help="what the installed native core holds")
     sub.add_parser("rules", help="the aggregation rules (names for --rules)")
     sub.add_parser("attacks", help="the attacks (names for --attack)")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "reproduce":
+            return _reproduce(args, argv)
         if args.command == "info":
             import robustagg
             print(json.dumps(robustagg.native_info(), indent=2))

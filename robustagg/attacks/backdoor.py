@@ -123,6 +123,11 @@ class TrojanBackdoor(Attack):
     Args:
         base_class, target_class: default 1 → 7 (the paper's EMNIST task); the
             simulator uses 5 → 7 (sandal → sneaker) on Fashion-MNIST.
+            ``base_class=None`` stamps images of every class (the pixel-pattern
+            backdoor of Bagdasaryan et al. and Fu et al.: any image with the
+            trigger is to be classified as the target); success is then
+            measured, as those papers do, on every test image, so a model with
+            no backdoor scores about the target class's share (~10%).
         poison_fraction: P in (0, 1] (the paper: 0.5); in ``"pool"`` mode it
             sets the default pool: as many images as P of an i.i.d. share of
             the base class, at least :data:`HANDFUL`.
@@ -132,7 +137,7 @@ class TrojanBackdoor(Attack):
 
     uses_poisoned_data = True
 
-    def __init__(self, *, base_class: int = 1, target_class: int = 7, poison_fraction: float = 0.5,
+    def __init__(self, *, base_class: Optional[int] = 1, target_class: int = 7, poison_fraction: float = 0.5,
                  pattern: str = "plus", size: Optional[int] = None, position=None, value: float = 1.0,
                  data: str = "pool", pool_size: Optional[int] = None):
         if not (0.0 < poison_fraction <= 1.0):
@@ -150,7 +155,8 @@ class TrojanBackdoor(Attack):
 
     def setup(self, dataset) -> None:
         super().setup(dataset)
-        _check_class(type(self).__name__, "base_class", self.base_class, dataset.num_classes)
+        if self.base_class is not None:
+            _check_class(type(self).__name__, "base_class", self.base_class, dataset.num_classes)
         _check_class(type(self).__name__, "target_class", self.target_class, dataset.num_classes)
         if self.base_class == self.target_class:
             raise ValueError(f"base_class and target_class must differ; both are {self.base_class}")
@@ -164,7 +170,14 @@ class TrojanBackdoor(Attack):
             return 0
         if self.pool_size_per_attacker is not None:
             return self.pool_size_per_attacker
-        return max(HANDFUL, int(round(self.poison_fraction * train_samples / clients / num_classes)))
+        per_class = 1 if self.base_class is None else num_classes
+        return max(HANDFUL, int(round(self.poison_fraction * train_samples / clients / per_class)))
+
+    def is_base(self, y: torch.Tensor) -> torch.Tensor:
+        """``[N]`` bool: the labels whose images this backdoor stamps (every one when ``base_class`` is None)."""
+        if self.base_class is None:
+            return torch.ones_like(y, dtype=torch.bool)
+        return y == self.base_class
 
     def poison(self, x, y, rank, num_attackers, generator, pool=None):
         mask = self._local_mask(x.shape[-2], x.shape[-1], rank, num_attackers)
@@ -174,7 +187,7 @@ class TrojanBackdoor(Attack):
             px, py = pool
             return (torch.cat([x, self.trigger.apply(px, mask)]),
                     torch.cat([y, torch.full_like(py, self.target_class)]))
-        base = (y == self.base_class).nonzero().flatten()
+        base = self.is_base(y).nonzero().flatten()
         k = int(round(self.poison_fraction * base.numel()))
         chosen = base[torch.randperm(base.numel(), generator=generator)[:k]]
         x, y = x.clone(), y.clone()
@@ -183,7 +196,7 @@ class TrojanBackdoor(Attack):
         return x, y
 
     def success_set(self, dataset):
-        xb = dataset.x_test[dataset.y_test == self.base_class]
+        xb = dataset.x_test[self.is_base(dataset.y_test)]
         return self.trigger.apply(xb), torch.full((xb.shape[0],), self.target_class, dtype=torch.long,
                                                   device=xb.device)
 
@@ -193,12 +206,52 @@ class TrojanBackdoor(Attack):
                 "pool_size": self.pool_size_per_attacker, **self.trigger.params()}
 
 
+def _rounds(rounds):
+    """None (every round), or a list of round indices; negative indices count
+    from the end (-1: the last round), resolved when the run's length is known."""
+    if rounds is None:
+        return None
+    if isinstance(rounds, int):
+        rounds = [rounds]
+    rounds = list(rounds)
+    if not all(isinstance(r, int) and not isinstance(r, bool) for r in rounds):
+        raise ValueError(f"rounds must be round indices (negative: from the end); got {rounds!r}")
+    return rounds
+
+
+def _gamma(gamma):
+    if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0
+                              or gamma == float("inf")):
+        raise ValueError(f"gamma must be a finite number > 0; got {gamma!r}")
+    return None if gamma is None else float(gamma)
+
+
+class _Scheduled:
+    """An attack that acts only in the rounds of ``self.rounds`` (None: every
+    round); other rounds its clients behave honestly."""
+
+    def begin(self, total_rounds):
+        if self.rounds is not None:
+            self.rounds = sorted({r + total_rounds if r < 0 else r for r in self.rounds})
+
+    def active(self, round):
+        return self.rounds is None or round in self.rounds
+
+
 @register("dba")
-class DistributedBackdoor(TrojanBackdoor):
+class DistributedBackdoor(_Scheduled, TrojanBackdoor):
     """Distributed backdoor attack (Xie et al., 2020): the global trigger is cut
     into ``parts`` local patterns (default: one per attacker, at most one per
     pixel); attacker i poisons with local pattern ``i mod parts`` only. Success is
     measured with the full global trigger, as in the paper.
+
+    The paper's other knobs: ``poison_fraction`` (the poison ratio: the share
+    of an attacker's base-class images stamped, or the size of its pool),
+    ``rounds`` (the attack schedule: round indices, negative from the end;
+    None, the default: every round; in other rounds the attackers train
+    honestly) and ``gamma`` (the scale factor γ applied to an attacker's update
+    before it is sent; None, the default: 1, no scaling; RFLBAT's DBA runs use
+    1 and 100).
 
     The default global trigger is a 4 x 4 square, which the row-major split
     cuts into bars of 4 pixels (the paper's local triggers are such bars): the
@@ -207,17 +260,22 @@ class DistributedBackdoor(TrojanBackdoor):
     """
 
     def __init__(self, *, parts: Optional[int] = None, pattern: str = "square", size: Optional[int] = 4,
-                 **kwargs):
+                 gamma: Optional[float] = None, rounds=None, **kwargs):
         super().__init__(pattern=pattern, size=size, **kwargs)
-        if parts is not None and (not isinstance(parts, int) or parts < 1):
+        if parts is not None and (not isinstance(parts, int) or isinstance(parts, bool) or parts < 1):
             raise ValueError(f"parts must be a positive integer; got {parts!r}")
         self.parts = parts
+        self.gamma = _gamma(gamma)
+        self.rounds = _rounds(rounds)
 
     def _local_mask(self, height, width, rank, num_attackers):
         return _dba_mask(self.trigger, self.parts, height, width, rank, num_attackers)
 
+    def craft(self, ctx):
+        return ctx.malicious if self.gamma is None else ctx.malicious * self.gamma
+
     def params(self):
-        return {**super().params(), "parts": self.parts}
+        return {**super().params(), "parts": self.parts, "gamma": self.gamma, "rounds": self.rounds}
 
 
 @register("label_flip")
@@ -262,29 +320,18 @@ class LabelFlip(Attack):
         return xs, torch.full((xs.shape[0],), self.target, dtype=torch.long, device=xs.device)
 
 
-def _rounds(rounds):
-    """None (every round), or a list of round indices; negative indices count
-    from the end (-1: the last round), resolved when the run's length is known."""
-    if rounds is None:
-        return None
-    if isinstance(rounds, int):
-        rounds = [rounds]
-    rounds = list(rounds)
-    if not all(isinstance(r, int) and not isinstance(r, bool) for r in rounds):
-        raise ValueError(f"rounds must be round indices (negative: from the end); got {rounds!r}")
-    return rounds
 
 
-class _BoostedBackdoor(TrojanBackdoor):
+
+
+class _BoostedBackdoor(_Scheduled, TrojanBackdoor):
     """Shared by the two attacks of Bagdasaryan et al.: a trojan or DBA data
     poisoning, local training with attacker-chosen epochs/lr, scaling by γ."""
 
     def __init__(self, *, gamma: Optional[float] = None, rounds=None, distributed: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        if gamma is not None and not (gamma > 0):
-            raise ValueError(f"gamma must be > 0; got {gamma!r}")
-        self.gamma = gamma
+        self.gamma = _gamma(gamma)
         self.rounds = _rounds(rounds)
         self.distributed = distributed
 
@@ -292,13 +339,6 @@ class _BoostedBackdoor(TrojanBackdoor):
         if self.distributed:
             return _dba_mask(self.trigger, None, height, width, rank, num_attackers)
         return super()._local_mask(height, width, rank, num_attackers)
-
-    def begin(self, total_rounds):
-        if self.rounds is not None:
-            self.rounds = sorted({r + total_rounds if r < 0 else r for r in self.rounds})
-
-    def active(self, round):
-        return self.rounds is None or round in self.rounds
 
     def scale(self, ctx: CraftContext) -> float:
         """γ; default n/η, which replaces the global model when the other updates are ≈ 0."""

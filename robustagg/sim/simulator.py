@@ -275,7 +275,7 @@ class _Experiment:
         kept = torch.arange(n_train)
         pool = torch.zeros(0, dtype=torch.long)
         if per_attacker:
-            base_idx = (ds.y_train == self.attack.base_class).nonzero().flatten()
+            base_idx = self.attack.is_base(ds.y_train).nonzero().flatten()
             want = per_attacker * cfg.attackers
             if want > base_idx.numel() // 2:
                 raise ValueError(f"attack pool of {per_attacker} base-class images per attacker x {cfg.attackers} "
@@ -312,7 +312,8 @@ class _Experiment:
         self.attacker_counts = torch.tensor([int(t.shape[0]) for t in att_y], dtype=torch.long)
         Xp, Yp = _pad_rows(att_x, att_y, X, Y)
         self.warnings = []
-        if self.attack.uses_poisoned_data and self.attack.base_class is not None:
+        if self.attack.uses_poisoned_data and (self.attack.base_class is not None
+                                               or isinstance(self.attack, attacks.TrojanBackdoor)):
             few = [cid for cid, c in zip(self.attacker_ids, self.poisoned_counts) if c < attacks.HANDFUL]
             if few:
                 self.warnings.append(
@@ -475,6 +476,7 @@ def run(cfg: SimConfig, progress: Optional[Callable] = None,
         results["baseline"] = {"rule": "fedavg", "attack": "none (the attackers train honestly)",
                                "final_accuracy": out["final_accuracy"],
                                "final_attack_success": out["final_attack_success"],
+                               "final_base_accuracy": out["final_base_accuracy"],
                                "attack_success": out["attack_success"], "accuracy": out["accuracy"],
                                "seconds": out["seconds"]}
     for spec in cfg.rules:

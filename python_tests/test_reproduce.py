@@ -1,0 +1,102 @@
+"""``robustagg reproduce``: the papers' cells name rows that run, the verdict
+arithmetic by hand, and a short end-to-end run of the command."""
+import json
+import math
+import os
+
+import pytest
+
+from robustagg import cli
+from robustagg.sim import reproduce as rep
+from robustagg.sim.data import fashion_mnist_available
+from robustagg.sim.simulator import parse_rule
+
+
+def test_the_command_knows_every_paper():
+    assert set(cli._PAPERS) == set(rep.PAPERS) == {"rlr", "residual", "rflbat", "invariant", "backdoor"}
+
+
+@pytest.mark.parametrize("key", sorted(rep.PAPERS))
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_every_cell_names_a_row_of_its_setting_and_every_config_validates(key, scale):
+    paper = rep.PAPERS[key]
+    assert paper.cpu_changes and paper.substitutions
+    for setting in paper.settings:
+        cfg = setting.sim_config(scale)
+        cfg.validate()                                   # options and every rule, on the run's shape
+        labels = {parse_rule(r)[2] for r in cfg.rules}
+        assert setting.cells
+        for cell in setting.cells:
+            assert cell.row in labels or cell.row == rep.NO_ATTACK, (key, cell)
+            assert cell.metric in rep.METRICS and 0.0 <= cell.paper <= 1.0 and cell.where
+        if any(c.row == rep.NO_ATTACK or c.metric == "accuracy_drop" for c in setting.cells):
+            assert cfg.baseline
+    if scale == "paper":
+        assert all(s.sim_config("paper").rounds >= s.sim_config("cpu").rounds for s in paper.settings)
+
+
+def _fake(values_by_rule, baseline):
+    """run_seeds-shaped results: per seed, final metrics of each rule and of the baseline."""
+    runs = []
+    for i in range(len(baseline)):
+        runs.append({"rules": {r: {"final_accuracy": v[i][0], "final_attack_success": v[i][1]}
+                               for r, v in values_by_rule.items()},
+                     "baseline": {"final_accuracy": baseline[i][0], "final_attack_success": baseline[i][1]}})
+    return {"runs": runs}
+
+
+def test_rows_and_verdicts_by_hand():
+    setting = rep.Setting(
+        title="t", config=dict(rules=["fedavg", "median"]), cpu={}, paper={},
+        cells=(rep.Cell("fedavg", "attack_success", 1.0, "T1"), rep.Cell("median", "attack_success", 0.0, "T1"),
+               rep.Cell("fedavg", "accuracy_drop", 0.0, "A.4"), rep.Cell(rep.NO_ATTACK, "accuracy", 0.9, "T1")))
+    results = _fake({"fedavg": [(0.80, 0.9), (0.84, 1.0)], "median": [(0.9, 0.5), (0.9, 0.5)]},
+                    baseline=[(0.90, 0.0), (0.90, 0.1)])
+    rows = {(r["row"], r["metric"]): r for r in rep._rows(setting, results)}
+    fed = rows[("fedavg", "attack_success")]
+    # mean .95, sample std .0707: |Δ| = .05 <= max(2 std, .05)
+    assert fed["ours_mean"] == pytest.approx(0.95) and fed["ours_std"] == pytest.approx(math.sqrt(0.005))
+    assert fed["delta"] == pytest.approx(-0.05) and fed["verdict"] == "agrees"
+    med = rows[("median", "attack_success")]
+    assert med["ours_std"] == 0.0 and med["delta"] == pytest.approx(0.5) and med["verdict"] == "differs"
+    drop = rows[("fedavg", "accuracy_drop")]                 # baseline minus rule, seed by seed: .10, .06
+    assert drop["ours_values"] == pytest.approx([0.10, 0.06]) and drop["verdict"] == "differs"
+    assert rows[("median", "accuracy_drop")]["verdict"] is None      # no paper number: ours only
+    assert rows[(rep.NO_ATTACK, "accuracy")]["verdict"] == "agrees"
+    assert (rep.NO_ATTACK, "accuracy_drop") not in rows
+    assert rows[("median", "accuracy")]["paper"] is None
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="paper must be one of"):
+        rep.reproduce("krum")
+    with pytest.raises(ValueError, match="scale must be"):
+        rep.reproduce("rlr", scale="gpu")
+    assert cli.main(["reproduce", "backdoor", "--rounds", "0", "--quiet"]) == 2
+
+
+def test_reproduce_backdoor_end_to_end(tmp_path, capsys):
+    out = tmp_path / "rep"
+    code = cli.main(["reproduce", "backdoor", "--rounds", "2", "--seeds", "0,1", "--out", str(out), "--quiet",
+                     "--no-plot"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "single-shot model replacement" in text and "cells agree with the paper" in text
+    saved = json.loads((out / "reproduce.json").read_text())
+    assert saved["command"].startswith("robustagg reproduce backdoor") and saved["seeds"] == [0, 1]
+    rows = [r for s in saved["settings"] for r in s["rows"]]
+    assert {r["metric"] for r in rows} == {"attack_success", "accuracy_drop"}
+    for r in rows:
+        assert len(r["ours_values"]) == 2 and r["ours_mean"] is not None
+    md = (out / "reproduce.md").read_text()
+    assert "| row | metric | paper |" in md and "App. A.5" in md
+    assert len([d for d in os.listdir(out) if (out / d).is_dir()]) == 2
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed (dataset-fashion-mnist)")
+def test_reproduce_rlr_runs_on_fashion_mnist():
+    result = rep.reproduce("rlr", seeds=(0,), rounds=1)
+    rows = result["settings"][0]["rows"]
+    assert len([r for r in rows if r["verdict"]]) == 18
+    text = rep.format_reproduction(result)
+    assert "Table 1 (top)" in text and "rlr(threshold=4)" in text
