@@ -143,6 +143,11 @@ def test_every_class_backdoor_stamps_all_images_and_is_measured_on_the_whole_tes
     assert len(set(y[changed].tolist())) > 5                      # images of many classes, not one
     xs, ys = atk.success_set(digits)
     assert xs.shape[0] == digits.y_test.numel() and bool((ys == 2).all())   # target-class images included
+    strict = attacks.TrojanBackdoor(base_class=None, target_class=2, exclude_target=True)
+    strict.setup(digits)
+    assert strict.success_set(digits)[0].shape[0] == int((digits.y_test != 2).sum())
+    with pytest.raises(ValueError, match="exclude_target applies to base_class=None"):
+        attacks.TrojanBackdoor(base_class=3, exclude_target=True)
     # pool mode: P of a client's whole i.i.d. share (not of one class's share)
     assert atk.pool_size(1000, 10, 10) == 0
     assert attacks.TrojanBackdoor(base_class=None, data="pool").pool_size(1000, 10, 10) == 50

@@ -127,7 +127,9 @@ class TrojanBackdoor(Attack):
             backdoor of Bagdasaryan et al. and Fu et al.: any image with the
             trigger is to be classified as the target); success is then
             measured, as those papers do, on every test image, so a model with
-            no backdoor scores about the target class's share (~10%).
+            no backdoor scores about the target class's share (~10%);
+            ``exclude_target=True`` leaves the target class's own images out
+            of that measure (no-backdoor level near 0, as RFLBAT reports).
         poison_fraction: P in (0, 1] (the paper: 0.5); in ``"pool"`` mode it
             sets the default pool: as many images as P of an i.i.d. share of
             the base class, at least :data:`HANDFUL`.
@@ -139,14 +141,20 @@ class TrojanBackdoor(Attack):
 
     def __init__(self, *, base_class: Optional[int] = 1, target_class: int = 7, poison_fraction: float = 0.5,
                  pattern: str = "plus", size: Optional[int] = None, position=None, value: float = 1.0,
-                 data: str = "pool", pool_size: Optional[int] = None):
+                 data: str = "pool", pool_size: Optional[int] = None, exclude_target: bool = False):
         if not (0.0 < poison_fraction <= 1.0):
             raise ValueError(f"poison_fraction must be in (0, 1]; got {poison_fraction!r}")
         if data not in DATA_MODES:
             raise ValueError(f"data must be one of {', '.join(DATA_MODES)}; got {data!r}")
         if pool_size is not None and (not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1):
             raise ValueError(f"pool_size must be a positive integer; got {pool_size!r}")
+        if not isinstance(exclude_target, bool):
+            raise ValueError(f"exclude_target must be true or false; got {exclude_target!r}")
+        if exclude_target and base_class is not None:
+            raise ValueError("exclude_target applies to base_class=None (every class); a single base class "
+                             "never includes the target")
         self.data = data
+        self.exclude_target = exclude_target
         self.pool_size_per_attacker = pool_size
         self.base_class = base_class
         self.target_class = target_class
@@ -196,14 +204,18 @@ class TrojanBackdoor(Attack):
         return x, y
 
     def success_set(self, dataset):
-        xb = dataset.x_test[self.is_base(dataset.y_test)]
+        keep = self.is_base(dataset.y_test)
+        if self.exclude_target:
+            keep = keep & (dataset.y_test != self.target_class)
+        xb = dataset.x_test[keep]
         return self.trigger.apply(xb), torch.full((xb.shape[0],), self.target_class, dtype=torch.long,
                                                   device=xb.device)
 
     def params(self):
         return {"base_class": self.base_class, "target_class": self.target_class,
                 "poison_fraction": self.poison_fraction, "data": self.data,
-                "pool_size": self.pool_size_per_attacker, **self.trigger.params()}
+                "pool_size": self.pool_size_per_attacker, "exclude_target": self.exclude_target,
+                **self.trigger.params()}
 
 
 def _rounds(rounds):
