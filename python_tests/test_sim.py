@@ -170,7 +170,8 @@ def test_batch_schedule_visits_every_sample_once_per_epoch():
     train.LocalSpec(epochs=2, lr=0.1, batch_size=8),
     train.LocalSpec(epochs=1, lr=0.05, batch_size=5, alpha=0.6, anomaly="l2", project_norm=0.05),
     train.LocalSpec(epochs=1, lr=0.2, batch_size=16, alpha=0.5, anomaly="cosine"),
-], ids=["plain", "l2-projected", "cosine"])
+    train.LocalSpec(epochs=2, lr=0.05, batch_size=4, momentum=0.9),
+], ids=["plain", "l2-projected", "cosine", "momentum"])
 def test_batched_training_equals_one_client_at_a_time(model_name, spec):
     model, gp, X, Y, counts = _setup(model_name)
     rows = torch.arange(6)
@@ -179,6 +180,21 @@ def test_batched_training_equals_one_client_at_a_time(model_name, spec):
     assert batched.shape == (6, sum(v.numel() for v in gp.values()))
     assert float(batched.abs().max()) > 1e-4                      # training moved the models
     torch.testing.assert_close(batched, seq, rtol=1e-5, atol=1e-6)
+
+
+def test_momentum_is_torch_sgds_and_is_validated():
+    model, gp, X, Y, counts = _setup("logreg")
+    plain = train.train_batched(model, gp, X, Y, torch.arange(6), counts, train.LocalSpec(2, 0.05, 4),
+                                torch.Generator().manual_seed(1))
+    heavy = train.train_batched(model, gp, X, Y, torch.arange(6), counts, train.LocalSpec(2, 0.05, 4, momentum=0.9),
+                                torch.Generator().manual_seed(1))
+    assert float(heavy.norm()) > 1.5 * float(plain.norm())        # momentum goes further at the same lr
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+            train.LocalSpec(1, 0.1, 4, momentum=bad)
+    from robustagg.sim.simulator import SimConfig
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        SimConfig(momentum=1.5).validate()
 
 
 def test_projected_training_keeps_every_delta_inside_the_ball():

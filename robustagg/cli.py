@@ -138,6 +138,7 @@ def _simulate_parser(sub):
     g.add_argument("--local-epochs", type=int, default=S, help="E (default 2)")
     g.add_argument("--batch-size", type=int, default=S, help="B (default 16)")
     g.add_argument("--lr", type=float, default=S, help="client learning rate (default 0.1)")
+    g.add_argument("--momentum", type=float, default=S, help="clients' SGD momentum, attackers' too (default 0)")
     g.add_argument("--attacker-epochs", type=int, default=S, help="attackers' E (default 5)")
     g.add_argument("--attacker-lr", type=float, default=S, help="attackers' lr (default: --lr)")
     g.add_argument("--local-training", default=S, help="batched (default: vmap over clients) | sequential "

@@ -46,7 +46,7 @@ class SimConfig:
     Federation: ``clients`` K, ``fraction`` C (round(C·K) clients, at least 1, sampled
     per round), ``rounds``, ``server_lr`` η (``w <- w + η g``).
     Local training: ``model`` (logreg | mlp | cnn), ``hidden``, ``local_epochs``
-    E, ``batch_size`` B, ``lr``; attackers may differ (``attacker_epochs``, default 5 as
+    E, ``batch_size`` B, ``lr``, ``momentum`` (SGD momentum, 0 = plain SGD); attackers may differ (``attacker_epochs``, default 5 as
     attackers train longer in the papers, ``None`` = E; ``attacker_lr``, ``None`` = lr).
     Attack: ``attack`` (a name of :mod:`robustagg.attacks`), ``attack_params``,
     ``attackers`` (how many of the K clients are malicious, chosen at random).
@@ -81,6 +81,7 @@ class SimConfig:
     local_epochs: int = 2
     batch_size: int = 16
     lr: float = 0.1
+    momentum: float = 0.0
     attacker_epochs: Optional[int] = 5
     attacker_lr: Optional[float] = None
     attack: str = "trojan"
@@ -113,6 +114,8 @@ class SimConfig:
         for name in ("alpha", "server_lr", "lr"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and v > 0 and math.isfinite(v), f"{name} must be > 0; got {v!r}")
+        need(isinstance(self.momentum, (int, float)) and not isinstance(self.momentum, bool)
+             and 0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum!r}")
         need(self.attacker_epochs is None or (isinstance(self.attacker_epochs, int) and self.attacker_epochs >= 1),
              f"attacker_epochs must be a positive integer; got {self.attacker_epochs!r}")
         need(self.attacker_lr is None or (isinstance(self.attacker_lr, (int, float)) and self.attacker_lr > 0),
@@ -335,9 +338,10 @@ class _Experiment:
         self.success_set = None if succ is None else (succ[0].to(dev), succ[1].to(dev))
         self.base_class = self.attack.base_class
 
-        self.honest_spec = LocalSpec(cfg.local_epochs, float(cfg.lr), cfg.batch_size)
+        self.honest_spec = LocalSpec(cfg.local_epochs, float(cfg.lr), cfg.batch_size, momentum=float(cfg.momentum))
         self.attacker_spec = self.attack.local_spec(LocalSpec(
-            cfg.attacker_epochs or cfg.local_epochs, float(cfg.attacker_lr or cfg.lr), cfg.batch_size))
+            cfg.attacker_epochs or cfg.local_epochs, float(cfg.attacker_lr or cfg.lr), cfg.batch_size,
+            momentum=float(cfg.momentum)))
         self.expected_f = cfg.expected_attackers
         self.told_f = cfg.told_attackers
 

@@ -31,7 +31,11 @@ class LocalSpec:
     """How a group of clients trains locally.
 
     Attributes:
-        epochs, lr, batch_size: plain SGD (no momentum) for ``epochs`` passes.
+        epochs, lr, batch_size: SGD for ``epochs`` passes.
+        momentum: heavy-ball momentum as ``torch.optim.SGD`` applies it
+            (``b <- m b + g``, ``w <- w - lr b``; the buffer starts at the
+            first gradient); 0, the default, is plain SGD. A client whose
+            batch is all padding takes no step (its buffer is not decayed).
         alpha: weight of the classification loss; the objective is
             ``alpha * L_class + (1 - alpha) * L_ano`` (Bagdasaryan et al., constrain-and-scale).
         anomaly: ``None``, ``"l2"`` (``||w - w_global||^2``) or ``"cosine"``
@@ -46,6 +50,7 @@ class LocalSpec:
     alpha: float = 1.0
     anomaly: Optional[str] = None
     project_norm: Optional[float] = None
+    momentum: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -60,6 +65,8 @@ class LocalSpec:
             raise ValueError(f"anomaly must be None or one of {ANOMALY_LOSSES}; got {self.anomaly!r}")
         if self.project_norm is not None and not (self.project_norm > 0):
             raise ValueError(f"project_norm must be > 0; got {self.project_norm!r}")
+        if not (0.0 <= self.momentum < 1.0):
+            raise ValueError(f"momentum must be in [0, 1); got {self.momentum!r}")
 
 
 def batch_schedule(counts: torch.Tensor, epochs: int, batch_size: int,
@@ -144,12 +151,20 @@ def train_batched(model: nn.Module, global_params: Params, x_all: torch.Tensor, 
     params = {k: v.detach().unsqueeze(0).repeat(n, *([1] * v.dim())) for k, v in global_params.items()}
     step_grad = vmap(grad(_loss(model, spec)), in_dims=(0, 0, 0, 0, None))
     r = rows.to(device)[:, None]
+    bufs = {k: torch.zeros_like(v) for k, v in params.items()} if spec.momentum else None
     with torch.no_grad():
         for s in range(idx.shape[1]):
             xb, yb = x_all[r, idx[:, s]], y_all[r, idx[:, s]]
             grads = step_grad(params, xb, yb, mask[:, s], global_params)
-            for k in params:
-                params[k].sub_(grads[k], alpha=spec.lr)
+            if bufs is None:          # plain SGD: a padding-only batch has a zero gradient
+                for k in params:
+                    params[k].sub_(grads[k], alpha=spec.lr)
+            else:                     # momentum: a padding-only batch must not move the buffer either
+                stepping = mask[:, s].sum(1) > 0
+                for k in params:
+                    on = stepping.view(-1, *([1] * (grads[k].dim() - 1)))
+                    bufs[k] = torch.where(on, bufs[k] * spec.momentum + grads[k], bufs[k])
+                    params[k].sub_(torch.where(on, bufs[k], 0.0), alpha=spec.lr)
             if spec.project_norm is not None:
                 _project(params, global_params, spec.project_norm, batched=True)
         g = flat_params(global_params, batched=False)
@@ -166,8 +181,10 @@ def train_sequential(model: nn.Module, global_params: Params, x_all, y_all, rows
     out = []
     for i, row in enumerate(rows.tolist()):
         params = {k: v.detach().clone().requires_grad_(True) for k, v in global_params.items()}
-        opt = torch.optim.SGD(list(params.values()), lr=spec.lr)
+        opt = torch.optim.SGD(list(params.values()), lr=spec.lr, momentum=spec.momentum)
         for s in range(idx.shape[1]):
+            if spec.momentum and not bool(mask[i, s].any()):
+                continue              # no data in this batch: no step (plain SGD would not move either)
             opt.zero_grad()
             loss = loss_fn(params, x_all[row, idx[i, s]], y_all[row, idx[i, s]], mask[i, s], global_params)
             loss.backward()
