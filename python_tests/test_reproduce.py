@@ -67,6 +67,15 @@ def test_rows_and_verdicts_by_hand():
     assert rows[("median", "accuracy")]["paper"] is None
 
 
+def test_verdicts_by_hand():
+    assert rep.verdict(0.04, 0.0, 3) == "agrees"                 # within 5 points
+    assert rep.verdict(0.065, 0.06, 3) == "agrees"               # 2 SE = .069 covers it and is <= 10 points
+    assert rep.verdict(0.08, 0.06, 3) == "differs"               # .08 > max(.069, .05)
+    assert rep.verdict(0.30, 0.53, 3) == "inconclusive"          # 2 SE = .61 covers it, but is wider than 10 points
+    assert rep.verdict(0.03, 0.53, 3) == "agrees"                # within 5 points whatever the noise
+    assert rep.verdict(-0.9, 0.01, 3) == "differs"
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="paper must be one of"):
         rep.reproduce("krum")

@@ -311,7 +311,7 @@ def _reproduce(args, argv) -> int:
     command = "robustagg " + " ".join(argv)
 
     def save(entry, so_far):
-        slug = "".join(c if c.isalnum() else "_" for c in entry["title"].lower())[:60].strip("_")
+        slug = f"{len(so_far['settings'])}_" + "".join(c if c.isalnum() else "_" for c in entry["title"].lower())[:50]
         write_outputs(entry["results"], os.path.join(out, slug), plot=not args.no_plot)
         light = {**so_far, "command": command,
                  "settings": [{k: v for k, v in s.items() if k != "results"} for s in so_far["settings"]]}
