@@ -12,7 +12,8 @@ from robustagg import _C, ops
 CALLS = [("sign_vote", ()), ("robust_lr_mean", (2,)), ("trimmed_mean", (1,)), ("median", ()),
          ("masked_trimmed_mean", (0.5, 1)), ("repeated_median_line", ()), ("residual_reweight", ()),
          ("residual_client_sums", ()), ("pairwise_sq_distances", ()), ("cosine_similarity", ()),
-         ("pairwise_stats", ()), ("robust_lr_mean_counted", (2,)), ("sq_distances_to", ())]
+         ("pairwise_stats", ()), ("robust_lr_mean_counted", (2,)), ("sq_distances_to", ()),
+         ("closest_to_median_mean", (1,))]
 
 
 def main():

@@ -18,6 +18,10 @@ import robustagg.aggregators as A  # noqa: E402
 from robustagg import ops  # noqa: E402
 from _timing import publish  # noqa: E402
 
+def _bulyan_f(K):
+    return params("bulyan", K)["f"]
+
+
 def _dominant(K):
     """(what dominates each rule, the op call that does it): the rule's time is compared with this op's."""
     f = max(1, K // 10)
@@ -31,8 +35,8 @@ def _dominant(K):
         "residual": ("residual_reweight", lambda u: ops.residual_reweight(u)),
         "krum": ("pairwise_stats (distances)", lambda u: ops.pairwise_stats(u, gram=False)),
         "multikrum": ("pairwise_stats (distances)", lambda u: ops.pairwise_stats(u, gram=False)),
-        "bulyan": ("pairwise_stats (distances); then top-k around the median in torch", lambda u: ops.pairwise_stats(
-            u, gram=False)),
+        "bulyan": ("pairwise_stats (distances) + closest_to_median_mean of the selected", lambda u: (
+            ops.pairwise_stats(u, gram=False), ops.closest_to_median_mean(u[:K - 2 * _bulyan_f(K)], _bulyan_f(K)))),
         "foolsgold": ("pairwise_stats (Gram)", lambda u: ops.pairwise_stats(u, sqdist=False)),
         "rflbat": ("pairwise_stats (Gram); then PCA + KMeans", lambda u: ops.pairwise_stats(u, sqdist=False)),
         "invariant": ("masked_trimmed_mean", lambda u: ops.masked_trimmed_mean(u, 0.1, int(0.1 * K) + 1)),

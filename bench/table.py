@@ -35,6 +35,8 @@ def cases(K):
         ("median", lambda u: ops.median(u), lambda u: reference.median(u)),
         ("masked_trimmed_mean", lambda u: ops.masked_trimmed_mean(u, 0.5, trim),
          lambda u: reference.masked_trimmed_mean(u, 0.5, trim)),
+        ("closest_to_median_mean", lambda u: ops.closest_to_median_mean(u, trim),
+         lambda u: reference.closest_to_median_mean(u, trim)),
         ("residual_reweight", lambda u: ops.residual_reweight(u), lambda u: reference.residual_reweight(u)),
         ("pairwise_sq_distances", lambda u: ops.pairwise_sq_distances(u), lambda u: reference.pairwise_sq_distances(u)),
         ("cosine_similarity", lambda u: ops.cosine_similarity(u), lambda u: reference.cosine_similarity(u)),

@@ -22,6 +22,7 @@ OPS = {
     "trimmed_mean": lambda K: ((max(1, K // 10),), {}),
     "median": lambda K: ((), {}),
     "masked_trimmed_mean": lambda K: ((0.5, max(1, K // 10)), {}),
+    "closest_to_median_mean": lambda K: ((max(1, K // 10),), {}),
     "residual_reweight": lambda K: ((), {}),
     "pairwise_sq_distances": lambda K: ((), {}),
     "cosine_similarity": lambda K: ((), {}),

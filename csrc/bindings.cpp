@@ -74,6 +74,11 @@ std::string compiler() {
       NS::masked_trimmed_mean(ptr<const void>(u), dt(dtype), K, d, tau, trim, ptr<void>(out),        \
                               ptr<void>(ws), ptr<void>(stream));                                    \
     }, nogil);                                                                                      \
+    sub.def("closest_to_median_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, int64_t trim, \
+                                         uintptr_t out, uintptr_t ws, uintptr_t stream) {           \
+      NS::closest_to_median_mean(ptr<const void>(u), dt(dtype), K, d, trim, ptr<void>(out),          \
+                                 ptr<void>(ws), ptr<void>(stream));                                 \
+    }, nogil);                                                                                      \
     sub.def("residual_workspace_bytes", [](int dtype, int64_t K, int64_t d) {                       \
       return NS::residual_workspace_bytes(dt(dtype), K, d);                                         \
     });                                                                                             \
@@ -149,6 +154,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("masked_trimmed_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, double tau,
                                   int64_t trim, uintptr_t out, int threads) {
     ra::cpu::masked_trimmed_mean(ptr<const void>(u), dt(dtype), K, d, tau, trim, ptr<void>(out), threads);
+  }, nogil);
+  m.def("closest_to_median_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, int64_t trim,
+                                     uintptr_t out, int threads) {
+    ra::cpu::closest_to_median_mean(ptr<const void>(u), dt(dtype), K, d, trim, ptr<void>(out), threads);
   }, nogil);
   m.def("repeated_median_line", [](uintptr_t u, int dtype, int64_t K, int64_t d, int mode,
                                    uintptr_t slope, uintptr_t intercept, int threads) {

@@ -115,6 +115,24 @@ def test_krum_family_and_bulyan_ignore_colluders_far_away():
         assert r.excluded[17:].all(), type(rule).__name__
 
 
+def test_bulyan_averages_the_beta_values_nearest_the_median_of_the_selected():
+    # Step 2 written out per coordinate: the beta selected values nearest the median, a tie in
+    # distance going to the lower value; integer-valued updates make ties frequent.
+    g = torch.Generator().manual_seed(3)
+    u = torch.randint(-4, 5, (15, 60), generator=g).double()
+    f = 3
+    r = A.Bulyan(f=f)(u)
+    sel = u[torch.tensor(r.info["selected"])]
+    beta = r.info["beta"]
+    assert sel.shape[0] == 15 - 2 * f and beta == 15 - 4 * f
+    for j in range(u.shape[1]):
+        col = sorted(sel[:, j].tolist())
+        K = len(col)
+        m = col[K // 2] if K % 2 else 0.5 * (col[K // 2 - 1] + col[K // 2])
+        nearest = sorted(col, key=lambda x: (abs(x - m), x))[:beta]
+        assert r.update[j].item() == pytest.approx(sum(nearest) / beta, abs=1e-12), j
+
+
 def test_foolsgold_silences_identical_sybils_and_keeps_diverse_honest_clients():
     g = torch.Generator().manual_seed(0)
     honest = torch.randn(8, 500, generator=g)  # diverse directions

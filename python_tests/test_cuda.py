@@ -22,6 +22,7 @@ KS = [1, 2, 3, 5, 10, 31, 32, 33, 100, 257]
 DS = [1, 7, 1000, 65537]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 OPS = ["sign_vote", "robust_lr_mean", "robust_lr_mean_counted", "trimmed_mean", "median", "masked_trimmed_mean",
+       "closest_to_median_mean",
        "repeated_median_line", "residual_reweight", "pairwise_sq_distances", "cosine_similarity", "pairwise_stats",
        "sq_distances_to"]
 QUADRATIC = {"repeated_median_line", "residual_reweight", "pairwise_sq_distances", "cosine_similarity",
@@ -32,8 +33,8 @@ BITWISE_CPU = set(OPS) - {"pairwise_sq_distances", "cosine_similarity", "pairwis
 
 def _args(name, K):
     trim = (K - 1) // 2 if K > 2 else 0
-    return {"robust_lr_mean": (min(K, 4),), "robust_lr_mean_counted": (min(K, 4),), "trimmed_mean": (trim,), "masked_trimmed_mean": (0.4, max(0, trim - 1))
-            }.get(name, ())
+    return {"robust_lr_mean": (min(K, 4),), "robust_lr_mean_counted": (min(K, 4),), "trimmed_mean": (trim,), "masked_trimmed_mean": (0.4, max(0, trim - 1)),
+            "closest_to_median_mean": (max(0, trim // 2),)}.get(name, ())
 
 
 def _same(got, want, msg):

@@ -21,7 +21,8 @@ DS = [1, 7, 1000, 65537]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 KINDS = ["normal", "ties", "signed_zeros", "non_finite"]
 
-ORDER_OPS = ["sign_vote", "robust_lr_mean", "trimmed_mean", "median", "masked_trimmed_mean"]
+ORDER_OPS = ["sign_vote", "robust_lr_mean", "trimmed_mean", "median", "masked_trimmed_mean",
+             "closest_to_median_mean"]
 RESIDUAL_OPS = ["repeated_median_line", "residual_reweight"]
 PAIRWISE_OPS = ["pairwise_sq_distances", "cosine_similarity", "pairwise_stats"]
 
@@ -30,7 +31,8 @@ def _args(name, K):
     trim = (K - 1) // 2 if K > 2 else 0
     return {
         "sign_vote": (), "robust_lr_mean": (min(K, 4),), "trimmed_mean": (trim,), "median": (),
-        "masked_trimmed_mean": (0.4, max(0, trim - 1)), "repeated_median_line": (), "residual_reweight": (),
+        "masked_trimmed_mean": (0.4, max(0, trim - 1)), "closest_to_median_mean": (max(0, trim // 2),),
+        "repeated_median_line": (), "residual_reweight": (),
         "pairwise_sq_distances": (), "cosine_similarity": (), "pairwise_stats": (),
     }[name]
 

@@ -12,6 +12,7 @@ CASES = [
     ("masked_trimmed_mean", (0.3, 2)), ("repeated_median_line", ()), ("residual_reweight", ()),
     ("pairwise_sq_distances", ()), ("cosine_similarity", ()), ("residual_client_sums", ()),
     ("pairwise_stats", ()), ("robust_lr_mean_counted", (3,)), ("sq_distances_to", ()),
+    ("closest_to_median_mean", (2,)),
 ]
 
 
@@ -41,7 +42,8 @@ OPCHECK_CASES = [
     ("sign_vote", lambda u: (u,)), ("sign_vote", lambda u: (u, torch.rand(u.shape[0], dtype=u.dtype) + 0.1)),
     ("robust_lr_mean", lambda u: (u, 2.0)), ("robust_lr_mean", lambda u: (u, 2.0, torch.ones(u.shape[0], dtype=u.dtype))),
     ("trimmed_mean", lambda u: (u, 1)), ("median", lambda u: (u,)),
-    ("masked_trimmed_mean", lambda u: (u, 0.5, 1)), ("repeated_median_line", lambda u: (u, "siegel")),
+    ("masked_trimmed_mean", lambda u: (u, 0.5, 1)), ("closest_to_median_mean", lambda u: (u, 1)),
+    ("repeated_median_line", lambda u: (u, "siegel")),
     ("repeated_median_line", lambda u: (u, "median")), ("residual_reweight", lambda u: (u, 2.0, 0.1, 1.0, "siegel")),
     ("pairwise_sq_distances", lambda u: (u,)), ("cosine_similarity", lambda u: (u,)),
     ("pairwise_stats", lambda u: (u,)), ("pairwise_stats", lambda u: (u, False, True)),

@@ -11,7 +11,7 @@ ALL_OPS = [
     ("masked_trimmed_mean", (0.5, 1)), ("repeated_median_line", ()), ("residual_reweight", ()),
     ("pairwise_sq_distances", ()), ("cosine_similarity", ()), ("pairwise_stats", ()), ("residual_client_sums", ()),
     ("residual_apply", (torch.ones(5, dtype=torch.float64),)), ("robust_lr_mean_counted", (2,)),
-    ("sq_distances_to", ()),
+    ("sq_distances_to", ()), ("closest_to_median_mean", (1,)),
 ]
 
 
@@ -26,7 +26,7 @@ ALL_OPS = [
     ([[1.0, 2.0]], TypeError, "torch.Tensor"),
 ])
 def test_malformed_updates_raise_naming_updates(name, args, bad, exc, words):
-    if name in ("trimmed_mean", "masked_trimmed_mean") and isinstance(bad, torch.Tensor) and bad.dim() == 2 and bad.shape[0] == 0:
+    if name in ("trimmed_mean", "masked_trimmed_mean", "closest_to_median_mean") and isinstance(bad, torch.Tensor) and bad.dim() == 2 and bad.shape[0] == 0:
         args = args[:-1] + (0,)
     with pytest.raises(exc) as info:
         getattr(ops, name)(bad, *args)
@@ -55,6 +55,8 @@ def test_trim_out_of_range_states_the_bound(trim):
         ops.trimmed_mean(U, trim)
     with pytest.raises(ValueError, match="trim"):
         ops.masked_trimmed_mean(U, 0.5, trim)
+    with pytest.raises(ValueError, match=r"closest_to_median_mean: .*2\*trim < K = 5; got trim=" + str(trim)):
+        ops.closest_to_median_mean(U, trim)
 
 
 def test_trim_must_be_an_int():

@@ -19,6 +19,7 @@ def _args(name, K):
         "trimmed_mean": (trim,),
         "median": (),
         "masked_trimmed_mean": (0.4, max(0, trim - 1)),
+        "closest_to_median_mean": (max(0, trim // 2),),
         "repeated_median_line": (),
         "residual_reweight": (),
         "pairwise_sq_distances": (),
@@ -26,7 +27,7 @@ def _args(name, K):
     }[name]
 
 
-CHEAP_OPS = ["sign_vote", "robust_lr_mean", "trimmed_mean", "median", "masked_trimmed_mean"]
+CHEAP_OPS = ["sign_vote", "robust_lr_mean", "trimmed_mean", "median", "masked_trimmed_mean", "closest_to_median_mean"]
 QUADRATIC_OPS = ["repeated_median_line", "residual_reweight"]  # O(K^2) per coordinate
 PAIRWISE_OPS = ["pairwise_sq_distances", "cosine_similarity"]  # O(K^2 d) reference
 

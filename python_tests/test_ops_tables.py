@@ -57,6 +57,34 @@ def test_masked_trimmed_mean_zeroes_inconsistent_coordinates():
     assert ops.masked_trimmed_mean(u, 1 / 3, 1).tolist() == [2.0, 1.0, 4.0]
 
 
+def test_closest_to_median_mean_by_hand():
+    # Columns sorted: 0 1 2 3 10 (median 2) | -9 -1 0 1 2 (0) | 0 1 2 3 4 (2) | 0 4 5 6 10 (5).
+    # keep 3 (trim 1): the windows [1 2 3], [-1 0 1], [1 2 3], [4 5 6]; keep 1 (trim 2): the medians.
+    u = torch.tensor([[0.0, 2.0, 4.0, 10.0], [10.0, -9.0, 3.0, 0.0], [2.0, 1.0, 0.0, 6.0],
+                      [3.0, 0.0, 2.0, 4.0], [1.0, -1.0, 1.0, 5.0]], dtype=torch.float64)
+    assert ops.closest_to_median_mean(u, 1).tolist() == [2.0, 0.0, 2.0, 5.0]
+    assert ops.closest_to_median_mean(u, 2).tolist() == [2.0, 0.0, 2.0, 5.0]
+    assert ops.closest_to_median_mean(u, 0).tolist() == u.mean(0).tolist()
+    # Even K: sorted 0 2 4 6 (median 3) keeps [2 4]; sorted 0 8 9 100 (median 8.5) keeps [8 9].
+    v = torch.tensor([[0.0, 0.0], [2.0, 8.0], [4.0, 9.0], [6.0, 100.0]], dtype=torch.float64)
+    assert ops.closest_to_median_mean(v, 1).tolist() == [3.0, 8.5]
+    # Not the trimmed mean: sorted 0 0 0 1 50 (median 0) keeps [0 0 0]; the trimmed mean keeps [0 0 1].
+    w = torch.tensor([[0.0], [0.0], [0.0], [1.0], [50.0]], dtype=torch.float64)
+    assert ops.closest_to_median_mean(w, 1).tolist() == [0.0]
+    assert ops.trimmed_mean(w, 1).tolist() == [1.0 / 3.0]
+    # A tie in distance keeps the lower value: sorted 1 2 4 7 8 (median 4): 1 and 7 are both 3 away,
+    # so the window stays at [1 2 4] rather than [2 4 7].
+    e = torch.tensor([[7.0], [2.0], [8.0], [1.0], [4.0]], dtype=torch.float64)
+    assert ops.closest_to_median_mean(e, 1).tolist() == [7.0 / 3.0]
+    # NaN sorts last and is farther than any number: sorted 0 1 2 nan nan (median 2) keeps [0 1 2];
+    # 0 1 2 3 nan keeps [1 2 3]; 0 nan nan nan nan has one number for a window of 3: NaN.
+    nan = float("nan")
+    n = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, nan], [2.0, 2.0, nan], [nan, 3.0, nan], [nan, nan, nan]],
+                     dtype=torch.float64)
+    out = ops.closest_to_median_mean(n, 1)
+    assert out[:2].tolist() == [1.0, 2.0] and math.isnan(out[2])
+
+
 def test_repeated_median_line_by_hand():
     # sorted values 0, 1, 2, 30 at ranks 0..3
     # slopes: rank 0 -> 1, 1, 10 (med 1); rank 1 -> 1, 1, 14.5 (1); rank 2 -> 1, 1, 28 (1);

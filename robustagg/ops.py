@@ -61,6 +61,7 @@ __all__ = [
     "trimmed_mean",
     "median",
     "masked_trimmed_mean",
+    "closest_to_median_mean",
     "repeated_median_line",
     "residual_reweight",
     "residual_client_sums",
@@ -607,6 +608,42 @@ def masked_trimmed_mean(updates: torch.Tensor, tau: float, trim: int) -> torch.T
         tensor([2., 0.])
     """
     return _dispatch("masked_trimmed_mean", updates, tau, trim)
+
+
+def _closest_check(updates, trim):
+    K, d = _check_updates("closest_to_median_mean", updates)
+    _check_trim("closest_to_median_mean", trim, K)
+    return K, d
+
+
+_define(_Op("closest_to_median_mean(Tensor updates, int trim) -> Tensor", _closest_check, _column_fake,
+            _reference.closest_to_median_mean, _order_cpu("closest_to_median_mean"),
+            _order_device("closest_to_median_mean")))
+
+
+def closest_to_median_mean(updates: torch.Tensor, trim: int) -> torch.Tensor:
+    """Bulyan's coordinate step (El Mhamdi et al. 2018): per coordinate, the
+    mean of the ``K - 2*trim`` values nearest the coordinate's median.
+
+    In sorted order those values are a window; at equal distance from the
+    median the lower value is kept, so the result is determined (torch's
+    ``topk`` on distances leaves that choice open). ``trim = 0`` is the mean;
+    where the window is centred it is :func:`trimmed_mean`.
+
+    Args:
+        updates: ``[K, d]`` client updates (for Bulyan: the θ selected ones).
+        trim: ``0 <= trim`` and ``2*trim < K``; Bulyan keeps β = θ - 2f, so trim = f.
+
+    Returns:
+        ``[d]`` in the dtype of ``updates``. NaN sorts above +inf and is
+        farther from the median than any number: a coordinate is NaN exactly
+        when fewer than ``K - 2*trim`` of its values are not NaN.
+
+    Example:
+        >>> ops.closest_to_median_mean(torch.tensor([[0.], [1.], [2.], [3.], [10.]]), trim=1)
+        tensor([2.])
+    """
+    return _dispatch("closest_to_median_mean", updates, trim)
 
 
 # repeated median -----------------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "trimmed_mean",
     "median",
     "masked_trimmed_mean",
+    "closest_to_median_mean",
     "repeated_median_line",
     "residual_reweight",
     "residual_client_sums",
@@ -129,6 +130,21 @@ def masked_trimmed_mean(updates: torch.Tensor, tau: float, trim: int) -> torch.T
     tm = trimmed_mean(updates, trim)
     consistency = _sgn(_values(updates)).sum(0).abs().double() / K
     return torch.where(consistency >= tau, tm, torch.zeros_like(tm))
+
+
+def closest_to_median_mean(updates: torch.Tensor, trim: int) -> torch.Tensor:
+    """Bulyan's coordinate step: the mean of the ``K - 2 trim`` values nearest
+    the median; in sorted order a window ``s[j : j + keep]`` with ``j`` the
+    number of ``p < 2 trim`` where ``m - s[p] > s[p + keep] - m`` (a tie keeps
+    the lower value). NaN sorts last."""
+    K = updates.shape[0]
+    keep = K - 2 * trim
+    s = torch.sort(_values(updates), dim=0).values.double()
+    m = _midpoint_median(s, 0).double()
+    first = ((m - s[:K - keep]) > (s[keep:] - m)).sum(0)
+    rows = first[None, :] + torch.arange(keep, device=s.device)[:, None]
+    out = torch.gather(s, 0, rows).sum(0) / keep
+    return out.to(_value_dtype(updates.dtype)).to(updates.dtype)
 
 
 def _repeated_median_chunk(y: torch.Tensor, intercept: str) -> Tuple[torch.Tensor, torch.Tensor]:

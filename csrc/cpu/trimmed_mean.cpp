@@ -12,7 +12,7 @@ namespace robustagg {
 namespace cpu {
 namespace {
 
-enum class Stat { Trimmed, Median, Masked };
+enum class Stat { Trimmed, Median, Masked, Closest };
 
 constexpr int64_t kTilesPerTask = 8;
 
@@ -38,8 +38,18 @@ template <typename V> double select_trimmed_mean(V* col, int64_t K, int64_t trim
   return acc / static_cast<double>(K - 2 * trim);
 }
 
+// Bulyan's step on one column: sorted NaN-last, then math::order_finish (the
+// definition every backend shares) with the NaNs counted.
+template <typename V> double select_closest_mean(V* col, int64_t K, int64_t trim) {
+  std::sort(col, col + K, nan_last_less<V>);
+  int64_t nans = 0;
+  for (int64_t k = 0; k < K; ++k) nans += col[k] != col[k];
+  return static_cast<double>(math::order_finish<0, V>(col, K, nans, math::OrderStat::Closest, trim, 0.0, 0));
+}
+
 template <typename V> double column_stat(Stat stat, V* col, int64_t K, int64_t trim, double tau) {
   if (stat == Stat::Median) return select_median(col, K);
+  if (stat == Stat::Closest) return select_closest_mean(col, K, trim);
   if (stat == Stat::Masked) {
     int64_t votes = 0;
     for (int64_t k = 0; k < K; ++k) votes += sgn(col[k]);
@@ -73,7 +83,12 @@ void network_path(Stat stat, const T* __restrict__ u, int64_t K, int64_t d, int6
           for (int t = 0; t < TL; ++t) votes[t] += sgn(tile[k * TL + t]);
       }
       sorter.apply(tile.data());
-      if (stat == Stat::Median) {
+      if (stat == Stat::Closest) {  // the window moves per lane: each lane through the shared finish
+        for (int64_t t = 0; t < n; ++t) {
+          const math::Strided<const V> col{tile.data() + t, TL};
+          out[j0 + t] = math::order_finish<0, V>(col, K, 0, math::OrderStat::Closest, trim, 0.0, 0);
+        }
+      } else if (stat == Stat::Median) {
         const V* a = tile.data() + ((K - 1) / 2) * TL;
         const V* b = tile.data() + (K / 2) * TL;
         for (int64_t t = 0; t < n; ++t)
@@ -146,6 +161,11 @@ void median(const void* updates, DType dtype, int64_t K, int64_t d, void* out, i
 void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d, double tau,
                          int64_t trim, void* out, int num_threads) {
   run(Stat::Masked, updates, dtype, K, d, trim, tau, out, num_threads);
+}
+
+void closest_to_median_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim,
+                            void* out, int num_threads) {
+  run(Stat::Closest, updates, dtype, K, d, trim, 0.0, out, num_threads);
 }
 
 }  // namespace cpu

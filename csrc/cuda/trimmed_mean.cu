@@ -78,5 +78,10 @@ void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,
   order(updates, dtype, K, d, math::OrderStat::Masked, trim, tau, out, workspace, stream);
 }
 
+void closest_to_median_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim, void* out,
+                            void* workspace, void* stream) {
+  order(updates, dtype, K, d, math::OrderStat::Closest, trim, 0.0, out, workspace, stream);
+}
+
 }  // namespace cuda
 }  // namespace robustagg

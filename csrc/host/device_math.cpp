@@ -136,6 +136,11 @@ void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,
   order(updates, dtype, K, d, math::OrderStat::Masked, trim, tau, out, workspace);
 }
 
+void closest_to_median_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim, void* out,
+                            void* workspace, void*) {
+  order(updates, dtype, K, d, math::OrderStat::Closest, trim, 0.0, out, workspace);
+}
+
 size_t residual_workspace_bytes(DType, int64_t K, int64_t d) { return plan::ResidualLayout(K, d).bytes; }
 
 void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d, InterceptMode mode,

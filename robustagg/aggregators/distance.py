@@ -137,7 +137,8 @@ class Bulyan(Aggregator):
        remaining set with ``min(max(r - f - 2, f), r - 1)`` neighbours for r
        remaining: near the end r - f - 2 drops below f, and f colluders could
        then score 0 on each other alone; f neighbours always include an honest one).
-    2. Per coordinate, average the ``beta = theta - 2f`` selected values closest to their median.
+    2. Per coordinate, average the ``beta = theta - 2f`` selected values closest to their median
+       (:func:`robustagg.ops.closest_to_median_mean`; at equal distance the lower value is kept).
 
     Args:
         f: assumed number of Byzantine clients.
@@ -176,13 +177,7 @@ class Bulyan(Aggregator):
             remaining.remove(best)
         selected.sort()
         sel = u.index_select(0, torch.tensor(selected, device=u.device))
-        med = ops.median(sel)
-        update = torch.empty(u.shape[1], dtype=u.dtype, device=u.device)
-        step = max(1, (1 << 24) // theta)
-        for c0 in range(0, u.shape[1], step):  # chunks bound the [theta, chunk] temporaries
-            blk = sel[:, c0:c0 + step]
-            closest = (blk - med[c0:c0 + step]).abs().topk(beta, dim=0, largest=False).indices
-            update[c0:c0 + step] = blk.gather(0, closest).double().mean(0).to(u.dtype)
+        update = ops.closest_to_median_mean(sel, f)      # the beta = theta - 2f values nearest the median
         chosen = torch.zeros(n, dtype=torch.bool, device=u.device)
         chosen[selected] = True
         cw = torch.zeros(n, dtype=result_dtype(u), device=u.device)

@@ -30,6 +30,12 @@ void median(const void* updates, DType dtype, int64_t K, int64_t d, void* out, i
 void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,
                          double tau, int64_t trim, void* out, int num_threads);
 
+// Bulyan's coordinate step (El Mhamdi et al. 2018): the mean of the
+// K - 2*trim values nearest the median (math/order.h, OrderStat::Closest:
+// at equal distance the lower value is kept), 0 <= 2*trim < K.
+void closest_to_median_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim,
+                            void* out, int num_threads);
+
 }  // namespace cpu
 
 // CUDA twins (csrc/cuda/trimmed_mean.cu) and the host runner of their
@@ -45,7 +51,9 @@ void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,
   void median(const void* updates, DType dtype, int64_t K, int64_t d, void* out, void* workspace,    \
               void* stream);                                                                         \
   void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d, double tau,       \
-                           int64_t trim, void* out, void* workspace, void* stream);
+                           int64_t trim, void* out, void* workspace, void* stream);                  \
+  void closest_to_median_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim,  \
+                              void* out, void* workspace, void* stream);
 namespace cuda { ROBUSTAGG_ORDER_DEVICE_API }
 namespace device_math { ROBUSTAGG_ORDER_DEVICE_API }
 

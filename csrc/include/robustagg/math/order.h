@@ -109,7 +109,12 @@ ROBUSTAGG_HD inline void sort_batcher(Acc& a, int64_t n) {
 }
 
 // Statistics of family 2, and the argument they take.
-enum class OrderStat : int { Trimmed = 0, Median = 1, Masked = 2 };
+// Closest: the mean of the K - 2 trim values nearest the median (Bulyan's
+// coordinate step, beta = K - 2 trim): in sorted order they are a window
+// s[j, j + keep); it starts as low as it can, moving up past p while
+// m - s[p] > s[p + keep] - m (so a tie in distance keeps the lower value),
+// which for sorted s holds for exactly the first j positions.
+enum class OrderStat : int { Trimmed = 0, Median = 1, Masked = 2, Closest = 3 };
 
 // The result of one coordinate from its K values sorted ascending, where the
 // nan_count NaNs were replaced by +inf before sorting: NaN sorts above +inf
@@ -137,11 +142,31 @@ ROBUSTAGG_HD inline V order_finish(const Acc& s, int64_t K, int64_t nan_count, O
     return static_cast<V>(midpoint(static_cast<double>(a), static_cast<double>(b)));
   }
   if (stat == OrderStat::Masked && !sign_mask_passes(votes, K, tau)) return V(0);
+  int64_t first = trim;  // the kept window [first, first + K - 2 trim)
+  if (stat == OrderStat::Closest) {
+    const int64_t keep = K - 2 * trim, lo = (K - 1) / 2, hi = K / 2;
+    double a = 0.0, b = 0.0;
+    ROBUSTAGG_UNROLL
+    for (int64_t p = 0; p < n; ++p) {
+      const double v = static_cast<double>(p < valid ? s[p] : nan);
+      if (p == lo) a = v;
+      if (p == hi) b = v;
+    }
+    const double m = K % 2 == 1 ? b : midpoint(a, b);
+    first = 0;
+    ROBUSTAGG_UNROLL
+    for (int64_t p = 0; p < n; ++p) {
+      if (p + keep >= K) continue;
+      const double below = static_cast<double>(p < valid ? s[p] : nan);
+      const double above = static_cast<double>(p + keep < valid ? s[p + keep] : nan);
+      first += (m - below > above - m) ? 1 : 0;
+    }
+  }
   double acc = 0.0;
   ROBUSTAGG_UNROLL
   for (int64_t p = 0; p < n; ++p) {
     const V v = p < valid ? s[p] : nan;
-    if (p >= trim && p < K - trim) acc += static_cast<double>(v);
+    if (p >= first && p < first + K - 2 * trim) acc += static_cast<double>(v);
   }
   return static_cast<V>(acc / static_cast<double>(K - 2 * trim));
 }
