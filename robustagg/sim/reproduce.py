@@ -9,10 +9,11 @@ datasets that are not installable offline are substituted there too. Every
 :class:`Paper` says what each scale changes, and every cell says where in the
 paper its number comes from.
 
-A cell *agrees* when our mean over the seeds is within ``max(2 SE, 5 points)``
-of the paper's number, SE being the standard error of our mean (std /
-sqrt(seeds)), and 2 SE is at most 10 points; it is *inconclusive* when only a
-noise wider than that covers the gap (seeds that disagree with each other); otherwise it *differs*, and the committed tables under
+A cell *agrees* when our mean over the seeds is within 5 points of the
+paper's number, or within 2 SE of it (SE = std / sqrt(seeds), the standard
+error of our mean) where 2 SE is at most 10 points; it is *inconclusive* when
+only a wider 2 SE covers the gap (seeds that disagree with each other);
+otherwise it *differs*, and the committed tables under
 ``bench/results/reproduce/`` explain why.
 """
 from __future__ import annotations
@@ -36,8 +37,8 @@ NO_ATTACK = "no attack"
 METRICS = {"accuracy": "final_accuracy", "attack_success": "final_attack_success",
            "base_accuracy": "final_base_accuracy", "accuracy_drop": None}
 
-#: A cell agrees when |ours - paper| <= max(2 SE, TOLERANCE) with SE = std / sqrt(seeds) the standard error of
-#: our mean, and 2 SE <= 2 TOLERANCE; when a wider 2 SE alone covers the gap it is inconclusive; else it differs.
+#: A cell agrees when |ours - paper| <= TOLERANCE, or <= 2 SE with 2 SE <= 2 TOLERANCE (SE = std / sqrt(seeds),
+#: the standard error of our mean); when only a wider 2 SE covers the gap it is inconclusive; else it differs.
 TOLERANCE = 0.05
 
 
@@ -208,22 +209,26 @@ def format_reproduction(result: Dict[str, Any]) -> str:
             if j == 0:
                 lines.append("  ".join("-" * w for w in widths))
         lines.append("")
-    verdicts = [r["verdict"] for s in result["settings"] for r in s["rows"] if r["verdict"]]
-    lines.append(f"{verdicts.count('agrees')} of {len(verdicts)} cells agree with the paper, "
-                 f"{verdicts.count('differs')} differ, {verdicts.count('inconclusive')} inconclusive "
-                 f"(agree: |Δ| ≤ max(2 SE, {100 * TOLERANCE:.0f} points) with 2 SE ≤ {200 * TOLERANCE:.0f} points; "
-                 f"SE = std/√seeds).")
+    lines.append(_count_line(result) + f" ({_RULE_TEXT.format(tol=100 * TOLERANCE, wide=200 * TOLERANCE)}).")
     return "\n".join(lines)
+
+
+_RULE_TEXT = ("agree: |Δ| ≤ {tol:.0f} points, or ≤ 2 SE where 2 SE ≤ {wide:.0f} points, SE = std/√seeds the "
+              "standard error of our mean; inconclusive: only a wider 2 SE covers Δ")
+
+
+def _count_line(result: Dict[str, Any]) -> str:
+    verdicts = [r["verdict"] for s in result["settings"] for r in s["rows"] if r["verdict"]]
+    return (f"{verdicts.count('agrees')} of {len(verdicts)} cells agree with the paper, "
+            f"{verdicts.count('differs')} differ, {verdicts.count('inconclusive')} inconclusive")
 
 
 def reproduction_markdown(result: Dict[str, Any], command: str) -> str:
     """The same tables as markdown, headed by the command that made them."""
     lines = [f"# {result['title']}", "",
              f"`{command}` (scale {result['scale']}, seeds {', '.join(map(str, result['seeds']))}). "
-             f"Values in %; ours is the mean ± sample std over the seeds; a cell agrees when "
-             f"|Δ| ≤ max(2 SE, {100 * result['tolerance']:.0f} points) with SE = std/√seeds the standard error of our "
-             f"mean, and 2 SE ≤ {200 * result['tolerance']:.0f} points; inconclusive when only a wider 2 SE covers "
-             f"Δ.", "",
+             f"Values in %; ours is the mean ± sample std over the seeds; "
+             f"{_RULE_TEXT.format(tol=100 * result['tolerance'], wide=200 * result['tolerance'])}.", "",
              f"- Scale: {result['changes']}", f"- Substituted: {result['substitutions']}", ""]
     for s in result["settings"]:
         lines += [f"## {s['title']}", ""]
@@ -232,6 +237,7 @@ def reproduction_markdown(result: Dict[str, Any], command: str) -> str:
         lines.append("|" + "|".join("---" if i in (0, 1, 5, 6) else "---:" for i in range(len(table[0]))) + "|")
         lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
         lines.append("")
+    lines.append(_count_line(result) + ".")
     return "\n".join(lines)
 
 
