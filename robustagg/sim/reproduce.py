@@ -287,6 +287,9 @@ _RESIDUAL_RULES = ["fedavg", "median", "trimmed_mean", "repeated_median", "fools
 _RESIDUAL_COMMON = dict(partition="dirichlet", alpha=0.9, clients=10, attackers=1, fraction=1.0,
                         rules=_RESIDUAL_RULES)
 _PIXEL = dict(base_class=None, target_class=2, pattern="square")
+_RESIDUAL_CPU = dict(dataset="digits", model="mlp", rounds=30)
+_RESIDUAL_PAPER = dict(dataset="fashion_mnist", model="cnn", rounds=200, local_epochs=5, attacker_epochs=10,
+                       batch_size=64, local_training="sequential")
 
 
 def _residual_cells(column: str, values: Dict[str, Tuple[float, float]]) -> Tuple[Cell, ...]:
@@ -306,10 +309,7 @@ _RESIDUAL = Paper(
         Setting(
             title="naive approach: 1 of 10 attackers poisons every round (pixel pattern -> '2')",
             config=dict(_RESIDUAL_COMMON, attack="trojan", attack_params=dict(_PIXEL)),
-            cpu=dict(dataset="digits", model="mlp", rounds=30),
-            paper=dict(dataset="fashion_mnist", model="cnn", rounds=200, local_epochs=5, attacker_epochs=10,
-                       batch_size=64, local_training="sequential"),
-            baseline=True,
+            cpu=_RESIDUAL_CPU, paper=_RESIDUAL_PAPER, baseline=True,
             cells=_residual_cells("naive approach", {
                 "fedavg": (0.9908, 0.9971), "median": (0.9891, 0.1034), "trimmed_mean": (0.9897, 0.1034),
                 "repeated_median": (0.9896, 0.1036), "foolsgold": (0.9620, 0.1251), "residual": (0.9897, 0.1035)})),
@@ -317,10 +317,7 @@ _RESIDUAL = Paper(
             title="model replacement: the attacker poisons in round 6 only and scales its update by 100",
             config=dict(_RESIDUAL_COMMON, attack="model_replacement",
                         attack_params=dict(_PIXEL, rounds=[5], gamma=100.0)),
-            cpu=dict(dataset="digits", model="mlp", rounds=30),
-            paper=dict(dataset="fashion_mnist", model="cnn", rounds=200, local_epochs=5, attacker_epochs=10,
-                       batch_size=64, local_training="sequential"),
-            baseline=True,
+            cpu=_RESIDUAL_CPU, paper=_RESIDUAL_PAPER, baseline=True,
             cells=_residual_cells("model replacement", {
                 "fedavg": (0.9875, 0.1785), "median": (0.9887, 0.1035), "trimmed_mean": (0.9881, 0.1034),
                 "repeated_median": (0.9882, 0.1032), "foolsgold": (0.9796, 0.1027), "residual": (0.9888, 0.1031)})),
@@ -373,6 +370,8 @@ _INVARIANT_COMMON = dict(dataset="fashion_mnist", partition="dirichlet", alpha=0
                          fraction=0.2, batch_size=64, local_epochs=1, attacker_epochs=1,
                          rules=["fedavg", "trimmed_mean(beta=0.25)", "geomed", "invariant(tau=0.2, alpha=0.25)"])
 _INV = "invariant(tau=0.2, alpha=0.25)"
+_INVARIANT_CPU = dict(model="mlp", rounds=60, lr=0.1)
+_INVARIANT_PAPER = dict(model="cnn", rounds=300, lr=0.01, local_training="sequential")
 #: Pixel trojan of every class -> '2' (the target's own images left out of the measure).
 _EVERY_CLASS = dict(base_class=None, target_class=2, exclude_target=True)
 
@@ -383,8 +382,7 @@ _INVARIANT = Paper(
         Setting(
             title="DBA: 20 of 100 clients (20 sampled per round), every round",
             config=dict(_INVARIANT_COMMON, attack="dba", attack_params=dict(_DBA_XIE)),
-            cpu=dict(model="mlp", rounds=60, lr=0.1), paper=dict(model="cnn", rounds=300, lr=0.01,
-                                                                 local_training="sequential"),
+            cpu=_INVARIANT_CPU, paper=_INVARIANT_PAPER,
             cells=(Cell(NO_ATTACK, "accuracy", 0.685, "Table 5, CIFAR-10, No Attack"),
                    Cell(NO_ATTACK, "attack_success", 0.000, "Table 5, CIFAR-10, No Attack"),
                    Cell(_INV, "accuracy", 0.679, "Table 5, CIFAR-10, DBA"),
@@ -393,8 +391,7 @@ _INVARIANT = Paper(
             title="adaptive attack on the AND-mask (white-box τ), 20 of 100 clients",
             config=dict(_INVARIANT_COMMON, attack="andmask_adaptive",
                         attack_params=dict(_EVERY_CLASS, poison_fraction=20 / 64, tau=0.2)),
-            cpu=dict(model="mlp", rounds=60, lr=0.1), paper=dict(model="cnn", rounds=300, lr=0.01,
-                                                                 local_training="sequential"),
+            cpu=_INVARIANT_CPU, paper=_INVARIANT_PAPER,
             baseline=True,
             cells=(Cell(_INV, "accuracy", 0.668, "Table 7, Ours"),
                    Cell(_INV, "attack_success", 0.013, "Table 7, Ours"),
@@ -415,6 +412,9 @@ _INVARIANT = Paper(
 _BACKDOOR_COMMON = dict(dataset="digits", partition="iid", clients=10, attackers=1, fraction=1.0, server_lr=1.0,
                         local_epochs=2, lr=0.1, attacker_epochs=6, attacker_lr=0.05, rules=["fedavg"])
 
+_BACKDOOR_CPU = dict(model="mlp", rounds=30)
+_BACKDOOR_PAPER = dict(dataset="fashion_mnist", model="cnn", rounds=100, local_training="sequential")
+
 _BACKDOOR = Paper(
     key="backdoor",
     title="Bagdasaryan et al., How to backdoor federated learning (AISTATS 2020), pixel-pattern backdoor (App. A.5)",
@@ -422,8 +422,7 @@ _BACKDOOR = Paper(
         Setting(
             title="single-shot model replacement in the last round, γ = n/η",
             config=dict(_BACKDOOR_COMMON, attack="model_replacement", attack_params=dict(_PIXEL, rounds=[-1])),
-            cpu=dict(model="mlp", rounds=30), paper=dict(dataset="fashion_mnist", model="cnn", rounds=100,
-                                                         local_training="sequential"),
+            cpu=_BACKDOOR_CPU, paper=_BACKDOOR_PAPER,
             cells=(Cell("fedavg", "attack_success", 1.00, "App. A.5 and Fig. 8: the backdoor is injected "
                                                           "(read off the plot)"),
                    Cell("fedavg", "accuracy_drop", 0.00, "App. A.4: main-task accuracy drops by less than 1%"),
@@ -432,8 +431,7 @@ _BACKDOOR = Paper(
             title="naive poisoning in the same round, no scaling (γ = 1)",
             config=dict(_BACKDOOR_COMMON, attack="model_replacement", attack_params=dict(_PIXEL, rounds=[-1],
                                                                                         gamma=1.0)),
-            cpu=dict(model="mlp", rounds=30), paper=dict(dataset="fashion_mnist", model="cnn", rounds=100,
-                                                         local_training="sequential"),
+            cpu=_BACKDOOR_CPU, paper=_BACKDOOR_PAPER,
             cells=(Cell("fedavg", "attack_success", 0.10, "App. A.5: the poisoning attack fails completely, "
                                                           "backdoor accuracy stays at 10%"),)),
     ),
