@@ -176,8 +176,13 @@ class Bulyan(Aggregator):
             selected.append(best)
             remaining.remove(best)
         selected.sort()
-        sel = u.index_select(0, torch.tensor(selected, device=u.device))
-        update = ops.closest_to_median_mean(sel, f)      # the beta = theta - 2f values nearest the median
+        # The beta = theta - 2f values nearest the median, over column blocks of the
+        # selected rows: a few MB gathered at a time instead of a [theta, d] copy.
+        rows = torch.tensor(selected, device=u.device)
+        update = torch.empty(u.shape[1], dtype=u.dtype, device=u.device)
+        step = max(1, (1 << 22) // theta)
+        for c0 in range(0, u.shape[1], step):
+            update[c0:c0 + step] = ops.closest_to_median_mean(u[rows, c0:c0 + step], f)
         chosen = torch.zeros(n, dtype=torch.bool, device=u.device)
         chosen[selected] = True
         cw = torch.zeros(n, dtype=result_dtype(u), device=u.device)
