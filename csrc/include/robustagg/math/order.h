@@ -129,30 +129,24 @@ ROBUSTAGG_HD inline V order_finish(const Acc& s, int64_t K, int64_t nan_count, O
   const int64_t n = kRows > 0 ? kRows : K;
   const int64_t valid = K - nan_count;
   const V nan = quiet_nan<V>();
-  if (stat == OrderStat::Median) {
+  // The two middle values s[(K-1)/2] and s[K/2] (NaN past the valid ones), for the median.
+  V a = V(0), b = V(0);
+  if (stat == OrderStat::Median || stat == OrderStat::Closest) {
     const int64_t lo = (K - 1) / 2, hi = K / 2;
-    V a = V(0), b = V(0);
     ROBUSTAGG_UNROLL
     for (int64_t p = 0; p < n; ++p) {
       const V v = p < valid ? s[p] : nan;
       if (p == lo) a = v;
       if (p == hi) b = v;
     }
-    if (K % 2 == 1) return b;
-    return static_cast<V>(midpoint(static_cast<double>(a), static_cast<double>(b)));
   }
+  const double median = K % 2 == 1 ? static_cast<double>(b) : midpoint(static_cast<double>(a), static_cast<double>(b));
+  if (stat == OrderStat::Median) return K % 2 == 1 ? b : static_cast<V>(median);
   if (stat == OrderStat::Masked && !sign_mask_passes(votes, K, tau)) return V(0);
   int64_t first = trim;  // the kept window [first, first + K - 2 trim)
   if (stat == OrderStat::Closest) {
-    const int64_t keep = K - 2 * trim, lo = (K - 1) / 2, hi = K / 2;
-    double a = 0.0, b = 0.0;
-    ROBUSTAGG_UNROLL
-    for (int64_t p = 0; p < n; ++p) {
-      const double v = static_cast<double>(p < valid ? s[p] : nan);
-      if (p == lo) a = v;
-      if (p == hi) b = v;
-    }
-    const double m = K % 2 == 1 ? b : midpoint(a, b);
+    const int64_t keep = K - 2 * trim;
+    const double m = median;
     first = 0;
     ROBUSTAGG_UNROLL
     for (int64_t p = 0; p < n; ++p) {
