@@ -169,3 +169,44 @@ def test_residual_parts_device_math_is_bitwise_the_cpu_kernel(K, kind):
     _bitwise(W, ops.residual_client_sums(u), "client sums")
     _bitwise(ops.run_device_math("residual_apply", u, W, 2.0, 0.1, 2.0), ops.residual_apply(u, W, 2.0, 0.1, 2.0),
              "apply")
+
+
+def _keyed_path_updates(K, d, flavour, seed):
+    """Columns that stress the CPU kernel's float-key selection of repeated
+    medians (33 <= K - 1 <= 160): pair values tied as floats but distinct as
+    doubles, exact ties, values near zero and past the keys' range."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(K, d, generator=g, dtype=torch.float64)
+    if flavour == "collinear":      # equally spaced points: every slope within 1e-9 of 1
+        u = torch.arange(K, dtype=torch.float64)[:, None] + 1e-9 * noise
+        u = u[torch.randperm(K, generator=g)]
+    elif flavour == "grid":         # a coarse grid, half the entries nudged by 1e-12
+        u = torch.randint(-2, 3, (K, d), generator=g).to(torch.float64)
+        u = u + 1e-12 * noise * (torch.rand(K, d, generator=g) < 0.5)
+    elif flavour == "float_ties":   # values one float ulp apart: slopes tie in float, not in double
+        u = 1.0 + torch.randint(0, 4, (K, d), generator=g).to(torch.float64) * 2.0**-23 + 2.0**-40 * noise
+    elif flavour == "tiny":         # pair values around the float denormals and below
+        u = noise * 1e-40
+    elif flavour == "huge":         # values past 2^400: the double path for those tiles
+        u = noise.clone()
+        u[:, ::3] *= 2.0**450
+    elif flavour == "mixed":        # a column scale per coordinate, from 1e-30 to 1e30
+        u = noise * torch.logspace(-30, 30, d, dtype=torch.float64)
+    else:
+        raise ValueError(flavour)
+    return u
+
+
+@pytest.mark.parametrize("K", [34, 35, 64, 100, 101, 161])
+@pytest.mark.parametrize("flavour", ["collinear", "grid", "float_ties", "tiny", "huge", "mixed"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_float_key_selection_is_bitwise_the_double_selection(K, flavour, dtype):
+    # The host runner selects every median in double (math/residual.h); the CPU
+    # kernel selects on float keys and refines: the results must be the same bits.
+    u = _keyed_path_updates(K, 96, flavour, seed=K).to(dtype)
+    if dtype == torch.float32 and flavour == "huge":
+        u = u.clamp(-3e38, 3e38)  # float32 overflowed to inf: keep the largest finite values
+    for intercept in ("siegel", "median"):
+        _bitwise(ops.repeated_median_line(u, intercept), ops.run_device_math("repeated_median_line", u, intercept),
+                 f"line {intercept}")
+    _bitwise(ops.residual_reweight(u), ops.run_device_math("residual_reweight", u), "residual_reweight")

@@ -94,20 +94,47 @@ void sort_with_index(double* __restrict__ val, double* __restrict__ idx, const N
   }
 }
 
+// Whether the repeated medians of K points take the float-key path (below).
+inline bool use_float_keys(int64_t K) { return K - 1 > kRegRows && K - 1 <= kMaxMedianNetwork; }
+
+// Scratch of the float-key path: a row's K - 1 keys, each row's two middle
+// keys and the interval of its median, the outer networks, and one column of
+// exact pair values for the rows that are refined.
+struct KeyScratch {
+  TileSorter<float, TL> inner;   // the middle positions of K - 1 keys
+  TileSorter<double, TL> outer;  // the middle positions of K interval ends
+  std::vector<float> keys, mid_lo, mid_hi;  // [K - 1, TL]; [K, TL]; [K, TL]
+  std::vector<double> lo, hi, ends;          // [K, TL] each
+  std::vector<char> exact;                   // [K, TL]
+  std::vector<double> col, cand, rdx;        // K - 1; K; 1 / dx for dx < K
+  std::vector<int64_t> memo_row;             // K: rows refined for the current lane
+  std::vector<double> memo_val;
+  explicit KeyScratch(int64_t K)
+      : inner(K - 1, true), outer(K, true), keys((K - 1) * TL), mid_lo(K * TL), mid_hi(K * TL), lo(K * TL),
+        hi(K * TL), ends(K * TL), exact(K * TL), col(K - 1), cand(K), rdx(K), memo_row(K), memo_val(K) {
+    for (int64_t dx = 1; dx < K; ++dx) rdx[dx] = 1.0 / static_cast<double>(dx);
+  }
+};
+
 // Per-task scratch and the fixed per-K pieces (networks, leverages).
 struct Workspace {
   int64_t K;
   Network sort_net;
-  LaneMedian inner, outer;  // medians of K-1 and of K values
+  bool float_keys;
+  LaneMedian inner, outer;  // medians of K-1 and of K values (the double path)
   bool symmetric;  // all K (K - 1) pair values held at once (small K: they fit in L2)
   std::vector<double> val, idx, pairs, meds;
   std::vector<char> finite;
+  std::vector<KeyScratch> keyed;  // one, on the float-key path
 
   explicit Workspace(int64_t K_)
-      : K(K_), sort_net(batcher_network(K_)), inner(std::max<int64_t>(K_ - 1, 1)), outer(K_),
-        symmetric(K_ <= kMaxSymmetricK), val(K_ * TL), idx(K_ * TL),
-        pairs(std::max<int64_t>(K_ - 1, 1) * TL * (K_ <= kMaxSymmetricK ? K_ : 1)),
-        meds(K_ * TL), finite(TL) {}
+      : K(K_), sort_net(batcher_network(K_)), float_keys(use_float_keys(K_)),
+        inner(std::max<int64_t>(K_ - 1, 1)), outer(K_),
+        symmetric(K_ <= kMaxSymmetricK && !use_float_keys(K_)), val(K_ * TL), idx(K_ * TL),
+        pairs(std::max<int64_t>(K_ - 1, 1) * TL * (symmetric ? K_ : 1)),
+        meds(K_ * TL), finite(TL) {
+    if (float_keys) keyed.emplace_back(K_);
+  }
 };
 
 // Loads n <= TL coordinates from column j0 into val (as double) and idx
@@ -151,6 +178,246 @@ void load_and_sort(const T* __restrict__ u, int64_t d, int64_t j0, int64_t n, Wo
   load_and_sort(u, ws.K, d, j0, n, ws.sort_net, ws.val.data(), ws.idx.data(), ws.finite.data());
 }
 
+// The authors' intercept, med(y) - slope (K - 1) / 2, of the sorted lanes in ws.val.
+void median_intercept(const Workspace& ws, const double* __restrict__ slope, double* __restrict__ intercept) {
+  const int64_t K = ws.K;
+  const double* a = ws.val.data() + ((K - 1) / 2) * TL;
+  const double* b = ws.val.data() + (K / 2) * TL;
+  const double xbar = 0.5 * static_cast<double>(K - 1);
+  for (int t = 0; t < TL; ++t) {
+    const double med = (K % 2 == 1) ? b[t] : math::midpoint(a[t], b[t]);
+    intercept[t] = med - slope[t] * xbar;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The float-key path of the repeated medians (K - 1 above the register rows).
+// A network over doubles costs two vector min/max per comparator and lane
+// group; over floats it does twice the lanes per instruction. Each pair value
+// is computed in double as always and rounded to a float key. Rounding is
+// monotone, so a row's middle keys are the roundings of its exact middle
+// values: they bound the row's median to an interval of a float ulp (a point
+// when every pair value of the row is a float, as with ties and zeros). The
+// outer median's ranks then bound their values the same way, and only the rows
+// whose interval meets that bound (typically one per rank) are recomputed in
+// double and selected exactly. The result is bitwise the double path's:
+// medians are exact order statistics, whatever selects them.
+
+enum class Pair { Slope, Intercept };
+
+// The numerator of eq. (1) or (2) for the points of ranks a < b.
+template <Pair kPair>
+inline double pair_numerator(double ya, double yb, int64_t a, int64_t b) {
+  if constexpr (kPair == Pair::Slope) return math::slope_numerator(ya, yb);
+  else return math::intercept_numerator(ya, yb, static_cast<double>(a), static_cast<double>(b));
+}
+
+// eq. (1) or (2) for the points of ranks a < b; rdx = 1 / (b - a).
+template <Pair kPair>
+inline double pair_value(double ya, double yb, int64_t a, int64_t b, double rdx) {
+  return math::div_rcp(pair_numerator<kPair>(ya, yb, a, b), static_cast<double>(b - a), rdx);
+}
+
+// A pair value's float key is the rounding of q = num / den, where q may be
+// the product num * rdx (within two double ulps of the quotient: the key
+// bounds below allow for it). key_error is 0 exactly when q is the exact
+// quotient and a float, so that the key is the pair value itself (and never
+// NaN for the finite inputs of this path).
+inline double key_quotient(double num, double den, double rdx) {
+#if defined(__FMA__)
+  (void)den;
+  return num * rdx;
+#else
+  (void)rdx;
+  return num / den;
+#endif
+}
+inline double key_error(float f, double q, double num, double den) {
+#if defined(__FMA__)
+  return std::abs(__builtin_fma(-q, den, num)) + std::abs(static_cast<double>(f) - q);
+#else
+  (void)num;
+  (void)den;
+  return std::abs(static_cast<double>(f) - q);
+#endif
+}
+
+// A pair value whose key is f lies in [key_low(f), key_high(f)]: the key is
+// within half a float ulp of q (at most |f| 2^-24) and q within two double
+// ulps of the value, or both within 2^-126 of 0 (which covers flushing
+// denormals to zero too); beyond FLT_MAX when f is infinite. The margin
+// exceeds the double rounding of the subtraction, so the bounds hold as
+// computed.
+inline double key_low(float f) {
+  const double x = f;
+  const double w = x - (std::abs(x) * 0x1p-23 + 0x1p-126);
+  return std::isinf(x) ? (x > 0 ? static_cast<double>(std::numeric_limits<float>::max()) : x) : w;
+}
+inline double key_high(float f) {
+  const double x = f;
+  const double w = x + (std::abs(x) * 0x1p-23 + 0x1p-126);
+  return std::isinf(x) ? (x < 0 ? -static_cast<double>(std::numeric_limits<float>::max()) : x) : w;
+}
+
+// The value of rank r in v[0..n) given that it lies in [lo, hi]: counted below
+// lo, selected among the few values inside (all of them, with nth_element, if
+// more than a handful are). Reorders v.
+inline double rank_in_bounds(double* v, int64_t n, int64_t r, double lo, double hi) {
+  constexpr int kSmall = 16;
+  double small[kSmall];
+  int64_t below = 0, inside = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const double x = v[k];
+    if (x < lo) ++below;
+    else if (x <= hi) {
+      if (inside < kSmall) small[inside] = x;
+      ++inside;
+    }
+  }
+  if (inside > kSmall || r < below || r >= below + inside) {
+    std::nth_element(v, v + r, v + n);
+    return v[r];
+  }
+  std::sort(small, small + inside);
+  return small[r - below];
+}
+
+constexpr int64_t kMaxRefined = 8;  // rows refined per lane before the double path takes the tile
+
+template <Pair kPair>
+class KeyedMedian {
+ public:
+  KeyedMedian(const Workspace& ws, KeyScratch& ks) : K_(ws.K), y_(ws.val.data()), ks_(ks) {}
+
+  // med_i med_{j != i} of the pair values of each lane into result[TL]. The
+  // values must be finite (fit_line_keyed checks the inputs' range). Returns
+  // false when a lane would refine more than kMaxRefined rows (keys tied
+  // across many rows, as with nearly collinear points): the double path is
+  // then faster.
+  bool operator()(double* __restrict__ result) {
+    const int64_t K = K_, n = K - 1, lo = (n - 1) / 2, hi = n / 2;
+    float* __restrict__ keys = ks_.keys.data();
+    for (int64_t i = 0; i < K; ++i) {
+      double inexact[TL];  // > 0 where some key of the row is not its pair value
+      for (int t = 0; t < TL; ++t) inexact[t] = 0.0;
+      int64_t row = 0;
+      for (int64_t j = 0; j < K; ++j) {
+        if (j == i) continue;
+        const int64_t a = std::min(i, j), b = std::max(i, j);
+        const double* __restrict__ ya = y_ + a * TL;
+        const double* __restrict__ yb = y_ + b * TL;
+        float* __restrict__ kr = keys + (row++) * TL;
+        const double den = static_cast<double>(b - a), rdx = ks_.rdx[b - a];
+        for (int t = 0; t < TL; ++t) {
+          const double num = pair_numerator<kPair>(ya[t], yb[t], a, b);
+          const double q = key_quotient(num, den, rdx);
+          const float f = static_cast<float>(q);
+          kr[t] = f;
+          inexact[t] += key_error(f, q, num, den);
+        }
+      }
+      ks_.inner.apply(keys);
+      for (int t = 0; t < TL; ++t) {
+        const float A = keys[lo * TL + t], B = keys[hi * TL + t];
+        const int64_t at = i * TL + t;
+        ks_.mid_lo[at] = A;
+        ks_.mid_hi[at] = B;
+        const bool exact = inexact[t] == 0.0;
+        ks_.exact[at] = static_cast<char>(exact);
+        if (exact) {
+          ks_.lo[at] = ks_.hi[at] = lo == hi ? static_cast<double>(A) : math::midpoint(A, B);
+        } else {
+          ks_.lo[at] = lo == hi ? key_low(A) : math::midpoint(key_low(A), key_low(B));
+          ks_.hi[at] = lo == hi ? key_high(A) : math::midpoint(key_high(A), key_high(B));
+        }
+      }
+    }
+    // The outer ranks' bounds: the same ranks of the rows' lower and upper ends.
+    const int64_t olo = (K - 1) / 2, ohi = K / 2;
+    double Llo[TL], Lhi[TL], Ulo[TL], Uhi[TL];
+    std::copy(ks_.lo.begin(), ks_.lo.end(), ks_.ends.begin());
+    ks_.outer.apply(ks_.ends.data());
+    for (int t = 0; t < TL; ++t) { Llo[t] = ks_.ends[olo * TL + t]; Lhi[t] = ks_.ends[ohi * TL + t]; }
+    std::copy(ks_.hi.begin(), ks_.hi.end(), ks_.ends.begin());
+    ks_.outer.apply(ks_.ends.data());
+    for (int t = 0; t < TL; ++t) { Ulo[t] = ks_.ends[olo * TL + t]; Uhi[t] = ks_.ends[ohi * TL + t]; }
+    for (int t = 0; t < TL; ++t) {
+      memo_ = 0;
+      const double m_lo = outer_rank(t, olo, Llo[t], Ulo[t]);
+      const double m_hi = olo == ohi ? m_lo : outer_rank(t, ohi, Lhi[t], Uhi[t]);
+      if (memo_ > kMaxRefined) return false;
+      result[t] = K % 2 == 1 ? m_hi : math::midpoint(m_lo, m_hi);
+    }
+    return true;
+  }
+
+ private:
+  // The row medians' value of rank r in lane t, given that it lies in [L, U].
+  double outer_rank(int t, int64_t r, double L, double U) {
+    int64_t below = 0, nc = 0;
+    double* cand = ks_.cand.data();
+    for (int64_t i = 0; i < K_; ++i) {
+      const double l = ks_.lo[i * TL + t], u = ks_.hi[i * TL + t];
+      if (u < L) ++below;
+      else if (l <= U) cand[nc++] = l == u ? l : exact_row(i, t);
+      if (memo_ > kMaxRefined) return 0.0;  // the caller gives up on the tile
+    }
+    if (r < below || r >= below + nc) {  // unreachable if the bounds hold; exact regardless
+      for (int64_t i = 0; i < K_; ++i) cand[i] = exact_row(i, t);
+      below = 0;
+      nc = K_;
+    }
+    std::nth_element(cand, cand + (r - below), cand + nc);
+    return cand[r - below];
+  }
+
+  // Row i's median in lane t, from its pair values in double.
+  double exact_row(int64_t i, int t) {
+    for (int64_t m = 0; m < memo_; ++m)
+      if (ks_.memo_row[m] == i) return ks_.memo_val[m];
+    const int64_t n = K_ - 1, lo = (n - 1) / 2, hi = n / 2;
+    double* col = ks_.col.data();
+    int64_t row = 0;
+    for (int64_t j = 0; j < K_; ++j) {
+      if (j == i) continue;
+      const int64_t a = std::min(i, j), b = std::max(i, j);
+      col[row++] = pair_value<kPair>(y_[a * TL + t], y_[b * TL + t], a, b, ks_.rdx[b - a]);
+    }
+    const float A = ks_.mid_lo[i * TL + t], B = ks_.mid_hi[i * TL + t];
+    double v;
+    if (ks_.exact[i * TL + t]) {
+      v = ks_.lo[i * TL + t];
+    } else {
+      const double a = rank_in_bounds(col, n, lo, key_low(A), key_high(A));
+      v = lo == hi ? a : math::midpoint(a, rank_in_bounds(col, n, hi, key_low(B), key_high(B)));
+    }
+    ks_.memo_row[memo_] = i;
+    ks_.memo_val[memo_++] = v;
+    return v;
+  }
+
+  int64_t K_;
+  const double* y_;
+  KeyScratch& ks_;
+  int64_t memo_ = 0;
+};
+
+// fit_line on the float-key path. False for a tile the double path must
+// redo: one with a value of magnitude 2^400 or more, whose pair values may
+// overflow, or one with many rows to refine.
+bool fit_line_keyed(Workspace& ws, InterceptMode mode, double* __restrict__ slope, double* __restrict__ intercept) {
+  double big = 0.0;
+  for (int64_t k = 0; k < ws.K * TL; ++k) big = std::max(big, std::abs(ws.val[k]));
+  if (!(big < 0x1p400)) return false;
+  KeyScratch& ks = ws.keyed.front();
+  if (!KeyedMedian<Pair::Slope>(ws, ks)(slope)) return false;
+  if (mode == InterceptMode::Median) {
+    median_intercept(ws, slope, intercept);
+    return true;
+  }
+  return KeyedMedian<Pair::Intercept>(ws, ks)(intercept);
+}
+
 // Siegel's repeated-median line of the sorted lanes in ws.val: eq. (1) and (2).
 void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
               double* __restrict__ intercept) {
@@ -160,6 +427,7 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
     for (int t = 0; t < TL; ++t) { slope[t] = 0.0; intercept[t] = y[t]; }
     return;
   }
+  if (ws.float_keys && fit_line_keyed(ws, mode, slope, intercept)) return;
   double* meds = ws.meds.data();
   // Both pairwise quantities are symmetric in (i, j) (negating numerator and
   // denominator is exact), so each pair is computed once and written to the
@@ -193,14 +461,8 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
     const double dx = static_cast<double>(j - i), rdx = 1.0 / dx;
     for (int t = 0; t < TL; ++t) p[t] = math::pair_slope(yi[t], yj[t], dx, rdx);
   }, slope);
-  if (mode == InterceptMode::Median) {  // the authors' code: med(y) - slope (K - 1) / 2
-    const double* a = y + ((K - 1) / 2) * TL;
-    const double* b = y + (K / 2) * TL;
-    const double xbar = 0.5 * static_cast<double>(K - 1);
-    for (int t = 0; t < TL; ++t) {
-      const double med = (K % 2 == 1) ? b[t] : math::midpoint(a[t], b[t]);
-      intercept[t] = med - slope[t] * xbar;
-    }
+  if (mode == InterceptMode::Median) {
+    median_intercept(ws, slope, intercept);
     return;
   }
   // eq. (2): med_i med_{j != i} (j y_i - i y_j) / (j - i)

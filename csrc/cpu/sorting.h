@@ -58,15 +58,6 @@ inline Network prune_network(const Network& net, int64_t n, int64_t lo, int64_t 
   return kept;
 }
 
-template <typename V, int T>
-inline void apply_network(V* __restrict__ tile, const Network& net) {  // tile: [rows, T]
-  for (const auto& c : net) {
-    V* __restrict__ a = tile + static_cast<int64_t>(c.first) * T;
-    V* __restrict__ b = tile + static_cast<int64_t>(c.second) * T;
-    for (int t = 0; t < T; ++t) math::compare_exchange(a[t], b[t]);
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Register-resident networks. Comparators that go through memory cost two
 // loads and two stores each, and consecutive layers stall on store-to-load
@@ -149,6 +140,37 @@ constexpr auto fixed_sorters(std::index_sequence<N...>) {
   return std::array<Fn, sizeof...(N)>{&sort_rows_fixed<V, T, static_cast<int>(N), kMedian>...};
 }
 #endif
+
+// A network through memory over tile[rows, T]. Where lanes fill whole vector
+// registers, each comparator is a vector min/max (the compiler makes a scalar
+// loop's `x < y ? x : y` a compare and two blends).
+template <typename V, int T>
+inline void apply_network(V* __restrict__ tile, const Network& net) {
+#if ROBUSTAGG_REGISTER_NETWORKS
+  using Vec = typename VecOf<V>::type;
+  constexpr int L = static_cast<int>(sizeof(Vec) / sizeof(V));
+  if constexpr (T % L == 0) {
+    for (const auto& c : net) {
+      V* __restrict__ a = tile + static_cast<int64_t>(c.first) * T;
+      V* __restrict__ b = tile + static_cast<int64_t>(c.second) * T;
+      for (int g = 0; g < T; g += L) {
+        Vec x, y;
+        std::memcpy(&x, a + g, sizeof(Vec));
+        std::memcpy(&y, b + g, sizeof(Vec));
+        math::compare_exchange(x, y);
+        std::memcpy(a + g, &x, sizeof(Vec));
+        std::memcpy(b + g, &y, sizeof(Vec));
+      }
+    }
+    return;
+  }
+#endif
+  for (const auto& c : net) {
+    V* __restrict__ a = tile + static_cast<int64_t>(c.first) * T;
+    V* __restrict__ b = tile + static_cast<int64_t>(c.second) * T;
+    for (int t = 0; t < T; ++t) math::compare_exchange(a[t], b[t]);
+  }
+}
 
 // Orders the K rows of a tile[K, T] in every lane: fully (sort) or only as far
 // as the two median positions (median_only).

@@ -39,13 +39,19 @@ ROBUSTAGG_HD inline double div_rcp(double a, double b, double rb) {
 #endif
 }
 
+// The numerators of eq. (1) and (2) for the points of ranks xi < xj; both
+// pair values divide them by xj - xi.
+ROBUSTAGG_HD inline double slope_numerator(double yi, double yj) { return yj - yi; }
+ROBUSTAGG_HD inline double intercept_numerator(double yi, double yj, double xi, double xj) {
+  return xj * yi - xi * yj;
+}
 // eq. (1): the slope through the points of ranks i < j (dx = j - i, rdx = 1 / dx).
 ROBUSTAGG_HD inline double pair_slope(double yi, double yj, double dx, double rdx) {
-  return div_rcp(yj - yi, dx, rdx);
+  return div_rcp(slope_numerator(yi, yj), dx, rdx);
 }
 // eq. (2): the intercept through the points of ranks xi < xj (rdx = 1 / (xj - xi)).
 ROBUSTAGG_HD inline double pair_intercept(double yi, double yj, double xi, double xj, double rdx) {
-  return div_rcp(xj * yi - xi * yj, xj - xi, rdx);
+  return div_rcp(intercept_numerator(yi, yj, xi, xj), xj - xi, rdx);
 }
 
 // Constants of Algorithm 1 that depend only on K and the rank x.
