@@ -197,7 +197,7 @@ def _keyed_path_updates(K, d, flavour, seed):
     return u
 
 
-@pytest.mark.parametrize("K", [34, 35, 64, 100, 101, 161])
+@pytest.mark.parametrize("K", [34, 35, 64, 65, 66, 100, 101, 161, 257])
 @pytest.mark.parametrize("flavour", ["collinear", "grid", "float_ties", "tiny", "huge", "mixed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_float_key_selection_is_bitwise_the_double_selection(K, flavour, dtype):

@@ -22,8 +22,9 @@ constexpr int64_t kTilesPerTask = 4;
 // A task is one block of W's partial sums, as on the device (math/residual.h).
 static_assert(TL * kTilesPerTask == math::kResidualBlock, "W's blocks must match the device's");
 // Up to this many values a median is taken with a pruned network over the
-// tile's lanes; above it, per lane with nth_element.
-constexpr int64_t kMaxMedianNetwork = 160;
+// tile's lanes; above it, per lane with nth_element (the network is 2.5x faster
+// at 1024 values, 5x at 200).
+constexpr int64_t kMaxMedianNetwork = 2048;
 // Up to this K, fit_line keeps every pair's value ([K, K-1, TL] doubles, 1 MB
 // at 64) and computes each once; above it, row by row, each pair twice.
 constexpr int64_t kMaxSymmetricK = 64;
@@ -95,7 +96,10 @@ void sort_with_index(double* __restrict__ val, double* __restrict__ idx, const N
 }
 
 // Whether the repeated medians of K points take the float-key path (below).
-inline bool use_float_keys(int64_t K) { return K - 1 > kRegRows && K - 1 <= kMaxMedianNetwork; }
+// Up to kMaxSymmetricK the double path, which computes each pair once, is
+// faster (measured: 0.65 against 1.17 ns per K^2 d at K = 40; at K = 100, 1.05
+// against 0.83).
+inline bool use_float_keys(int64_t K) { return K > kMaxSymmetricK && K - 1 <= kMaxMedianNetwork; }
 
 // Scratch of the float-key path: a row's K - 1 keys, each row's two middle
 // keys and the interval of its median, the outer networks, and one column of
@@ -105,13 +109,12 @@ struct KeyScratch {
   TileSorter<double, TL> outer;  // the middle positions of K interval ends
   std::vector<float> keys, mid_lo, mid_hi;  // [K - 1, TL]; [K, TL]; [K, TL]
   std::vector<double> lo, hi, ends;          // [K, TL] each
-  std::vector<char> exact;                   // [K, TL]
   std::vector<double> col, cand, rdx;        // K - 1; K; 1 / dx for dx < K
   std::vector<int64_t> memo_row;             // K: rows refined for the current lane
   std::vector<double> memo_val;
   explicit KeyScratch(int64_t K)
       : inner(K - 1, true), outer(K, true), keys((K - 1) * TL), mid_lo(K * TL), mid_hi(K * TL), lo(K * TL),
-        hi(K * TL), ends(K * TL), exact(K * TL), col(K - 1), cand(K), rdx(K), memo_row(K), memo_val(K) {
+        hi(K * TL), ends(K * TL), col(K - 1), cand(K), rdx(K), memo_row(K), memo_val(K) {
     for (int64_t dx = 1; dx < K; ++dx) rdx[dx] = 1.0 / static_cast<double>(dx);
   }
 };
@@ -130,7 +133,7 @@ struct Workspace {
   explicit Workspace(int64_t K_)
       : K(K_), sort_net(batcher_network(K_)), float_keys(use_float_keys(K_)),
         inner(std::max<int64_t>(K_ - 1, 1)), outer(K_),
-        symmetric(K_ <= kMaxSymmetricK && !use_float_keys(K_)), val(K_ * TL), idx(K_ * TL),
+        symmetric(K_ <= kMaxSymmetricK), val(K_ * TL), idx(K_ * TL),
         pairs(std::max<int64_t>(K_ - 1, 1) * TL * (symmetric ? K_ : 1)),
         meds(K_ * TL), finite(TL) {
     if (float_keys) keyed.emplace_back(K_);
@@ -191,17 +194,17 @@ void median_intercept(const Workspace& ws, const double* __restrict__ slope, dou
 }
 
 // ---------------------------------------------------------------------------
-// The float-key path of the repeated medians (K - 1 above the register rows).
+// The float-key path of the repeated medians (use_float_keys: K above 64).
 // A network over doubles costs two vector min/max per comparator and lane
 // group; over floats it does twice the lanes per instruction. Each pair value
-// is computed in double as always and rounded to a float key. Rounding is
-// monotone, so a row's middle keys are the roundings of its exact middle
-// values: they bound the row's median to an interval of a float ulp (a point
-// when every pair value of the row is a float, as with ties and zeros). The
-// outer median's ranks then bound their values the same way, and only the rows
-// whose interval meets that bound (typically one per rank) are recomputed in
-// double and selected exactly. The result is bitwise the double path's:
-// medians are exact order statistics, whatever selects them.
+// gets a float key within a float ulp of it (pair_key), so a row's middle keys
+// bound its median to an interval of about an ulp (a point when the key is
+// zero, as in zero-heavy rows). The outer median's ranks are bound the same
+// way by the rows' interval ends, and only the rows whose interval meets that
+// bound (typically one per rank) are recomputed in double and selected
+// exactly. The result is bitwise the double path's: medians are exact order
+// statistics, whatever selects them (python_tests/test_device_math.py checks
+// it against the host runner, which selects in double).
 
 enum class Pair { Slope, Intercept };
 
@@ -218,45 +221,43 @@ inline double pair_value(double ya, double yb, int64_t a, int64_t b, double rdx)
   return math::div_rcp(pair_numerator<kPair>(ya, yb, a, b), static_cast<double>(b - a), rdx);
 }
 
-// A pair value's float key is the rounding of q = num / den, where q may be
-// the product num * rdx (within two double ulps of the quotient: the key
-// bounds below allow for it). key_error is 0 exactly when q is the exact
-// quotient and a float, so that the key is the pair value itself (and never
-// NaN for the finite inputs of this path).
-inline double key_quotient(double num, double den, double rdx) {
+// A pair value's float key: q = num / den rounded to float, where q may be the
+// product num * rdx (within 2.5 double ulps of the quotient: the key bounds
+// below allow for it). A key is zero exactly when the pair value is (num = 0):
+// a nonzero q that rounds to zero becomes the smallest denormal of its sign.
+// So keys keep the sign of the values, and a zero key is exact (zero-heavy
+// rows, as in sparse updates, need no refinement). The compiler vectorises it.
+inline float pair_key(double num, double den, double rdx) {
 #if defined(__FMA__)
   (void)den;
-  return num * rdx;
+  const double q = num * rdx;
 #else
   (void)rdx;
-  return num / den;
+  const double q = num / den;
 #endif
-}
-inline double key_error(float f, double q, double num, double den) {
-#if defined(__FMA__)
-  return std::abs(__builtin_fma(-q, den, num)) + std::abs(static_cast<double>(f) - q);
-#else
-  (void)num;
-  (void)den;
-  return std::abs(static_cast<double>(f) - q);
-#endif
+  const float f = static_cast<float>(q);
+  const float d = std::numeric_limits<float>::denorm_min();
+  const float tiny = num > 0.0 ? d : -d;
+  return ((f == 0.0f) & (num != 0.0)) ? tiny : f;
 }
 
-// A pair value whose key is f lies in [key_low(f), key_high(f)]: the key is
-// within half a float ulp of q (at most |f| 2^-24) and q within two double
-// ulps of the value, or both within 2^-126 of 0 (which covers flushing
-// denormals to zero too); beyond FLT_MAX when f is infinite. The margin
-// exceeds the double rounding of the subtraction, so the bounds hold as
-// computed.
+// The pair values with key f lie in [key_low(f), key_high(f)]: 0 for a zero
+// key; otherwise on the key's side of zero, within half a float ulp of q (at
+// most |f| 2^-24) plus q's error, or within 2^-126 of 0 (which covers flushed
+// denormals too), and beyond FLT_MAX when f is infinite. Both bounds are
+// nondecreasing in f, as order statistics of bounds need; the margin exceeds
+// the double rounding of the subtraction, so they hold as computed.
 inline double key_low(float f) {
   const double x = f;
   const double w = x - (std::abs(x) * 0x1p-23 + 0x1p-126);
-  return std::isinf(x) ? (x > 0 ? static_cast<double>(std::numeric_limits<float>::max()) : x) : w;
+  if (std::isinf(x)) return x > 0 ? static_cast<double>(std::numeric_limits<float>::max()) : x;
+  return x > 0 ? std::max(0.0, w) : (x == 0 ? 0.0 : w);
 }
 inline double key_high(float f) {
   const double x = f;
   const double w = x + (std::abs(x) * 0x1p-23 + 0x1p-126);
-  return std::isinf(x) ? (x < 0 ? -static_cast<double>(std::numeric_limits<float>::max()) : x) : w;
+  if (std::isinf(x)) return x < 0 ? -static_cast<double>(std::numeric_limits<float>::max()) : x;
+  return x < 0 ? std::min(0.0, w) : (x == 0 ? 0.0 : w);
 }
 
 // The value of rank r in v[0..n) given that it lies in [lo, hi]: counted below
@@ -298,8 +299,6 @@ class KeyedMedian {
     const int64_t K = K_, n = K - 1, lo = (n - 1) / 2, hi = n / 2;
     float* __restrict__ keys = ks_.keys.data();
     for (int64_t i = 0; i < K; ++i) {
-      double inexact[TL];  // > 0 where some key of the row is not its pair value
-      for (int t = 0; t < TL; ++t) inexact[t] = 0.0;
       int64_t row = 0;
       for (int64_t j = 0; j < K; ++j) {
         if (j == i) continue;
@@ -308,13 +307,7 @@ class KeyedMedian {
         const double* __restrict__ yb = y_ + b * TL;
         float* __restrict__ kr = keys + (row++) * TL;
         const double den = static_cast<double>(b - a), rdx = ks_.rdx[b - a];
-        for (int t = 0; t < TL; ++t) {
-          const double num = pair_numerator<kPair>(ya[t], yb[t], a, b);
-          const double q = key_quotient(num, den, rdx);
-          const float f = static_cast<float>(q);
-          kr[t] = f;
-          inexact[t] += key_error(f, q, num, den);
-        }
+        for (int t = 0; t < TL; ++t) kr[t] = pair_key(pair_numerator<kPair>(ya[t], yb[t], a, b), den, rdx);
       }
       ks_.inner.apply(keys);
       for (int t = 0; t < TL; ++t) {
@@ -322,14 +315,8 @@ class KeyedMedian {
         const int64_t at = i * TL + t;
         ks_.mid_lo[at] = A;
         ks_.mid_hi[at] = B;
-        const bool exact = inexact[t] == 0.0;
-        ks_.exact[at] = static_cast<char>(exact);
-        if (exact) {
-          ks_.lo[at] = ks_.hi[at] = lo == hi ? static_cast<double>(A) : math::midpoint(A, B);
-        } else {
-          ks_.lo[at] = lo == hi ? key_low(A) : math::midpoint(key_low(A), key_low(B));
-          ks_.hi[at] = lo == hi ? key_high(A) : math::midpoint(key_high(A), key_high(B));
-        }
+        ks_.lo[at] = lo == hi ? key_low(A) : math::midpoint(key_low(A), key_low(B));
+        ks_.hi[at] = lo == hi ? key_high(A) : math::midpoint(key_high(A), key_high(B));
       }
     }
     // The outer ranks' bounds: the same ranks of the rows' lower and upper ends.
@@ -384,13 +371,8 @@ class KeyedMedian {
       col[row++] = pair_value<kPair>(y_[a * TL + t], y_[b * TL + t], a, b, ks_.rdx[b - a]);
     }
     const float A = ks_.mid_lo[i * TL + t], B = ks_.mid_hi[i * TL + t];
-    double v;
-    if (ks_.exact[i * TL + t]) {
-      v = ks_.lo[i * TL + t];
-    } else {
-      const double a = rank_in_bounds(col, n, lo, key_low(A), key_high(A));
-      v = lo == hi ? a : math::midpoint(a, rank_in_bounds(col, n, hi, key_low(B), key_high(B)));
-    }
+    const double a = rank_in_bounds(col, n, lo, key_low(A), key_high(A));
+    const double v = lo == hi ? a : math::midpoint(a, rank_in_bounds(col, n, hi, key_low(B), key_high(B)));
     ks_.memo_row[memo_] = i;
     ks_.memo_val[memo_++] = v;
     return v;
@@ -403,12 +385,20 @@ class KeyedMedian {
 };
 
 // fit_line on the float-key path. False for a tile the double path must
-// redo: one with a value of magnitude 2^400 or more, whose pair values may
-// overflow, or one with many rows to refine.
+// take: one with a value of magnitude 2^400 or more, whose pair values may
+// overflow, or one with many rows to refine (found out, or foreseen from
+// tied values).
 bool fit_line_keyed(Workspace& ws, InterceptMode mode, double* __restrict__ slope, double* __restrict__ intercept) {
+  const int64_t K = ws.K;
+  const double* y = ws.val.data();
   double big = 0.0;
-  for (int64_t k = 0; k < ws.K * TL; ++k) big = std::max(big, std::abs(ws.val[k]));
+  for (int64_t k = 0; k < K * TL; ++k) big = std::max(big, std::abs(y[k]));
   if (!(big < 0x1p400)) return false;
+  // Many equal nonzero values (quantised updates) tie many rows' medians at
+  // inexact keys, all of which would be refined: the double path is faster.
+  int64_t tied = 0;
+  for (int64_t k = TL; k < K * TL; ++k) tied += (y[k] == y[k - TL]) & (y[k] != 0.0);
+  if (tied * 8 > K * TL) return false;
   KeyScratch& ks = ws.keyed.front();
   if (!KeyedMedian<Pair::Slope>(ws, ks)(slope)) return false;
   if (mode == InterceptMode::Median) {
