@@ -51,7 +51,9 @@ def main():
     p.add_argument("--out", help="write the markdown table here")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--shapes", default=None, help="e.g. 10x1000000,100x1000000")
+    p.add_argument("--ops", default=None, help="only these ops (comma-separated), e.g. residual_reweight")
     args = p.parse_args()
+    only = set(args.ops.split(",")) if args.ops else None
     shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
 
     rows = []
@@ -67,6 +69,8 @@ def main():
         rows.append(("updates.mean(0)", K, d, None, t_mean, None, nbytes / t_mean / 1e9,
                      nbytes / t_mean / 1e9 / bw_mean, ""))
         for name, native, ref in cases(K):
+            if only is not None and name not in only:
+                continue
             note = ""
             if name == "residual_reweight":
                 sl = u[:, :RESIDUAL_REF_SLICE].contiguous()
