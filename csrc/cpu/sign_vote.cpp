@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace robustagg {
@@ -16,46 +17,115 @@ constexpr int64_t kChunk = 8192;
 
 using math::sgn;  // NaN, +-0 -> 0
 
+// One sweep of sign_vote over rows [k, k + G) of a task's n coordinates, into
+// acc (double: weighted) or out (int32 counts: unweighted); the first sweep
+// starts at 0 without reading, the last writes the weighted output. Weighted
+// sums keep the order of math::sign_vote_column (0, then clients in order).
+template <int G, bool kFirst, bool kLast, typename T, bool kWeighted>
+inline void sign_sweep(const T* __restrict__ u, int64_t k, int64_t d, int64_t j0, int64_t n,
+                       const double* __restrict__ w, double* __restrict__ acc, void* out_ptr) {
+  using V = typename Traits<T>::val_t;
+  const T* __restrict__ r[G];
+  double wk[G];
+  for (int g = 0; g < G; ++g) {
+    r[g] = u + (k + g) * d + j0;
+    wk[g] = kWeighted ? w[k + g] : 1.0;
+  }
+  if (kWeighted) {
+    V* __restrict__ out = static_cast<V*>(out_ptr) + j0;
+    for (int64_t j = 0; j < n; ++j) {
+      double a = kFirst ? 0.0 : acc[j];
+      for (int g = 0; g < G; ++g) a += wk[g] * sgn(load(r[g] + j));
+      if (kLast) out[j] = static_cast<V>(a);
+      else acc[j] = a;
+    }
+  } else {
+    int32_t* __restrict__ out = static_cast<int32_t*>(out_ptr) + j0;
+    for (int64_t j = 0; j < n; ++j) {
+      int32_t c = 0;
+      for (int g = 0; g < G; ++g) c += sgn(load(r[g] + j));
+      out[j] = kFirst ? c : out[j] + c;
+    }
+  }
+}
+
+// Calls sweep<G, first, last>(k) over rows [0, K) in groups of four, the last
+// group of 1-4 rows: the accumulators go through L1 once per group.
+template <typename Sweep>
+inline void for_each_row_group(int64_t K, Sweep&& sweep) {
+  const int64_t head = K <= 4 ? 0 : ((K - 1) / 4) * 4;  // rows before the last group
+  auto last = [&](auto first) {
+    constexpr bool F = decltype(first)::value;
+    switch (K - head) {
+      case 1: sweep(std::integral_constant<int, 1>{}, first, std::true_type{}, head); break;
+      case 2: sweep(std::integral_constant<int, 2>{}, first, std::true_type{}, head); break;
+      case 3: sweep(std::integral_constant<int, 3>{}, first, std::true_type{}, head); break;
+      default: sweep(std::integral_constant<int, 4>{}, std::integral_constant<bool, F>{}, std::true_type{}, head);
+    }
+  };
+  if (head == 0) {
+    last(std::true_type{});
+    return;
+  }
+  sweep(std::integral_constant<int, 4>{}, std::true_type{}, std::false_type{}, int64_t{0});
+  for (int64_t k = 4; k < head; k += 4) sweep(std::integral_constant<int, 4>{}, std::false_type{}, std::false_type{}, k);
+  last(std::false_type{});
+}
+
 template <typename T, bool kWeighted>
 void sign_vote_impl(const T* __restrict__ u,        // [K, d]
                     int64_t K, int64_t d,
                     const double* __restrict__ w,   // [K] or nullptr
                     void* out_ptr,                  // [d] int32 or val_t
                     int num_threads) {
-  using V = typename Traits<T>::val_t;
   const int64_t tasks = ceil_div(d, kChunk);
   parallel_for(tasks, threads_for(K * d, num_threads), [&](int64_t task) {
     const int64_t j0 = task * kChunk, n = std::min(kChunk, d - j0);
-    if (kWeighted) {
-      double acc[kChunk];
-      std::fill(acc, acc + n, 0.0);
-      for (int64_t k = 0; k < K; ++k) {
-        const T* row = u + k * d + j0;
-        const double wk = w[k];
-        for (int64_t j = 0; j < n; ++j) acc[j] += wk * sgn(load(row + j));
-      }
-      V* out = static_cast<V*>(out_ptr) + j0;
-      for (int64_t j = 0; j < n; ++j) out[j] = static_cast<V>(acc[j]);
-    } else {
-      // Four rows per sweep: the counts go through L1 a quarter as often
-      // (integer sums: the order cannot change the result).
-      int32_t* out = static_cast<int32_t*>(out_ptr) + j0;
-      std::fill(out, out + n, 0);
-      int64_t k = 0;
-      for (; k + 4 <= K; k += 4) {
-        const T* __restrict__ r0 = u + k * d + j0;
-        const T* __restrict__ r1 = r0 + d;
-        const T* __restrict__ r2 = r1 + d;
-        const T* __restrict__ r3 = r2 + d;
-        for (int64_t j = 0; j < n; ++j)
-          out[j] += (sgn(load(r0 + j)) + sgn(load(r1 + j))) + (sgn(load(r2 + j)) + sgn(load(r3 + j)));
-      }
-      for (; k < K; ++k) {
-        const T* row = u + k * d + j0;
-        for (int64_t j = 0; j < n; ++j) out[j] += sgn(load(row + j));
-      }
-    }
+    double acc[kWeighted ? kChunk : 1];
+    for_each_row_group(K, [&](auto G, auto first, auto last, int64_t k) {
+      sign_sweep<decltype(G)::value, decltype(first)::value, decltype(last)::value, T, kWeighted>(u, k, d, j0, n, w,
+                                                                                                    acc, out_ptr);
+    });
   });
+}
+
+// One sweep of robust_lr_mean over rows [k, k + G) of a task's n coordinates:
+// the first sweep starts the accumulators at 0 (no read), the last one writes
+// the output instead of the accumulators (eq. 5-6), so that the accumulators
+// go through L1 once per group of up to four rows. The sum's order (0, then the
+// clients in order) is that of math::rlr_mean_column, whatever the grouping.
+template <int G, bool kFirst, bool kLast, typename T, bool kWeighted, bool kVotes>
+inline void rlr_sweep(const T* __restrict__ u, int64_t k, int64_t d, int64_t j0, int64_t n,
+                      const double* __restrict__ w, double* __restrict__ acc, int32_t* __restrict__ votes,
+                      double wsum, double threshold, typename Traits<T>::val_t* __restrict__ o, int64_t& count) {
+  using V = typename Traits<T>::val_t;
+  const T* __restrict__ r[G];
+  double wk[G];
+  for (int g = 0; g < G; ++g) {
+    r[g] = u + (k + g) * d + j0;
+    wk[g] = kWeighted ? w[k + g] : 1.0;
+  }
+  int64_t flips = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    double a = kFirst ? 0.0 : acc[j];
+    int32_t v = kFirst ? 0 : votes[j];
+    int32_t s = 0;
+    for (int g = 0; g < G; ++g) {
+      const V x = load(r[g] + j);
+      a += kWeighted ? wk[g] * static_cast<double>(x) : static_cast<double>(x);
+      if (kVotes) s += sgn(x);
+    }
+    if (kVotes) v += s;
+    if (kLast) {
+      const double lr = kVotes ? math::rlr_learning_rate(v, threshold) : 1.0;
+      flips += lr < 0.0;
+      o[j] = static_cast<V>((a / wsum) * lr);
+    } else {
+      acc[j] = a;
+      if (kVotes) votes[j] = v;
+    }
+  }
+  count += flips;
 }
 
 // kVotes = false when threshold <= 0: every |vote| passes, the learning rate
@@ -66,56 +136,21 @@ void robust_lr_mean_impl(const T* __restrict__ u,        // [K, d]
                          const double* __restrict__ w,   // [K] or nullptr
                          typename Traits<T>::val_t* __restrict__ out,  // [d]
                          int64_t* flipped, int num_threads) {
-  using V = typename Traits<T>::val_t;
   const double wsum = math::weight_sum(kWeighted ? w : nullptr, K);
   const int64_t tasks = ceil_div(d, kChunk);
   std::vector<int64_t> flips(kVotes && flipped ? tasks : 0, 0);  // per task: integer, order-free
   parallel_for(tasks, threads_for(K * d, num_threads), [&](int64_t task) {
     const int64_t j0 = task * kChunk, n = std::min(kChunk, d - j0);
-    // One pass. The mean is summed in double, clients in order; the vote in
-    // int32 lanes. Four rows are taken per sweep so that the accumulators go
-    // through L1 a quarter as often (the sum's order is unchanged).
+    // One pass over the updates: the mean summed in double, clients in order,
+    // the vote in int32; rows in groups of four, the last group of 1-4.
     double acc[kChunk];
     int32_t votes[kChunk];
-    std::fill(acc, acc + n, 0.0);
-    std::fill(votes, votes + n, 0);
-    int64_t k = 0;
-    for (; k + 4 <= K; k += 4) {
-      const T* __restrict__ r0 = u + k * d + j0;
-      const T* __restrict__ r1 = r0 + d;
-      const T* __restrict__ r2 = r1 + d;
-      const T* __restrict__ r3 = r2 + d;
-      const double w0 = kWeighted ? w[k] : 1.0, w1 = kWeighted ? w[k + 1] : 1.0;
-      const double w2 = kWeighted ? w[k + 2] : 1.0, w3 = kWeighted ? w[k + 3] : 1.0;
-      for (int64_t j = 0; j < n; ++j) {
-        const V x0 = load(r0 + j), x1 = load(r1 + j), x2 = load(r2 + j), x3 = load(r3 + j);
-        double a = acc[j];
-        a += kWeighted ? w0 * static_cast<double>(x0) : static_cast<double>(x0);
-        a += kWeighted ? w1 * static_cast<double>(x1) : static_cast<double>(x1);
-        a += kWeighted ? w2 * static_cast<double>(x2) : static_cast<double>(x2);
-        a += kWeighted ? w3 * static_cast<double>(x3) : static_cast<double>(x3);
-        acc[j] = a;
-        if (kVotes) votes[j] += (sgn(x0) + sgn(x1)) + (sgn(x2) + sgn(x3));
-      }
-    }
-    for (; k < K; ++k) {
-      const T* __restrict__ row = u + k * d + j0;
-      const double wk = kWeighted ? w[k] : 1.0;
-      for (int64_t j = 0; j < n; ++j) {
-        const V x = load(row + j);
-        acc[j] += kWeighted ? wk * static_cast<double>(x) : static_cast<double>(x);
-        if (kVotes) votes[j] += sgn(x);
-      }
-    }
-    // eq. (5)-(6): server learning rate +1 where the vote is strong enough, -1 elsewhere.
-    V* __restrict__ o = out + j0;
+    auto* o = out + j0;
     int64_t count = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      const double mean = acc[j] / wsum;
-      const double lr = kVotes ? math::rlr_learning_rate(votes[j], threshold) : 1.0;
-      count += lr < 0.0;
-      o[j] = static_cast<V>(mean * lr);
-    }
+    for_each_row_group(K, [&](auto G, auto first, auto last, int64_t k) {
+      rlr_sweep<decltype(G)::value, decltype(first)::value, decltype(last)::value, T, kWeighted, kVotes>(
+          u, k, d, j0, n, w, acc, votes, wsum, threshold, o, count);
+    });
     if (!flips.empty()) flips[task] = count;
   });
   if (flipped) {
