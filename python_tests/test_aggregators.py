@@ -97,6 +97,22 @@ def test_gaussian_noise_is_seeded_and_scaled():
     assert torch.equal(a, b) and a.std().item() == pytest.approx(0.5, rel=0.05)
 
 
+@pytest.mark.parametrize("base", [None, "clip", "median"])
+def test_gaussian_noise_excludes_a_nan_client_and_draws_noise_once(base):
+    # The mean-based bases take one pass over all clients first; a NaN client
+    # fails it, is excluded, and the noise stream must be as if it never came.
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(6, 50, generator=g)
+    bad = u.clone()
+    bad[2, 7] = float("nan")
+    make = lambda: A.GaussianNoise(base=None if base is None else A.get(base), sigma=0.1, seed=3)
+    r1, r2 = make(), make()
+    a, b = r1(bad), r2(torch.cat([u[:2], u[3:]]))
+    assert a.info["nonfinite"] == [2] and a.excluded.tolist() == [False, False, True, False, False, False]
+    assert torch.equal(a.update, b.update) and torch.isfinite(a.update).all()
+    assert torch.equal(r1(u).update, r2(u).update)  # the next round draws the same noise on both
+
+
 def test_centered_clip_moves_at_most_tau_per_client():
     u = torch.tensor([[0.0, 0.0], [0.0, 0.0], [100.0, 0.0]])
     r = A.CenteredClip(tau=1.0, iterations=1, init="median")(u)

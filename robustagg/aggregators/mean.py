@@ -133,9 +133,20 @@ class GaussianNoise(Aggregator):
         check_real("GaussianNoise", "sigma", self.sigma, 0.0, float("inf"), hi_open=True)
         check_seed("GaussianNoise", self.seed)
 
+    def propagates_nonfinite(self):
+        # Finite noise keeps a non-finite mean non-finite. The base's own pass
+        # then runs on every client (its _aggregate, not its __call__, which
+        # would exclude non-finite clients itself and hide them from this test).
+        return self.base.propagates_nonfinite()
+
     @torch.compiler.disable      # a seeded torch.Generator: host code, runs eagerly under torch.compile
     def _aggregate(self, u, w, ids, stats):
-        res = self.base(u, w, ids, stats=stats)
+        if self.base.propagates_nonfinite():
+            res = self.base._aggregate(u, w, ids, stats)
+            if not stats.all_finite(res.update):
+                return res       # a first try on non-finite clients: no noise drawn, no trace left
+        else:
+            res = self.base(u, w, ids, stats=stats)
         if self.seed is not None and self._gen is None:
             # sharded aggregation: each rank draws its own slice of the noise
             self._gen = torch.Generator(device=u.device).manual_seed(self.seed + stats.seed_offset())
