@@ -17,20 +17,30 @@ constexpr int64_t kChunk = 8192;
 
 using math::sgn;  // NaN, +-0 -> 0
 
+// Rows [k, k + G) from column j0, with their weights (1 unweighted).
+template <typename T, int G, bool kWeighted>
+struct RowGroup {
+  const T* r[G];
+  double w[G];
+  RowGroup(const T* u, int64_t k, int64_t d, int64_t j0, const double* weights) {
+    for (int g = 0; g < G; ++g) {
+      r[g] = u + (k + g) * d + j0;
+      w[g] = kWeighted ? weights[k + g] : 1.0;
+    }
+  }
+};
+
 // One sweep of sign_vote over rows [k, k + G) of a task's n coordinates, into
 // acc (double: weighted) or out (int32 counts: unweighted); the first sweep
 // starts at 0 without reading, the last writes the weighted output. Weighted
-// sums keep the order of math::sign_vote_column (0, then clients in order).
+// sums keep the order of math::weighted_sign_vote_column (0, then clients in order).
 template <int G, bool kFirst, bool kLast, typename T, bool kWeighted>
 inline void sign_sweep(const T* __restrict__ u, int64_t k, int64_t d, int64_t j0, int64_t n,
                        const double* __restrict__ w, double* __restrict__ acc, void* out_ptr) {
   using V = typename Traits<T>::val_t;
-  const T* __restrict__ r[G];
-  double wk[G];
-  for (int g = 0; g < G; ++g) {
-    r[g] = u + (k + g) * d + j0;
-    wk[g] = kWeighted ? w[k + g] : 1.0;
-  }
+  const RowGroup<T, G, kWeighted> rg(u, k, d, j0, w);
+  const auto& r = rg.r;
+  const auto& wk = rg.w;
   if (kWeighted) {
     V* __restrict__ out = static_cast<V*>(out_ptr) + j0;
     for (int64_t j = 0; j < n; ++j) {
@@ -93,18 +103,15 @@ void sign_vote_impl(const T* __restrict__ u,        // [K, d]
 // the first sweep starts the accumulators at 0 (no read), the last one writes
 // the output instead of the accumulators (eq. 5-6), so that the accumulators
 // go through L1 once per group of up to four rows. The sum's order (0, then the
-// clients in order) is that of math::rlr_mean_column, whatever the grouping.
+// clients in order) is that of math::robust_lr_mean_column, whatever the grouping.
 template <int G, bool kFirst, bool kLast, typename T, bool kWeighted, bool kVotes>
 inline void rlr_sweep(const T* __restrict__ u, int64_t k, int64_t d, int64_t j0, int64_t n,
                       const double* __restrict__ w, double* __restrict__ acc, int32_t* __restrict__ votes,
                       double wsum, double threshold, typename Traits<T>::val_t* __restrict__ o, int64_t& count) {
   using V = typename Traits<T>::val_t;
-  const T* __restrict__ r[G];
-  double wk[G];
-  for (int g = 0; g < G; ++g) {
-    r[g] = u + (k + g) * d + j0;
-    wk[g] = kWeighted ? w[k + g] : 1.0;
-  }
+  const RowGroup<T, G, kWeighted> rg(u, k, d, j0, w);
+  const auto& r = rg.r;
+  const auto& wk = rg.w;
   int64_t flips = 0;
   for (int64_t j = 0; j < n; ++j) {
     double a = kFirst ? 0.0 : acc[j];
