@@ -24,6 +24,24 @@ def median_seconds(fn, repeats=7, warmup=1, min_time=0.0):
     return statistics.median(times)
 
 
+def median_time(fn, repeats: int, first=None) -> float:
+    """Median of ``repeats`` timed calls after a warm-up call (or after a call
+    already made that took ``first`` seconds); where the warm-up took over 5 s,
+    it is the measurement (one call)."""
+    if first is None:
+        t0 = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t0
+    if first > 5.0:
+        return first
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def check_close(got, want, what):
     got = got if isinstance(got, tuple) else (got,)
     want = want if isinstance(want, tuple) else (want,)

@@ -23,7 +23,6 @@ import argparse
 import importlib
 import importlib.util
 import os
-import statistics
 import sys
 import time
 import types
@@ -34,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout first
 import robustagg.aggregators as A  # noqa: E402
-from _timing import publish  # noqa: E402
+from _timing import median_time, publish  # noqa: E402
 
 
 def load_byzfl():
@@ -161,22 +160,6 @@ def make_updates(K: int, d: int, seed: int = 0) -> torch.Tensor:
     u = torch.randn(K, d, generator=g)
     u[: max(1, K // 10)] = u[: max(1, K // 10)] * 0.1 + 3.0     # 10% alike attackers, far away
     return u
-
-
-def median_time(fn, repeats: int) -> float:
-    """Median of ``repeats`` timed calls after a warm-up; a call slower than 5 s
-    is timed once (its first call is the measurement)."""
-    t0 = time.perf_counter()
-    fn()                                   # warm-up
-    first = time.perf_counter() - t0
-    if first > 5.0:
-        return first
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def check(ours, peer, u, x, sizes, convention):

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout first
 import robustagg.aggregators as A  # noqa: E402
 from robustagg import ops  # noqa: E402
-from _timing import publish  # noqa: E402
+from _timing import median_time, publish  # noqa: E402
 
 def _bulyan_f(K):
     return params("bulyan", K)["f"]
@@ -53,19 +53,6 @@ def params(name, K):
             "trimmed_mean": {"beta": 0.1}, "invariant": {"alpha": 0.1, "tau": 0.1}}.get(name, {})
 
 
-def _median_of_calls(call, first: float) -> float:
-    """The median of ``first`` (a fresh instance's first call on the full
-    input) and two more calls, in which stateful rules go on as in consecutive
-    rounds; one call only where it took over 5 s."""
-    times = [first]
-    if first <= 5.0:
-        for _ in range(2):
-            t0 = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="20x1000000,100x1000000")
@@ -87,14 +74,14 @@ def main():
             rule.reset()
             t0 = time.perf_counter()
             res = rule(u)
-            dt = _median_of_calls(lambda: rule(u), time.perf_counter() - t0)
+            dt = median_time(lambda: rule(u), 3, first=time.perf_counter() - t0)
             label, op = dominant.get(name, ("", None))
             t_op = None
             if op is not None:
                 op(u[:, :1000].contiguous())
                 t1 = time.perf_counter()
                 op(u)
-                t_op = _median_of_calls(lambda: op(u), time.perf_counter() - t1)
+                t_op = median_time(lambda: op(u), 3, first=time.perf_counter() - t1)
             kept_h = kept_a = ""
             if type(rule).selects_clients:     # the fractions of honest clients and attackers it kept
                 kept = (~res.excluded) & (res.client_weights > 0.1 / K)
@@ -105,8 +92,9 @@ def main():
             lines.append(f"| {name} | {K} | {d:.0e} | {dt:.3f} | {label} | {op_s} | {ratio} | {kept_h} | {kept_a} |")
             print(lines[-1], flush=True)
     text = ("# Aggregation rules end to end (CPU)\n\n"
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads; the median of three calls on the full input, "
-            "the first from a fresh instance (one call where it takes over 5 s; noisy, shared machine). "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; the median of three calls on the full input "
+            "after a first call from a fresh instance (the first call alone where it takes over 5 s; stateful rules go "
+            "on as in consecutive rounds; noisy, shared machine). "
             "Updates: N(0, 1), the first 10% scaled by 10 (diffuse attackers). *rule / op*: the rule's time over "
             "the op that dominates it (the rest: the finiteness check, a mean, host-side decisions). *kept*: "
             "for rules that select clients, the share of honest clients and of attackers left with a weight "

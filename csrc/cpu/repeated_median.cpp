@@ -109,14 +109,12 @@ struct KeyScratch {
   TileSorter<double, TL> outer;  // the middle positions of K interval ends
   std::vector<float> keys, mid_lo, mid_hi;  // [K - 1, TL]; [K, TL]; [K, TL]
   std::vector<double> lo, hi, ends;          // [K, TL] each
-  std::vector<double> col, cand, rdx;        // K - 1; K; 1 / dx for dx < K
+  std::vector<double> col, cand;             // K - 1; K
   std::vector<int64_t> memo_row;             // K: rows refined for the current lane
   std::vector<double> memo_val;
   explicit KeyScratch(int64_t K)
       : inner(K - 1, true), outer(K, true), keys((K - 1) * TL), mid_lo(K * TL), mid_hi(K * TL), lo(K * TL),
-        hi(K * TL), ends(K * TL), col(K - 1), cand(K), rdx(K), memo_row(K), memo_val(K) {
-    for (int64_t dx = 1; dx < K; ++dx) rdx[dx] = 1.0 / static_cast<double>(dx);
-  }
+        hi(K * TL), ends(K * TL), col(K - 1), cand(K), memo_row(K), memo_val(K) {}
 };
 
 // Per-task scratch and the fixed per-K pieces (networks, leverages).
@@ -128,6 +126,7 @@ struct Workspace {
   bool symmetric;  // all K (K - 1) pair values held at once (small K: they fit in L2)
   std::vector<double> val, idx, pairs, meds;
   std::vector<char> finite;
+  std::vector<double> rdx;        // 1 / dx for the rank gaps dx < K
   std::vector<KeyScratch> keyed;  // one, on the float-key path
 
   explicit Workspace(int64_t K_)
@@ -135,7 +134,8 @@ struct Workspace {
         inner(std::max<int64_t>(K_ - 1, 1)), outer(K_),
         symmetric(K_ <= kMaxSymmetricK), val(K_ * TL), idx(K_ * TL),
         pairs(std::max<int64_t>(K_ - 1, 1) * TL * (symmetric ? K_ : 1)),
-        meds(K_ * TL), finite(TL) {
+        meds(K_ * TL), finite(TL), rdx(std::max<int64_t>(K_, 1)) {
+    for (int64_t dx = 1; dx < K_; ++dx) rdx[dx] = 1.0 / static_cast<double>(dx);
     if (float_keys) keyed.emplace_back(K_);
   }
 };
@@ -288,7 +288,7 @@ constexpr int64_t kMaxRefined = 8;  // rows refined per lane before the double p
 template <Pair kPair>
 class KeyedMedian {
  public:
-  KeyedMedian(const Workspace& ws, KeyScratch& ks) : K_(ws.K), y_(ws.val.data()), ks_(ks) {}
+  KeyedMedian(const Workspace& ws, KeyScratch& ks) : K_(ws.K), y_(ws.val.data()), rdx_(ws.rdx.data()), ks_(ks) {}
 
   // med_i med_{j != i} of the pair values of each lane into result[TL]. The
   // values must be finite (fit_line_keyed checks the inputs' range). Returns
@@ -306,7 +306,7 @@ class KeyedMedian {
         const double* __restrict__ ya = y_ + a * TL;
         const double* __restrict__ yb = y_ + b * TL;
         float* __restrict__ kr = keys + (row++) * TL;
-        const double den = static_cast<double>(b - a), rdx = ks_.rdx[b - a];
+        const double den = static_cast<double>(b - a), rdx = rdx_[b - a];
         for (int t = 0; t < TL; ++t) kr[t] = pair_key(pair_numerator<kPair>(ya[t], yb[t], a, b), den, rdx);
       }
       ks_.inner.apply(keys);
@@ -368,7 +368,7 @@ class KeyedMedian {
     for (int64_t j = 0; j < K_; ++j) {
       if (j == i) continue;
       const int64_t a = std::min(i, j), b = std::max(i, j);
-      col[row++] = pair_value<kPair>(y_[a * TL + t], y_[b * TL + t], a, b, ks_.rdx[b - a]);
+      col[row++] = pair_value<kPair>(y_[a * TL + t], y_[b * TL + t], a, b, rdx_[b - a]);
     }
     const float A = ks_.mid_lo[i * TL + t], B = ks_.mid_hi[i * TL + t];
     const double a = rank_in_bounds(col, n, lo, key_low(A), key_high(A));
@@ -380,6 +380,7 @@ class KeyedMedian {
 
   int64_t K_;
   const double* y_;
+  const double* rdx_;
   KeyScratch& ks_;
   int64_t memo_ = 0;
 };
@@ -448,8 +449,8 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
   pairwise_medians([&](int64_t i, int64_t j, double* __restrict__ p) {
     const double* __restrict__ yi = y + i * TL;
     const double* __restrict__ yj = y + j * TL;
-    const double dx = static_cast<double>(j - i), rdx = 1.0 / dx;
-    for (int t = 0; t < TL; ++t) p[t] = math::pair_slope(yi[t], yj[t], dx, rdx);
+    const double rdx = ws.rdx[j - i];
+    for (int t = 0; t < TL; ++t) p[t] = pair_value<Pair::Slope>(yi[t], yj[t], i, j, rdx);
   }, slope);
   if (mode == InterceptMode::Median) {
     median_intercept(ws, slope, intercept);
@@ -459,8 +460,8 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
   pairwise_medians([&](int64_t i, int64_t j, double* __restrict__ p) {
     const double* __restrict__ yi = y + i * TL;
     const double* __restrict__ yj = y + j * TL;
-    const double xi = static_cast<double>(i), xj = static_cast<double>(j), rdx = 1.0 / (xj - xi);
-    for (int t = 0; t < TL; ++t) p[t] = math::pair_intercept(yi[t], yj[t], xi, xj, rdx);
+    const double rdx = ws.rdx[j - i];
+    for (int t = 0; t < TL; ++t) p[t] = pair_value<Pair::Intercept>(yi[t], yj[t], i, j, rdx);
   }, intercept);
 }
 
