@@ -111,9 +111,10 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
-# csrc/host: the host runner of the device math (tested in every build, GPU or not).
+# csrc/emulate: the .cu files compiled again by the host compiler under the CUDA
+# emulation (robustagg::device_math), in every build, GPU or not.
 cpu_sources = (sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-               + sorted(glob.glob(os.path.join("csrc", "host", "*.cpp")))
+               + sorted(glob.glob(os.path.join("csrc", "emulate", "*.cpp")))
                + [os.path.join("csrc", "bindings.cpp")])
 march = os.environ.get("ROBUSTAGG_MARCH", "native").strip()
 cflags = ["-O3", "-fno-math-errno", "-fvisibility=hidden", "-mprefer-vector-width=512",

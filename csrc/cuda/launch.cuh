@@ -1,10 +1,21 @@
-// Plumbing shared by the CUDA launchers: the stream handle, launch shapes and
-// error checks. Every launch goes on the caller's stream on the current device
-// (ops.py makes the tensor's device current); nothing here synchronises, so
-// the launches can be captured in a CUDA graph.
+// Plumbing shared by the CUDA launchers: the stream handle, launch shapes,
+// the one launch helper and error checks. Every launch goes on the caller's
+// stream on the current device (ops.py makes the tensor's device current);
+// nothing here synchronises, so the launches can be captured in a CUDA graph.
+//
+// The .cu files are compiled twice: by nvcc into robustagg::cuda (the GPU
+// backend), and by the host C++ compiler with ROBUSTAGG_EMULATE_CUDA into
+// robustagg::device_math, where csrc/emulate/cuda_emulation.h runs the same
+// launchers and kernels on the CPU (the tests' proof of the launchers).
 #pragma once
 
+#if defined(ROBUSTAGG_EMULATE_CUDA)
+#include "../emulate/cuda_emulation.h"
+#define ROBUSTAGG_CUDA_NS device_math
+#else
 #include <cuda_runtime.h>
+#define ROBUSTAGG_CUDA_NS cuda
+#endif
 
 #include <stdexcept>
 #include <string>
@@ -12,16 +23,27 @@
 #include "robustagg/common.h"
 
 namespace robustagg {
-namespace cuda {
+namespace ROBUSTAGG_CUDA_NS {
 
-constexpr int kThreads = 256;             // threads per block of the one-thread-per-coordinate kernels
-constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // grid-stride loops beyond this
+constexpr int kThreads = 256;  // threads per block of the one-thread-per-coordinate kernels
+
+// Blocks beyond which a grid-stride launcher loops: 2^20 on a GPU; the
+// emulation lets tests lower it, so that small inputs take the loops too.
+inline int64_t max_blocks() {
+#if defined(ROBUSTAGG_EMULATE_CUDA)
+  return emu::max_grid_blocks();
+#else
+  return int64_t(1) << 20;
+#endif
+}
 
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
+// Blocks for n work items: at least 1, at most max_blocks(). A kernel launched
+// with blocks_for must loop (grid-stride) over its items.
 inline unsigned blocks_for(int64_t n, int threads = kThreads) {
-  const int64_t b = (n + threads - 1) / threads;
-  return static_cast<unsigned>(b < 1 ? 1 : (b > kMaxBlocks ? kMaxBlocks : b));
+  const int64_t b = (n + threads - 1) / threads, cap = max_blocks();
+  return static_cast<unsigned>(b < 1 ? 1 : (b > cap ? cap : b));
 }
 
 inline void check(cudaError_t err, const char* what) {
@@ -29,8 +51,35 @@ inline void check(cudaError_t err, const char* what) {
     throw std::runtime_error(std::string("robustagg CUDA: ") + what + ": " + cudaGetErrorString(err));
 }
 
-// After every launch: a bad configuration or an earlier asynchronous error.
-inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+// The kernel's name, from the launch helper's signature (GCC and Clang spell
+// the template argument there; nvcc's host compiler is one of them).
+template <auto Kernel> const char* kernel_name() {
+  static const std::string name = [] {
+    const std::string sig = __PRETTY_FUNCTION__;
+    const std::string key = "Kernel = ";
+    const size_t at = sig.find(key);
+    if (at == std::string::npos) return sig;
+    const size_t end = sig.find_first_of(";]", at);
+    return sig.substr(at + key.size(), end == std::string::npos ? std::string::npos : end - at - key.size());
+  }();
+  return name.c_str();
+}
+
+// Every kernel launch: kernel<<<grid, block, shared_bytes, stream>>>(args...)
+// under nvcc, the emulated grid on the host; then the launch is checked (a
+// bad configuration, or an earlier asynchronous error), naming the kernel.
+template <auto Kernel, typename... Args>
+void launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, Args... args) {
+#if defined(ROBUSTAGG_EMULATE_CUDA)
+  (void)stream;
+  auto body = [&]() { Kernel(args...); };
+  emu::run_grid(kernel_name<Kernel>(), grid, block, shared_bytes,
+                [](void* c) { (*static_cast<decltype(body)*>(c))(); }, &body);
+#else
+  Kernel<<<grid, block, shared_bytes, stream>>>(args...);
+#endif
+  check(cudaGetLastError(), kernel_name<Kernel>());
+}
 
 template <typename T> using val_t = typename Traits<T>::val_t;
 
@@ -43,5 +92,5 @@ template <typename F> void with_type(DType dtype, F&& f) {
   dispatch_dtype(dtype, [&](auto tag) { f(static_cast<std::remove_const_t<std::remove_pointer_t<decltype(tag)>>*>(nullptr)); });
 }
 
-}  // namespace cuda
+}  // namespace ROBUSTAGG_CUDA_NS
 }  // namespace robustagg

@@ -9,7 +9,7 @@
 #include "robustagg/math/norms.h"
 
 namespace robustagg {
-namespace cuda {
+namespace ROBUSTAGG_CUDA_NS {
 namespace {
 
 static_assert(math::kNormLanes == kThreads, "a block is one segment's lanes");
@@ -32,9 +32,7 @@ __global__ void __launch_bounds__(math::kNormLanes) segment_kernel(const T* __re
 }
 
 __global__ void rows_kernel(int64_t K, int64_t S, const double* __restrict__ part, double* __restrict__ out) {
-  const int64_t k = thread_index();
-  if (k >= K) return;
-  out[k] = math::segments_in_order(part + k * S, S);
+  for (int64_t k = thread_index(); k < K; k += grid_stride()) out[k] = math::segments_in_order(part + k * S, S);
 }
 
 }  // namespace
@@ -51,13 +49,11 @@ void sq_distances_to(const void* updates, DType dtype, int64_t K, int64_t d, con
   double* part = static_cast<double*>(workspace);
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    segment_kernel<T><<<static_cast<unsigned>(K * S), math::kNormLanes, 0, s>>>(
-        static_cast<const T*>(updates), d, S, static_cast<const T*>(point), part);
+    launch<segment_kernel<T>>(dim3(static_cast<unsigned>(K * S)), dim3(math::kNormLanes), 0, s,
+                              static_cast<const T*>(updates), d, S, static_cast<const T*>(point), part);
   });
-  check_launch("sq_distances_to segments");
-  rows_kernel<<<blocks_for(K), kThreads, 0, s>>>(K, S, part, out);
-  check_launch("sq_distances_to rows");
+  launch<rows_kernel>(dim3(blocks_for(K)), dim3(kThreads), 0, s, K, S, part, out);
 }
 
-}  // namespace cuda
+}  // namespace ROBUSTAGG_CUDA_NS
 }  // namespace robustagg

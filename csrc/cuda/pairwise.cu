@@ -13,7 +13,7 @@
 #include "robustagg/math/pairwise.h"
 
 namespace robustagg {
-namespace cuda {
+namespace ROBUSTAGG_CUDA_NS {
 namespace {
 
 constexpr int kTile = 32;              // clients per tile side
@@ -84,23 +84,23 @@ template <typename O>
 __global__ void finish_kernel(int64_t K, int64_t S, const double* __restrict__ part_dist,
                               const double* __restrict__ part_gram, O* __restrict__ sqdist,  // [K, K] or null
                               double* __restrict__ gram_ws, O* __restrict__ gram_out) {      // [K, K] or null
-  const int64_t e = thread_index();
-  if (e >= K * K) return;
-  const int64_t i = e / K, j = e % K;
-  if (sqdist) sqdist[e] = static_cast<O>(i == j ? 0.0 : segment_sum(part_dist, S, K, i, j));
-  if (gram_ws) {
-    const double g = segment_sum(part_gram, S, K, i, j);
-    gram_ws[e] = g;
-    if (gram_out) gram_out[e] = static_cast<O>(g);
+  for (int64_t e = thread_index(); e < K * K; e += grid_stride()) {
+    const int64_t i = e / K, j = e % K;
+    if (sqdist) sqdist[e] = static_cast<O>(i == j ? 0.0 : segment_sum(part_dist, S, K, i, j));
+    if (gram_ws) {
+      const double g = segment_sum(part_gram, S, K, i, j);
+      gram_ws[e] = g;
+      if (gram_out) gram_out[e] = static_cast<O>(g);
+    }
   }
 }
 
 template <typename O>
 __global__ void cosine_kernel(int64_t K, const double* __restrict__ gram, O* __restrict__ out) {  // [K, K]
-  const int64_t e = thread_index();
-  if (e >= K * K) return;
-  const int64_t i = e / K, j = e % K;
-  out[e] = static_cast<O>(math::cosine_from_gram(gram[e], gram[i * K + i], gram[j * K + j]));
+  for (int64_t e = thread_index(); e < K * K; e += grid_stride()) {
+    const int64_t i = e / K, j = e % K;
+    out[e] = static_cast<O>(math::cosine_from_gram(gram[e], gram[i * K + i], gram[j * K + j]));
+  }
 }
 
 template <typename O>
@@ -119,17 +119,15 @@ void run(const void* updates, DType dtype, int64_t K, int64_t d, O* sqdist, O* g
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* u = static_cast<const T*>(updates);
     if (float_blocks && sizeof(val_t<T>) == 4)
-      partials_kernel<T, true><<<grid, kPairThreads, 0, s>>>(u, K, d, layout.seg.seg_len, tiles, want_dist,
-                                                            want_gram, pd, pg);
+      launch<partials_kernel<T, true>>(grid, dim3(kPairThreads), 0, s, u, K, d, layout.seg.seg_len, tiles,
+                                       want_dist, want_gram, pd, pg);
     else
-      partials_kernel<T, false><<<grid, kPairThreads, 0, s>>>(u, K, d, layout.seg.seg_len, tiles, want_dist,
-                                                             want_gram, pd, pg);
+      launch<partials_kernel<T, false>>(grid, dim3(kPairThreads), 0, s, u, K, d, layout.seg.seg_len, tiles,
+                                        want_dist, want_gram, pd, pg);
   });
-  check_launch("pairwise partials");
-  finish_kernel<O><<<blocks_for(K * K), kThreads, 0, s>>>(K, layout.seg.segments, pd, pg, sqdist,
-                                                           want_gram ? g : nullptr, gram_out);
-  if (cos_out) cosine_kernel<O><<<blocks_for(K * K), kThreads, 0, s>>>(K, g, cos_out);
-  check_launch("pairwise finish");
+  launch<finish_kernel<O>>(dim3(blocks_for(K * K)), dim3(kThreads), 0, s, K, layout.seg.segments, pd, pg, sqdist,
+                           want_gram ? g : nullptr, gram_out);
+  if (cos_out) launch<cosine_kernel<O>>(dim3(blocks_for(K * K)), dim3(kThreads), 0, s, K, g, cos_out);
 }
 
 }  // namespace
@@ -162,5 +160,5 @@ void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, v
     run<float>(updates, dtype, K, d, nullptr, nullptr, static_cast<float*>(out), false, workspace, stream);
 }
 
-}  // namespace cuda
+}  // namespace ROBUSTAGG_CUDA_NS
 }  // namespace robustagg

@@ -12,7 +12,7 @@
 #include "robustagg/math/residual.h"
 
 namespace robustagg {
-namespace cuda {
+namespace ROBUSTAGG_CUDA_NS {
 namespace {
 
 constexpr int kBlock = static_cast<int>(math::kResidualBlock);  // threads = coordinates per block
@@ -24,14 +24,14 @@ __global__ void line_kernel(const T* __restrict__ u,  // [K, d]
                             double* __restrict__ scratch,      // [5K, cols]
                             val_t<T>* __restrict__ slope,      // [d]
                             val_t<T>* __restrict__ intercept) {  // [d]
-  const int64_t t = thread_index();
-  if (t >= n) return;
-  math::ResidualColumn col(scratch + t, K, cols);
-  double b1 = 0.0, b0 = 0.0;
-  const bool finite = math::load_sorted_column(u + c0 + t, K, d, col);
-  math::fit_line_column(col, K, mode, b1, b0);
-  slope[c0 + t] = static_cast<val_t<T>>(finite ? b1 : math::quiet_nan<double>());
-  intercept[c0 + t] = static_cast<val_t<T>>(finite ? b0 : math::quiet_nan<double>());
+  for (int64_t t = thread_index(); t < n; t += grid_stride()) {
+    math::ResidualColumn col(scratch + t, K, cols);
+    double b1 = 0.0, b0 = 0.0;
+    const bool finite = math::load_sorted_column(u + c0 + t, K, d, col);
+    math::fit_line_column(col, K, mode, b1, b0);
+    slope[c0 + t] = static_cast<val_t<T>>(finite ? b1 : math::quiet_nan<double>());
+    intercept[c0 + t] = static_cast<val_t<T>>(finite ? b0 : math::quiet_nan<double>());
+  }
 }
 
 // Pass 1 for one block of kBlock coordinates: lines, confidences and sigma per
@@ -82,11 +82,11 @@ __global__ void __launch_bounds__(kBlock) pass1_kernel(
 // W[k] += the chunk's block partials, blocks in order (one thread per client).
 __global__ void reduce_blocks_kernel(const double* __restrict__ partial, int64_t blocks, int64_t K,
                                      double* __restrict__ W) {
-  const int64_t k = thread_index();
-  if (k >= K) return;
-  double acc = W[k];
-  for (int64_t b = 0; b < blocks; ++b) acc += partial[b * K + k];
-  W[k] = acc;
+  for (int64_t k = thread_index(); k < K; k += grid_stride()) {
+    double acc = W[k];
+    for (int64_t b = 0; b < blocks; ++b) acc += partial[b * K + k];
+    W[k] = acc;
+  }
 }
 
 // eq. (11) on one thread (K values, a fixed order).
@@ -106,12 +106,12 @@ __global__ void pass2_kernel(const T* __restrict__ u,  // [K, d]
                              const double* __restrict__ tau,  // [d]
                              const double* __restrict__ cw,   // [K]
                              val_t<T>* __restrict__ aggregate) {  // [d]
-  const int64_t t = thread_index();
-  if (t >= n) return;
-  const int64_t j = c0 + t;
-  math::ResidualColumn col(scratch + t, K, cols);
-  aggregate[j] = static_cast<val_t<T>>(
-      math::corrected_sum_column(u + j, K, d, col, cw, beta0[j], beta1[j], tau[j], lam, delta));
+  for (int64_t t = thread_index(); t < n; t += grid_stride()) {
+    const int64_t j = c0 + t;
+    math::ResidualColumn col(scratch + t, K, cols);
+    aggregate[j] = static_cast<val_t<T>>(
+        math::corrected_sum_column(u + j, K, d, col, cw, beta0[j], beta1[j], tau[j], lam, delta));
+  }
 }
 
 template <typename T>
@@ -119,7 +119,8 @@ __global__ void plain_mean_kernel(const T* __restrict__ u, int64_t K, int64_t d,
                                   val_t<T>* __restrict__ cw_out) {
   for (int64_t j = thread_index(); j < d; j += grid_stride())
     out[j] = static_cast<val_t<T>>(math::plain_mean_column(u + j, K, d));
-  if (thread_index() < K) cw_out[thread_index()] = static_cast<val_t<T>>(1.0 / static_cast<double>(K));
+  for (int64_t k = thread_index(); k < K; k += grid_stride())
+    cw_out[k] = static_cast<val_t<T>>(1.0 / static_cast<double>(K));
 }
 
 }  // namespace
@@ -135,12 +136,11 @@ void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d
     using T = std::remove_pointer_t<decltype(tag)>;
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
       const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
-      line_kernel<T><<<blocks_for(n, kBlock), kBlock, 0, s>>>(
-          static_cast<const T*>(updates), K, d, c0, n, layout.cols, mode, plan::ResidualWorkspace(layout, workspace).scratch,
-          static_cast<val_t<T>*>(slope), static_cast<val_t<T>*>(intercept));
+      launch<line_kernel<T>>(dim3(blocks_for(n, kBlock)), dim3(kBlock), 0, s, static_cast<const T*>(updates), K, d,
+                             c0, n, layout.cols, mode, plan::ResidualWorkspace(layout, workspace).scratch,
+                             static_cast<val_t<T>*>(slope), static_cast<val_t<T>*>(intercept));
     }
   });
-  check_launch("repeated_median_line");
 }
 
 namespace {
@@ -165,29 +165,29 @@ void residual(ResidualPart part, const void* updates, DType dtype, int64_t K, in
     V* agg = static_cast<V*>(aggregate);
     if (K < 3) {  // degenerate: plain mean, uniform client weights, no client sums
       if (part == ResidualPart::ClientSums) check(cudaMemsetAsync(W_out, 0, k_bytes, s), "cudaMemsetAsync");
-      else plain_mean_kernel<T><<<blocks_for(d), kThreads, 0, s>>>(u, K, d, agg, cw_out);
+      else launch<plain_mean_kernel<T>>(dim3(blocks_for(d)), dim3(kThreads), 0, s, u, K, d, agg, cw_out);
       return;
     }
     check(cudaMemsetAsync(W, 0, k_bytes, s), "cudaMemsetAsync");
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
       const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
       const int64_t blocks = (n + kBlock - 1) / kBlock;
-      pass1_kernel<T><<<static_cast<unsigned>(blocks), kBlock, 0, s>>>(u, K, d, c0, n, layout.cols, mode, lam, delta,
-                                                                      scratch, beta0, beta1, tau, partial);
-      reduce_blocks_kernel<<<blocks_for(K), kThreads, 0, s>>>(partial, blocks, K, W);
+      launch<pass1_kernel<T>>(dim3(static_cast<unsigned>(blocks)), dim3(kBlock), 0, s, u, K, d, c0, n, layout.cols,
+                              mode, lam, delta, scratch, beta0, beta1, tau, partial);
+      launch<reduce_blocks_kernel>(dim3(blocks_for(K)), dim3(kThreads), 0, s, partial, blocks, K, W);
     }
     if (part == ResidualPart::ClientSums) {
       check(cudaMemcpyAsync(W_out, W, k_bytes, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
       return;
     }
-    client_weights_kernel<V><<<1, 1, 0, s>>>(part == ResidualPart::Apply ? W_given : W, K, power, cw, cw_out);
+    launch<client_weights_kernel<V>>(dim3(1), dim3(1), 0, s, part == ResidualPart::Apply ? W_given : W, K, power,
+                                     cw, cw_out);
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {
       const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
-      pass2_kernel<T><<<blocks_for(n, kBlock), kBlock, 0, s>>>(u, K, d, c0, n, layout.cols, lam, delta, scratch,
-                                                              beta0, beta1, tau, cw, agg);
+      launch<pass2_kernel<T>>(dim3(blocks_for(n, kBlock)), dim3(kBlock), 0, s, u, K, d, c0, n, layout.cols, lam,
+                              delta, scratch, beta0, beta1, tau, cw, agg);
     }
   });
-  check_launch("residual_reweight");
 }
 
 }  // namespace
@@ -212,5 +212,5 @@ void residual_apply(const void* updates, DType dtype, int64_t K, int64_t d, cons
            client_weights, aggregate, workspace, stream);
 }
 
-}  // namespace cuda
+}  // namespace ROBUSTAGG_CUDA_NS
 }  // namespace robustagg

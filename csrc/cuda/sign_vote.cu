@@ -7,7 +7,7 @@
 #include "robustagg/math/sign.h"
 
 namespace robustagg {
-namespace cuda {
+namespace ROBUSTAGG_CUDA_NS {
 namespace {
 
 template <typename T>
@@ -53,12 +53,12 @@ void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d, const dou
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* u = static_cast<const T*>(updates);
     if (weights)
-      weighted_sign_vote_kernel<T><<<blocks_for(d), kThreads, 0, as_stream(stream)>>>(
-          u, K, d, weights, static_cast<val_t<T>*>(out));
+      launch<weighted_sign_vote_kernel<T>>(dim3(blocks_for(d)), dim3(kThreads), 0, as_stream(stream), u, K, d,
+                                           weights, static_cast<val_t<T>*>(out));
     else
-      sign_vote_kernel<T><<<blocks_for(d), kThreads, 0, as_stream(stream)>>>(u, K, d, static_cast<int32_t*>(out));
+      launch<sign_vote_kernel<T>>(dim3(blocks_for(d)), dim3(kThreads), 0, as_stream(stream), u, K, d,
+                                  static_cast<int32_t*>(out));
   });
-  check_launch("sign_vote");
 }
 
 void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d, double threshold,
@@ -67,12 +67,11 @@ void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d, doub
   if (K <= 0 || d <= 0) return;
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    robust_lr_mean_kernel<T><<<blocks_for(d), kThreads, 0, as_stream(stream)>>>(
-        static_cast<const T*>(updates), K, d, threshold, weights, static_cast<val_t<T>*>(out),
-        reinterpret_cast<unsigned long long*>(flipped));
+    launch<robust_lr_mean_kernel<T>>(dim3(blocks_for(d)), dim3(kThreads), 0, as_stream(stream),
+                                     static_cast<const T*>(updates), K, d, threshold, weights,
+                                     static_cast<val_t<T>*>(out), reinterpret_cast<unsigned long long*>(flipped));
   });
-  check_launch("robust_lr_mean");
 }
 
-}  // namespace cuda
+}  // namespace ROBUSTAGG_CUDA_NS
 }  // namespace robustagg

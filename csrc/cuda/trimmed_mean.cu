@@ -12,7 +12,7 @@
 #include "robustagg/math/order.h"
 
 namespace robustagg {
-namespace cuda {
+namespace ROBUSTAGG_CUDA_NS {
 namespace {
 
 template <int kRows, typename T>
@@ -29,10 +29,10 @@ __global__ void order_buffer_kernel(const T* __restrict__ u,  // [K, d]
                                     math::OrderStat stat, int64_t trim, double tau,
                                     val_t<T>* __restrict__ scratch,  // [K, cols]
                                     val_t<T>* __restrict__ out) {    // [d]
-  const int64_t t = thread_index();
-  if (t >= n) return;
-  const math::Strided<val_t<T>> col{scratch + t, cols};
-  out[c0 + t] = math::order_column_buffer(u + c0 + t, K, d, col, stat, trim, tau);
+  for (int64_t t = thread_index(); t < n; t += grid_stride()) {
+    const math::Strided<val_t<T>> col{scratch + t, cols};
+    out[c0 + t] = math::order_column_buffer(u + c0 + t, K, d, col, stat, trim, tau);
+  }
 }
 
 void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderStat stat, int64_t trim,
@@ -46,18 +46,17 @@ void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderSt
     const T* u = static_cast<const T*>(updates);
     V* o = static_cast<V*>(out);
     if (plan::with_register_rows(layout.register_rows, [&](auto rows) {
-          order_registers_kernel<decltype(rows)::value, T><<<blocks_for(d), kThreads, 0, s>>>(u, K, d, stat, trim,
-                                                                                          tau, o);
+          launch<order_registers_kernel<decltype(rows)::value, T>>(dim3(blocks_for(d)), dim3(kThreads), 0, s, u, K,
+                                                                   d, stat, trim, tau, o);
         }))
       return;
     V* scratch = static_cast<V*>(workspace);
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {  // chunks run in stream order, sharing the scratch
       const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;
-      order_buffer_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(u, K, d, c0, n, layout.cols, stat, trim, tau,
-                                                               scratch, o);
+      launch<order_buffer_kernel<T>>(dim3(blocks_for(n)), dim3(kThreads), 0, s, u, K, d, c0, n, layout.cols, stat,
+                                     trim, tau, scratch, o);
     }
   });
-  check_launch("order statistics");
 }
 
 }  // namespace
@@ -83,5 +82,5 @@ void closest_to_median_mean(const void* updates, DType dtype, int64_t K, int64_t
   order(updates, dtype, K, d, math::OrderStat::Closest, trim, 0.0, out, workspace, stream);
 }
 
-}  // namespace cuda
+}  // namespace ROBUSTAGG_CUDA_NS
 }  // namespace robustagg

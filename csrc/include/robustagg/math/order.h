@@ -148,12 +148,32 @@ ROBUSTAGG_HD inline V order_finish(const Acc& s, int64_t K, int64_t nan_count, O
     const int64_t keep = K - 2 * trim;
     const double m = median;
     first = 0;
-    ROBUSTAGG_UNROLL
-    for (int64_t p = 0; p < n; ++p) {
-      if (p + keep >= K) continue;
-      const double below = static_cast<double>(p < valid ? s[p] : nan);
-      const double above = static_cast<double>(p + keep < valid ? s[p + keep] : nan);
-      first += (m - below > above - m) ? 1 : 0;
+    if constexpr (kRows > 0) {
+      // Registers are never indexed at run time (that would put them in local
+      // memory on the device): above[p] = s[p + keep] is formed by a barrel
+      // shifter, one stage per bit of keep, each a select between
+      // compile-time positions (ascending p reads the not yet shifted value).
+      V above[kRows];
+      ROBUSTAGG_UNROLL
+      for (int p = 0; p < kRows; ++p) above[p] = p < valid ? s[p] : nan;
+      ROBUSTAGG_UNROLL
+      for (int bit = 1; bit <= kRows; bit <<= 1) {
+        const bool shift = (keep & bit) != 0;
+        ROBUSTAGG_UNROLL
+        for (int p = 0; p < kRows; ++p) above[p] = shift ? (p + bit < kRows ? above[p + bit] : nan) : above[p];
+      }
+      ROBUSTAGG_UNROLL
+      for (int p = 0; p < kRows; ++p) {
+        const double below = static_cast<double>(p < valid ? s[p] : nan);
+        const bool counted = p + keep < K && m - below > static_cast<double>(above[p]) - m;
+        first += counted ? 1 : 0;
+      }
+    } else {
+      for (int64_t p = 0; p + keep < K; ++p) {
+        const double below = static_cast<double>(p < valid ? s[p] : nan);
+        const double above = static_cast<double>(p + keep < valid ? s[p + keep] : nan);
+        first += (m - below > above - m) ? 1 : 0;
+      }
     }
   }
   double acc = 0.0;
