@@ -125,7 +125,7 @@ if march and sys.platform != "win32":
 ext = Pybind11Extension(
     "robustagg._C",
     sources=cpu_sources,
-    include_dirs=["csrc/include", "csrc/cpu"],
+    include_dirs=["csrc/include", "csrc/cpu", "csrc"],
     # Headers and CUDA files: a change to any of them rebuilds the module (the
     # per-coordinate math in csrc/include/robustagg/math is shared by every backend).
     depends=sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)

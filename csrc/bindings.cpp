@@ -7,6 +7,7 @@
 #include <string>
 
 #include "robustagg/common.h"
+#include "emulate/emulation_control.h"
 #include "robustagg/device_plan.h"
 #include "robustagg/norms.h"
 #include "robustagg/pairwise.h"
@@ -118,9 +119,11 @@ std::string compiler() {
                          ptr<void>(ws), ptr<void>(stream));                                         \
     }, nogil);                                                                                      \
     sub.def("pairwise_stats_f64", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist, \
-                                     uintptr_t gram, bool fast, uintptr_t ws, uintptr_t stream) {   \
+                                     uintptr_t gram, bool fast, uintptr_t only_if, uintptr_t ws,    \
+                                     uintptr_t stream) {                                            \
       NS::pairwise_stats_f64(ptr<const void>(u), dt(dtype), K, d, ptr<double>(sqdist),              \
-                             ptr<double>(gram), fast, ptr<void>(ws), ptr<void>(stream));            \
+                             ptr<double>(gram), fast, ptr<const int32_t>(only_if), ptr<void>(ws),   \
+                             ptr<void>(stream));                                                    \
     }, nogil);                                                                                      \
     sub.def("cosine_similarity", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out,    \
                                     uintptr_t ws, uintptr_t stream) {                               \
@@ -201,8 +204,23 @@ PYBIND11_MODULE(_C, m) {
     ra::cpu::cosine_similarity(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), threads);
   }, nogil);
 
-  py::module_ dm = m.def_submodule("device_math", "host runner of the CUDA kernels' per-thread code (tests)");
+  py::module_ dm = m.def_submodule("device_math",
+                                   "the CUDA launchers and kernels run on the host under the CUDA emulation (tests)");
   ROBUSTAGG_BIND_DEVICE_API(ra::device_math, dm)
+  // The emulation's knobs (tests): the order of a block's threads between
+  // barriers, and the grid size beyond which launchers loop (grid-stride).
+  dm.def("_set_schedule", [](int schedule, uint64_t seed) {
+    if (schedule < 0 || schedule > 2) throw py::value_error("schedule must be 0 (in order), 1 (reversed) or 2 (shuffled)");
+    const auto old = py::make_tuple(static_cast<int>(ra::emu::schedule()), ra::emu::schedule_seed());
+    ra::emu::set_schedule(static_cast<ra::emu::Schedule>(schedule), seed);
+    return old;
+  });
+  dm.def("_set_max_blocks", [](int64_t n) {
+    if (n < 1) throw py::value_error("max blocks must be >= 1");
+    const int64_t old = ra::emu::max_grid_blocks();
+    ra::emu::max_grid_blocks() = n;
+    return old;
+  });
 #ifdef ROBUSTAGG_WITH_CUDA
   py::module_ cu = m.def_submodule("cuda", "CUDA kernels on a caller-given stream");
   ROBUSTAGG_BIND_DEVICE_API(ra::cuda, cu)

@@ -13,8 +13,9 @@ registrations: the reference is registered once as the fallback for every
 device; the CPU kernels for ``CPU``; the CUDA kernels for ``CUDA`` only when
 ``_C`` was built with them. :func:`robustagg.native_info` reports what is
 registered for each device. The CUDA glue also drives ``_C.device_math``, the
-host runner of the CUDA kernels' per-thread code (same signatures, CPU
-memory), through :func:`run_device_math`: that is how the tests prove the
+very CUDA launchers and kernels compiled for the host under an emulation of
+the CUDA execution model (same signatures, CPU memory), through
+:func:`run_device_math`: that is how the tests prove the launchers and the
 device arithmetic on machines without a GPU.
 
 Conventions shared by all ops (clients are rows):
@@ -25,8 +26,8 @@ Conventions shared by all ops (clients are rows):
   contiguous first.
 * ``weights`` (optional) is ``[K]``, finite, non-negative, not all zero, on the
   same device as ``updates``. (Checking the values of CUDA weights reads them
-  back, one synchronisation; while a CUDA graph is being captured the value
-  check is skipped.)
+  back, one synchronisation per call; while a CUDA graph is being captured the
+  value check is skipped.)
 * Results of shape ``[d]`` have the dtype of ``updates``; ``[K, K]`` and
   ``[K]`` results are float64 for float64 input and float32 otherwise.
 * CPU kernels run on ``torch.get_num_threads()`` threads (or
@@ -152,18 +153,22 @@ def _check_weights_shape(op: str, weights, updates, K: int) -> None:
             f"{op}: weights must be on the same device as updates ({updates.device}); got {weights.device}")
 
 
-def _weights_as_float64(op: str, weights: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """Value checks (data-dependent: real kernels only) and conversion to float64."""
+def _weights_as_float64(op: str, weights: Optional[torch.Tensor], capturing: bool = False) -> Optional[torch.Tensor]:
+    """Value checks (data-dependent: real kernels only) and conversion to float64.
+    The three checks are read back together: one host synchronisation on a GPU,
+    none while a graph is being captured (``capturing``: reading values back is
+    not allowed then, and the checks are skipped)."""
     if weights is None:
         return None
     w = weights.detach().to(torch.float64).contiguous()
-    if w.is_cuda and torch.cuda.is_current_stream_capturing():
-        return w  # reading the values back is not allowed while capturing a graph
-    if not bool(torch.isfinite(w).all()):
+    if capturing:
+        return w
+    finite, negative, positive = torch.stack([torch.isfinite(w).all(), (w < 0).any(), (w > 0).any()]).tolist()
+    if not finite:
         raise ValueError(f"{op}: weights must be finite; got {weights.tolist() if w.numel() <= 16 else 'non-finite values'}")
-    if bool((w < 0).any()):
+    if negative:
         raise ValueError(f"{op}: weights must be non-negative; got min {float(w.min())}")
-    if not bool((w > 0).any()):
+    if not positive:
         raise ValueError(f"{op}: weights must not be all zero")
     return w
 
@@ -200,7 +205,7 @@ class _Call:
     threads (CPU) or the stream (device), and result allocation on the input's
     device. ``be`` is ``_C`` (CPU), ``_C.cuda`` or ``_C.device_math``."""
 
-    def __init__(self, be, updates: torch.Tensor, stream: int = 0):
+    def __init__(self, be, updates: torch.Tensor, stream: int = 0, capturing: bool = False):
         self.be = be
         self.u = updates.detach().contiguous()
         self.ptr = self.u.data_ptr()
@@ -208,6 +213,13 @@ class _Call:
         self.K, self.d = self.u.shape
         self.stream = stream
         self.threads = get_num_threads()
+        # A CUDA graph is being captured (or, for the emulated device, the tests
+        # say so): the glue must not read anything back to the host.
+        self.capturing = capturing
+
+    def again(self, updates: torch.Tensor) -> "_Call":
+        """The same backend, stream and capture state for other updates."""
+        return _Call(self.be, updates, self.stream, self.capturing)
 
     def empty(self, *shape, dtype=None) -> torch.Tensor:
         return torch.empty(*shape, dtype=dtype or _out_dtype(self.u.dtype), device=self.u.device)
@@ -285,7 +297,7 @@ def _define(op: _Op) -> None:
         u = args[0]
         with torch.cuda.device(u.device):
             stream = torch.cuda.current_stream(u.device).cuda_stream
-            return op.device(_Call(_C.cuda, u, stream), *args[1:])
+            return op.device(_Call(_C.cuda, u, stream, torch.cuda.is_current_stream_capturing()), *args[1:])
 
     # The reference serves every device that has no native kernel.
     _lib.impl(name, reference_impl, "CompositeExplicitAutograd")
@@ -314,17 +326,33 @@ def _dispatch(name: str, *args):
     return getattr(torch.ops.robustagg, name)(*args)
 
 
+_EMULATED_CAPTURE = [False]
+
+
+class _emulated_graph_capture:
+    """Within this context, :func:`run_device_math` calls behave as CUDA calls
+    made while a graph is being captured: the glue must read nothing back
+    (tests run it under a dispatch mode that fails on any read-back)."""
+
+    def __enter__(self):
+        self._old = _EMULATED_CAPTURE[0]
+        _EMULATED_CAPTURE[0] = True
+
+    def __exit__(self, *exc):
+        _EMULATED_CAPTURE[0] = self._old
+
+
 def run_device_math(name: str, *args):
-    """Runs op ``name`` through the host runner of its CUDA kernels' per-thread
-    code (``_C.device_math``) on CPU tensors, with the CUDA glue of this module:
-    the same workspace, the same chunks, the same arithmetic as on a GPU. For
-    tests; it is not a fast path."""
+    """Runs op ``name`` through its CUDA launchers and kernels compiled for the
+    host under the CUDA emulation (``_C.device_math``) on CPU tensors, with the
+    CUDA glue of this module: the same launches, workspace, chunks, barriers
+    and arithmetic as on a GPU. For tests; it is not a fast path."""
     op = _OPS[name]
     _check_types(name, args)
     op.check(*args)
     if args[0].device.type != "cpu":
         raise ValueError(f"run_device_math: updates must be a CPU tensor; got {args[0].device}")
-    return op.device(_Call(_native().device_math, args[0]), *args[1:])
+    return op.device(_Call(_native().device_math, args[0], 0, _EMULATED_CAPTURE[0]), *args[1:])
 
 
 # sign_vote ------------------------------------------------------------------
@@ -340,19 +368,32 @@ def _sign_vote_out(c: _Call, weights):
     return c.empty(c.d, dtype=torch.int32) if weights is None else c.empty(c.d)
 
 
-def _scaled(op: str, weights):
-    """Checked float64 weights scaled by a power of two (reference.scaled_weights), and its exponent."""
-    w = _weights_as_float64(op, weights)
-    if w is None or (w.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return w, 0
-    return _reference.scaled_weights(w)
+def _times_pow2(t: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``t * 2**e`` in float64 for a 0-dim integer tensor ``e`` on t's device, in
+    two exact steps (2**1024 itself is not a float64): no read-back."""
+    half = torch.div(e, 2, rounding_mode="floor").to(torch.float64)
+    return t.to(torch.float64) * torch.pow(2.0, half) * torch.pow(2.0, e.to(torch.float64) - half)
+
+
+def _scaled(c: _Call, op: str, weights):
+    """Checked float64 weights scaled by the power of two that brings the
+    largest into [0.5, 1) (exactly reference.scaled_weights), and its exponent
+    as a 0-dim tensor on the device (0 for zero or non-finite weights), found
+    on the device: no read-back beyond the value checks."""
+    w = _weights_as_float64(op, weights, c.capturing)
+    if w is None:
+        return None, None
+    top = w.max()
+    _, e = torch.frexp(top)
+    e = torch.where((top > 0) & torch.isfinite(top), e, torch.zeros_like(e))
+    return _times_pow2(w, -e), e
 
 
 def _sign_vote_run(c: _Call, weights, tail):
-    w, e = _scaled("sign_vote", weights)
+    w, e = _scaled(c, "sign_vote", weights)
     out = _sign_vote_out(c, w)
     c.be.sign_vote(c.ptr, c.code, c.K, c.d, _ptr(w), out.data_ptr(), tail)
-    return out if w is None else _reference.unscaled(out, e)
+    return out if w is None else _times_pow2(out, e).to(out.dtype)
 
 
 def _sign_vote_cpu(c: _Call, weights=None):
@@ -408,7 +449,7 @@ def _rlr_check(updates, threshold, weights=None):
 
 
 def _rlr_run(c: _Call, threshold, weights, tail, counted: bool = False):
-    w, _ = _scaled("robust_lr_mean", weights)      # a weighted mean does not depend on the scale
+    w, _ = _scaled(c, "robust_lr_mean", weights)   # a weighted mean does not depend on the scale
     out = c.empty(c.d)
     flipped = c.empty((), dtype=torch.int64) if counted else None
     c.be.robust_lr_mean(c.ptr, c.code, c.K, c.d, float(threshold), _ptr(w), out.data_ptr(), _ptr(flipped), tail)
@@ -930,38 +971,69 @@ def sq_distances_to(updates: torch.Tensor, point: Optional[torch.Tensor] = None)
 
 
 def _pairwise_runner(entry: str, n_out: int, f64: bool, device: bool):
-    """The CPU (device=False) or device entry of a pairwise op. Entries with a
-    ``fast`` flag (``pairwise_stats`` of float32/16/bf16 input: float blocks
-    flushed to double, see math/pairwise.h) are checked: a non-finite result
-    means a float square or product overflowed (or the input was not finite),
-    and the call is made again with every sum in double. So the fast path
-    never changes which entries are finite: that is always what a direct
-    float64 computation gives (diagonal distances are 0)."""
+    """The CPU (device=False) or device entry of a pairwise op. Entries of
+    float32/16/bf16 input that take float blocks (``pairwise_stats`` and the
+    ``fast`` flag of ``pairwise_stats_f64``, see math/pairwise.h) are checked
+    (:func:`_float_blocks_suspect`): where a float square or product may have
+    overflowed, or the updates are so small that float squares underflow, the
+    call is redone with every sum in double. So the fast path never changes
+    which entries are finite, and tiny updates keep the relative bound (a
+    distance rule picks the same clients for ``u * 1e-24`` as for ``u``). On the CPU the check is read back; on a device it
+    stays there: the double redo is launched with the check as its
+    ``only_if`` flag and the results are selected on the device, so a device
+    call reads nothing back (CUDA graph capture)."""
     def run(c: _Call, *wanted):
         if entry == "cosine_similarity" and c.u.dtype == torch.float64:
+            # Rows beyond 2^+-400 would overflow or underflow the float64 sums:
+            # cosines do not depend on a row's (exact, power-of-two) scale. A
+            # device scales every row (a scale of 1 changes nothing) rather than
+            # read back whether any needs it.
             scales = _reference._row_scales(c.u)
-            if bool((scales != 1).any()):
-                # Rows beyond 2^+-400 would overflow or underflow the float64 sums:
-                # cosines do not depend on a row's (exact, power-of-two) scale.
-                c = _Call(c.be, c.u * scales[:, None], c.stream)
+            if device or bool((scales != 1).any()):
+                c = c.again(c.u * scales[:, None])
         want = list(wanted) + [True] * (n_out - len(wanted))  # torch drops trailing defaults
         outs = [c.empty(c.K, c.K, dtype=torch.float64 if f64 else None) if w else None for w in want]
         ptrs = [_ptr(o) for o in outs] + ([0] if entry == "pairwise_stats" and n_out == 1 else [])
         tail = (c.workspace(c.be.pairwise_workspace_bytes(c.code, c.K, c.d)), c.stream) if device else (c.threads,)
         fast = entry == "pairwise_stats_f64" and c.u.dtype != torch.float64
-        flags = (fast,) if entry == "pairwise_stats_f64" else ()
+        flags = ((fast, 0) if device else (fast,)) if entry == "pairwise_stats_f64" else ()
         getattr(c.be, entry)(c.ptr, c.code, c.K, c.d, *ptrs, *flags, *tail)
-        if (fast or (entry == "pairwise_stats" and c.u.dtype != torch.float64)) and not all(
-                bool(torch.isfinite(o).all()) for o in outs if o is not None):
-            exact = [c.empty(c.K, c.K, dtype=torch.float64) if o is not None else None for o in outs]
-            ptrs = [_ptr(o) for o in exact]
-            if entry == "pairwise_stats":
-                ptrs = ptrs + [0]
-            getattr(c.be, "pairwise_stats_f64")(c.ptr, c.code, c.K, c.d, *ptrs[:2], False, *tail)
-            outs = [None if o is None else o.copy_(e) for o, e in zip(outs, exact)]
+        if fast or (entry == "pairwise_stats" and c.u.dtype != torch.float64):
+            dist = outs[0]
+            gram = outs[1] if len(outs) > 1 else None
+            suspect = _float_blocks_suspect(dist, gram, c.d)
+            if device or bool(suspect):
+                exact = [c.empty(c.K, c.K, dtype=torch.float64) if o is not None else None for o in outs]
+                eptrs = [_ptr(o) for o in exact] + [0] * (2 - len(exact))
+                if device:
+                    flag = suspect.to(torch.int32)
+                    c.be.pairwise_stats_f64(c.ptr, c.code, c.K, c.d, *eptrs[:2], False, flag.data_ptr(), *tail)
+                    outs = [None if o is None else torch.where(suspect, e.to(o.dtype), o) for o, e in zip(outs, exact)]
+                else:
+                    c.be.pairwise_stats_f64(c.ptr, c.code, c.K, c.d, *eptrs[:2], False, *tail)
+                    outs = [None if o is None else o.copy_(e) for o, e in zip(outs, exact)]
         outs = [o if o is not None else c.empty(0, 0, dtype=torch.float64) for o in outs]
         return outs[0] if n_out == 1 else tuple(outs)
     return run
+
+
+def _float_blocks_suspect(dist: Optional[torch.Tensor], gram: Optional[torch.Tensor], d: int) -> torch.Tensor:
+    """Whether results from float blocks may break their contract, as a 0-dim
+    bool tensor on their device (not read back): a non-finite entry (a float
+    square or product overflowed, or the input was not finite), or updates so
+    small that float squares underflow: the largest distance, or the largest
+    squared norm on the Gram diagonal, below d * 2^-100 (so results scale with
+    the updates: ``u * 1e-24`` keeps the relative bound of ``u``; one tiny
+    entry among large ones keeps the documented absolute bound)."""
+    tiny = float(d) * 2.0 ** -100
+    flags = []
+    if dist is not None:
+        flags.append(~torch.isfinite(dist).all())
+        if dist.shape[0] > 1:
+            flags.append(dist.max() < tiny)
+    if gram is not None:
+        flags += [~torch.isfinite(gram).all(), torch.diagonal(gram).max() < tiny]
+    return torch.stack(flags).any()
 
 
 def _pairwise_fake(f64: bool, n_out: int):

@@ -28,8 +28,10 @@ template <typename T, bool kFloatBlocks>
 __global__ void __launch_bounds__(kPairThreads) partials_kernel(
     const T* __restrict__ u,  // [K, d]
     int64_t K, int64_t d, int64_t seg_len, int tiles, bool want_dist, bool want_gram,
+    const int32_t* __restrict__ only_if,                               // see pairwise.h
     double* __restrict__ part_dist, double* __restrict__ part_gram) {  // [segments, K, K]
   using V = val_t<T>;
+  if (only_if && *only_if == 0) return;  // the whole block: no barrier is reached
   __shared__ V A[kTile][kCols + 1];
   __shared__ V B[kTile][kCols + 1];
   // Upper-triangular tile pair (ti <= tj) of this block.
@@ -83,7 +85,9 @@ __device__ inline double segment_sum(const double* part, int64_t S, int64_t K, i
 template <typename O>
 __global__ void finish_kernel(int64_t K, int64_t S, const double* __restrict__ part_dist,
                               const double* __restrict__ part_gram, O* __restrict__ sqdist,  // [K, K] or null
-                              double* __restrict__ gram_ws, O* __restrict__ gram_out) {      // [K, K] or null
+                              double* __restrict__ gram_ws, O* __restrict__ gram_out,        // [K, K] or null
+                              const int32_t* __restrict__ only_if) {
+  if (only_if && *only_if == 0) return;
   for (int64_t e = thread_index(); e < K * K; e += grid_stride()) {
     const int64_t i = e / K, j = e % K;
     if (sqdist) sqdist[e] = static_cast<O>(i == j ? 0.0 : segment_sum(part_dist, S, K, i, j));
@@ -105,7 +109,7 @@ __global__ void cosine_kernel(int64_t K, const double* __restrict__ gram, O* __r
 
 template <typename O>
 void run(const void* updates, DType dtype, int64_t K, int64_t d, O* sqdist, O* gram_out, O* cos_out,
-         bool float_blocks, void* workspace, void* stream) {
+         bool float_blocks, const int32_t* only_if, void* workspace, void* stream) {
   const plan::PairwiseLayout layout(K, d);
   const cudaStream_t s = as_stream(stream);
   char* ws = static_cast<char*>(workspace);
@@ -120,13 +124,13 @@ void run(const void* updates, DType dtype, int64_t K, int64_t d, O* sqdist, O* g
     const T* u = static_cast<const T*>(updates);
     if (float_blocks && sizeof(val_t<T>) == 4)
       launch<partials_kernel<T, true>>(grid, dim3(kPairThreads), 0, s, u, K, d, layout.seg.seg_len, tiles,
-                                       want_dist, want_gram, pd, pg);
+                                       want_dist, want_gram, only_if, pd, pg);
     else
       launch<partials_kernel<T, false>>(grid, dim3(kPairThreads), 0, s, u, K, d, layout.seg.seg_len, tiles,
-                                        want_dist, want_gram, pd, pg);
+                                        want_dist, want_gram, only_if, pd, pg);
   });
   launch<finish_kernel<O>>(dim3(blocks_for(K * K)), dim3(kThreads), 0, s, K, layout.seg.segments, pd, pg, sqdist,
-                           want_gram ? g : nullptr, gram_out);
+                           want_gram ? g : nullptr, gram_out, only_if);
   if (cos_out) launch<cosine_kernel<O>>(dim3(blocks_for(K * K)), dim3(kThreads), 0, s, K, g, cos_out);
 }
 
@@ -139,25 +143,25 @@ void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void
   if (K <= 0 || d <= 0 || (!sqdist && !gram)) return;
   if (dtype == DType::Float64)
     run<double>(updates, dtype, K, d, static_cast<double*>(sqdist), static_cast<double*>(gram), nullptr, false,
-                workspace, stream);
+                nullptr, workspace, stream);
   else
     run<float>(updates, dtype, K, d, static_cast<float*>(sqdist), static_cast<float*>(gram), nullptr, true,
-               workspace, stream);
+               nullptr, workspace, stream);
 }
 
 void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d, double* sqdist, double* gram,
-                        bool fast, void* workspace, void* stream) {
+                        bool fast, const int32_t* only_if, void* workspace, void* stream) {
   if (K <= 0 || d <= 0 || (!sqdist && !gram)) return;
-  run<double>(updates, dtype, K, d, sqdist, gram, nullptr, fast, workspace, stream);
+  run<double>(updates, dtype, K, d, sqdist, gram, nullptr, fast, only_if, workspace, stream);
 }
 
 void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, void* out, void* workspace,
                        void* stream) {
   if (K <= 0 || d <= 0) return;
   if (dtype == DType::Float64)
-    run<double>(updates, dtype, K, d, nullptr, nullptr, static_cast<double*>(out), false, workspace, stream);
+    run<double>(updates, dtype, K, d, nullptr, nullptr, static_cast<double*>(out), false, nullptr, workspace, stream);
   else
-    run<float>(updates, dtype, K, d, nullptr, nullptr, static_cast<float*>(out), false, workspace, stream);
+    run<float>(updates, dtype, K, d, nullptr, nullptr, static_cast<float*>(out), false, nullptr, workspace, stream);
 }
 
 }  // namespace ROBUSTAGG_CUDA_NS

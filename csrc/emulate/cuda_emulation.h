@@ -30,6 +30,10 @@
 #include <cstring>
 #include <type_traits>
 
+// set_schedule (the order of a block's threads between barriers) and
+// max_grid_blocks (launch.cuh's blocks_for cap, lowered by tests).
+#include "emulation_control.h"
+
 struct uint3 {
   unsigned x, y, z;
 };
@@ -84,15 +88,6 @@ extern thread_local const uint3* t_thread_idx;
 void run_grid(const char* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*),
               void* closure);
 
-// The order in which a block's threads run between barriers.
-enum class Schedule : int { InOrder = 0, Reversed = 1, Shuffled = 2 };
-void set_schedule(Schedule schedule, uint64_t seed);
-Schedule schedule();
-uint64_t schedule_seed();
-
-// Blocks per grid beyond which the launchers loop (launch.cuh's blocks_for);
-// settable so that tests reach the grid-stride paths with small inputs.
-int64_t& max_grid_blocks();
 
 void sync_threads(const char* file, int line);
 enum class ShuffleKind : int { Index = 0, Up = 1, Down = 2, Xor = 3 };

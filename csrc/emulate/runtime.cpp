@@ -2,8 +2,8 @@
 // fibers, barriers, warp shuffles, schedules and the checks that report a
 // bad launch or a divergent barrier as an error naming the kernel.
 //
-// A block is run by the Runner of the OS thread that took it: one ucontext
-// fiber per CUDA thread (own stack, reused across blocks), and a scheduler
+// A block is run by the Runner of the OS thread that took it: one fiber per
+// CUDA thread (own stack, reused across blocks), and a scheduler
 // loop that runs every runnable fiber, in the schedule's order, until it
 // blocks (barrier, shuffle) or returns; then releases the warps whose lanes
 // all wait at one shuffle; then, when every live thread waits at one barrier,
@@ -26,6 +26,54 @@
 #include <vector>
 
 #include "robustagg/common.h"
+
+// Fibers: on x86-64 a switch is the callee-saved registers, the SSE/x87
+// control words and the stack pointer (a few nanoseconds; ucontext's
+// swapcontext makes two system calls per switch). Elsewhere, and under
+// AddressSanitizer (which follows swapcontext's stacks), ucontext.
+#if defined(__SANITIZE_ADDRESS__)
+#define ROBUSTAGG_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ROBUSTAGG_EMU_ASAN 1
+#endif
+#endif
+#if defined(__x86_64__) && !defined(ROBUSTAGG_EMU_ASAN)
+#define ROBUSTAGG_EMU_ASM_SWITCH 1
+// robustagg_emu_switch(save, to): saves this context's stack pointer in *save
+// and resumes the context whose stack pointer is `to`.
+extern "C" void robustagg_emu_switch(void** save, void* to);
+asm(R"(
+  .text
+  .p2align 4
+  .globl robustagg_emu_switch
+  .hidden robustagg_emu_switch
+  .type robustagg_emu_switch, @function
+robustagg_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size robustagg_emu_switch, .-robustagg_emu_switch
+)");
+#endif
 
 namespace robustagg {
 namespace emu {
@@ -54,10 +102,44 @@ std::atomic<uint64_t> g_seed{0};
 thread_local cudaError_t t_last_error = cudaSuccess;
 thread_local std::string t_last_message;
 
+#if defined(ROBUSTAGG_EMU_ASM_SWITCH)
+struct Context {
+  void* sp = nullptr;
+};
+// A new context that starts in start() on the stack [lo, lo + size): the
+// frame robustagg_emu_switch pops (control words, six registers, the return
+// address), aligned as if start had been called.
+void context_init(Context& c, char* lo, size_t size, void (*start)()) {
+  void** sp = reinterpret_cast<void**>(reinterpret_cast<uintptr_t>(lo + size) & ~uintptr_t(15));
+  *--sp = nullptr;                             // start's return address slot: it never returns
+  *--sp = reinterpret_cast<void*>(start);      // popped by ret
+  for (int r = 0; r < 6; ++r) *--sp = nullptr;  // rbp rbx r12 r13 r14 r15
+  uint32_t csr[2] = {0, 0};
+  asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(csr[0]), "=m"(csr[1]));
+  uint64_t word;
+  std::memcpy(&word, csr, 8);
+  *--sp = reinterpret_cast<void*>(word);
+  c.sp = sp;
+}
+inline void context_switch(Context& from, Context& to) { robustagg_emu_switch(&from.sp, to.sp); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+void context_init(Context& c, char* lo, size_t size, void (*start)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = lo;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;  // start() never returns: it switches back for good
+  makecontext(&c.uc, start, 0);
+}
+inline void context_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
 enum class State { Runnable, Barrier, Shuffle, Done };
 
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   uint3 idx;
   State state;
   const char* file;
@@ -124,11 +206,7 @@ class Runner {
       Fiber& f = fibers_[i];
       f.idx = uint3{i % g.block.x, (i / g.block.x) % g.block.y, i / (g.block.x * g.block.y)};
       f.state = State::Runnable;
-      getcontext(&f.ctx);
-      f.ctx.uc_stack.ss_sp = stacks_[i] + page();
-      f.ctx.uc_stack.ss_size = kStackBytes;
-      f.ctx.uc_link = &scheduler_;
-      makecontext(&f.ctx, &Runner::entry, 0);
+      context_init(f.ctx, stacks_[i] + page(), kStackBytes, &Runner::entry);
     }
     const BlockState* saved_block = t_block;
     const uint3* saved_idx = t_thread_idx;
@@ -198,21 +276,23 @@ class Runner {
     }
   }
 
-  static void entry() {
+  [[noreturn]] static void entry() {
     Runner& r = of_this_thread();
     r.grid_->body(r.grid_->closure);
-    r.fibers_[r.current_].state = State::Done;
-    // returning resumes uc_link: the scheduler
+    Fiber& f = r.fibers_[r.current_];
+    f.state = State::Done;
+    context_switch(f.ctx, r.scheduler_);  // never resumed
+    __builtin_unreachable();
   }
 
   void resume(int i) {
     current_ = i;
     t_thread_idx = &fibers_[i].idx;
-    swapcontext(&scheduler_, &fibers_[i].ctx);
+    context_switch(scheduler_, fibers_[i].ctx);
     current_ = -1;
   }
 
-  void yield(Fiber& f) { swapcontext(&f.ctx, &scheduler_); }
+  void yield(Fiber& f) { context_switch(f.ctx, scheduler_); }
 
   bool any_runnable(int n) const {
     for (int i = 0; i < n; ++i)
@@ -318,7 +398,7 @@ class Runner {
 
   std::vector<Fiber> fibers_;
   std::vector<char*> stacks_;
-  ucontext_t scheduler_;
+  Context scheduler_;
   int current_ = -1;
   Grid* grid_ = nullptr;
   BlockState state_{};

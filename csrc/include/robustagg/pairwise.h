@@ -44,13 +44,17 @@ void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d,
 // math::PairwiseSegments whose [segments, K, K] double partials in
 // `workspace` (pairwise_workspace_bytes) are added in segment order. Same
 // accuracy contract as the CPU; the two may differ in the last bits (other
-// blocking of the sums).
+// blocking of the sums). pairwise_stats_f64's `only_if` (a device int32, or
+// null): when it holds 0 every kernel returns at once and nothing is written,
+// so ops.py redoes a float call in float64 where the device says so, without
+// reading anything back to the host.
 #define ROBUSTAGG_PAIRWISE_DEVICE_API                                                                \
   size_t pairwise_workspace_bytes(DType dtype, int64_t K, int64_t d);                                \
   void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d, void* sqdist,          \
                       void* gram, void* workspace, void* stream);                                    \
   void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d, double* sqdist,    \
-                          double* gram, bool fast, void* workspace, void* stream);                   \
+                          double* gram, bool fast, const int32_t* only_if, void* workspace,          \
+                          void* stream);                                                             \
   void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d, void* out,          \
                          void* workspace, void* stream);
 namespace cuda { ROBUSTAGG_PAIRWISE_DEVICE_API }
