@@ -83,8 +83,9 @@ def test_cosine_of_float64_rows_at_extreme_scales(scale):
         assert abs(float(got[2, 3]) - 1.0) < 1e-12
 
 
-@pytest.mark.parametrize("scale", [1e200, 1e-200])
+@pytest.mark.parametrize("scale", [1e200, 1e-200, 1e300, 1e-310])
 def test_distance_rules_decide_the_same_at_extreme_scales(scale):
+    # 1e-310 is denormal: the power of two that rescales it (2^1030) is no float64
     u = make_updates(11, 300, torch.float64, seed=5)
     u[:2] += 4.0                             # two far clients
     for name, params in (("krum", {"f": 2}), ("multikrum", {"f": 2}), ("bulyan", {"f": 2}), ("foolsgold", {}),
@@ -93,6 +94,25 @@ def test_distance_rules_decide_the_same_at_extreme_scales(scale):
         assert torch.equal(got.excluded, want.excluded), name
         torch.testing.assert_close(got.client_weights, want.client_weights, rtol=1e-9, atol=1e-12, msg=name)
         torch.testing.assert_close(got.update / scale, want.update, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_geometric_median_of_equal_updates_at_the_float64_limit_is_exact():
+    u = torch.full((10, 50), 1.5e308, dtype=torch.float64)
+    got = A.GeometricMedian()(u)
+    assert torch.equal(got.update, u[0])
+
+
+@pytest.mark.parametrize("scale", [2.0 ** 1000, 2.0 ** -1030, 1e-200])
+def test_geometric_median_is_scale_equivariant_at_extreme_scales(scale):
+    # Weiszfeld with nu scaled alike: the same steps, the same result times the scale
+    u = make_updates(11, 300, torch.float64, seed=5)
+    u[:2] += 4.0
+    want = A.GeometricMedian(nu=1e-3)(u)
+    got = A.GeometricMedian(nu=1e-3 * scale)(u * scale)
+    assert got.info["iterations"] == want.info["iterations"]
+    torch.testing.assert_close(got.client_weights, want.client_weights, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got.update / scale, want.update, rtol=1e-9, atol=1e-12)
+    assert got.info["objective"] == pytest.approx(want.info["objective"] * scale, rel=1e-9)
 
 
 # ------------------------------------------------------------------ non-finite rows in the pairwise ops
