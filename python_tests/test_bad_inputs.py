@@ -43,6 +43,18 @@ def test_bad_constructor_arguments_fail_at_construction_naming_rule_and_argument
         A.get(name, **params)
 
 
+def test_rlr_threshold_above_the_number_of_clients_is_an_error_naming_both():
+    u = make_updates(10, 20)
+    with pytest.raises(ValueError, match="threshold=11, K=10"):
+        A.RobustLR(threshold=11)(u)
+    with pytest.raises(ValueError, match="threshold=11, K=10"):
+        A.RobustLR(base=A.Median(), threshold=11)(u)
+    # theta = K is still a vote: unanimous coordinates keep their sign
+    u[:, :5] = u[:, :5].abs()
+    got, mean = A.RobustLR(threshold=10)(u).update, A.FedAvg()(u).update
+    assert torch.equal(got[:5], mean[:5]) and torch.equal(got[5:], -mean[5:])
+
+
 def test_huge_and_tiny_sample_counts_weigh_as_their_ratios():
     u = make_updates(7, 50, torch.float64)
     ratio = torch.tensor([1.0, 2, 3, 4, 5, 6, 7], dtype=torch.float64)
