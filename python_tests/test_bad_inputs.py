@@ -25,6 +25,13 @@ def test_unhashable_client_ids_are_named():
         A.FedAvg()(make_updates(3, 4), client_ids=[[0], [1], [2]])
 
 
+@pytest.mark.parametrize("name", A.available())
+@pytest.mark.parametrize("client_ids", [5, "abcdef", torch.arange(6).reshape(2, 3)])
+def test_client_ids_that_are_not_a_sequence_are_named(name, client_ids):
+    with pytest.raises(TypeError, match=r"client_ids must be a sequence of one hashable id per client \(K=6\)"):
+        A.get(name)(make_updates(6, 4), client_ids=client_ids)
+
+
 def test_meta_tensors_are_rejected_with_a_message():
     with pytest.raises(ValueError, match="meta device"):
         A.Median()(torch.empty(4, 5, device="meta"))
