@@ -1,4 +1,6 @@
 """Bad input gets a clear ValueError/TypeError naming the argument and the bound."""
+import os
+
 import pytest
 import torch
 
@@ -128,6 +130,36 @@ def test_non_finite_and_huge_values_never_crash(name, args, poison):
 def test_set_num_threads_validates():
     with pytest.raises(ValueError, match="positive int"):
         ops.set_num_threads(0)
+
+
+def test_set_num_threads_is_bounded_by_4_per_cpu(monkeypatch):
+    bound = 4 * (os.cpu_count() or 1)
+    assert ops.MAX_THREADS == bound
+    with pytest.raises(ValueError, match=f"n must be at most {bound} \\(4 per CPU"):
+        ops.set_num_threads(30000)
+    try:
+        ops.set_num_threads(bound)
+        assert ops.get_num_threads() == bound
+    finally:
+        ops.set_num_threads(None)
+    # torch's own count is capped alike (the pool would keep that many threads for good)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 30000)
+    assert ops.get_num_threads() == bound
+
+
+def test_huge_python_ints_name_the_argument_and_its_bound():
+    u = torch.randn(10, 5)
+    with pytest.raises(ValueError, match=r"trim must satisfy 0 <= trim and 2\*trim < K = 10; got trim=2361183241434822606848"):
+        ops.trimmed_mean(u, 2 ** 71)
+    with pytest.raises(ValueError, match=r"trim must satisfy .* got trim=-1180591620717411303424"):
+        ops.closest_to_median_mean(u, -2 ** 70)
+    with pytest.raises(ValueError, match="robust_lr_mean: threshold must be a finite real number"):
+        ops.robust_lr_mean(u, 10 ** 400)
+
+
+def test_run_device_math_of_an_unknown_op_lists_the_ops():
+    with pytest.raises(ValueError, match="unknown op 'nope'; the ops are closest_to_median_mean, .*trimmed_mean"):
+        ops.run_device_math("nope", torch.randn(3, 4))
 
 
 def test_sq_distances_to_names_a_bad_point():
