@@ -170,3 +170,25 @@ def test_sq_distances_to_names_a_bad_point():
         ops.sq_distances_to(u, torch.zeros(6, dtype=torch.float64))
     with pytest.raises(TypeError, match="point must be a torch.Tensor of shape"):
         ops.sq_distances_to(u, [0.0] * 6)
+
+
+def test_a_source_tree_without_the_native_module_says_so_and_what_to_do(tmp_path):
+    # Python run in a checkout root imports that tree: there, without a build, _C is missing.
+    import shutil
+    import subprocess
+    import sys
+
+    import robustagg
+    shutil.copytree(os.path.dirname(robustagg.__file__), tmp_path / "robustagg",
+                    ignore=shutil.ignore_patterns("_C*", "__pycache__"))
+    code = ("import robustagg, torch\n"
+            "print(robustagg.native_info()['error'])\n"
+            "try:\n    robustagg.ops.median(torch.ones(3, 2))\nexcept RuntimeError as e:\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 and "circular import" not in out.stdout
+    for line in lines:
+        assert f"robustagg._C is not built in {tmp_path / 'robustagg'}" in line and "pip install -e ." in line

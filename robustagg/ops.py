@@ -47,11 +47,24 @@ import torch
 
 from . import reference as _reference
 
+def _not_built_message(err: ImportError) -> str:
+    """Why ``_C`` did not import, in words that say what to do."""
+    import glob
+    import importlib.machinery
+    here = os.path.dirname(os.path.abspath(__file__))
+    built = [p for suffix in importlib.machinery.EXTENSION_SUFFIXES for p in glob.glob(os.path.join(here, "_C" + suffix))]
+    if built:
+        return f"the native module {built[0]} failed to import: {err}"
+    return (f"the native module robustagg._C is not built in {here} (a source checkout: Python run from the "
+            f"checkout root imports this tree, not an installed robustagg). Build it here with "
+            f"`pip install -e .`, or run Python from another directory to use the installed package")
+
+
 try:  # the compiled core; its absence is reported by native_info()
     from . import _C
-except ImportError as _err:  # pragma: no cover - only on a broken install
+except ImportError as _err:  # a source tree without a build, or a broken install
     _C = None
-    _IMPORT_ERROR = _err
+    _IMPORT_ERROR = _not_built_message(_err)
 else:
     _IMPORT_ERROR = None
 
@@ -275,7 +288,7 @@ def _cuda_built() -> bool:
 
 def _native() -> "object":
     if _C is None:
-        raise RuntimeError(f"robustagg: the native module failed to import: {_IMPORT_ERROR}")
+        raise RuntimeError(f"robustagg: {_IMPORT_ERROR}")
     return _C
 
 
