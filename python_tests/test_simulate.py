@@ -429,3 +429,22 @@ def test_results_record_only_the_options_that_were_used():
     assert not {"alpha", "classes_per_client", "data_path"} & set(iid) and iid["hidden"] is None
     dirichlet = SimConfig(dataset="synthetic", partition="dirichlet", alpha=0.3, model="logreg").to_dict()
     assert dirichlet["alpha"] == 0.3 and "classes_per_client" not in dirichlet and "hidden" not in dirichlet
+
+
+def test_the_plot_names_the_experiment_and_tells_overlapping_lines_apart(tmp_path, monkeypatch):
+    import matplotlib.figure
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *a, **k: (figures.append(self), real_savefig(self, *a, **k)))
+    res = run(SimConfig(dataset="synthetic", clients=6, attackers=1, rounds=2, rules=["fedavg", "median", "krum"]))
+    write_outputs(res, str(tmp_path), plot=True)
+    (fig,) = figures
+    title = fig._suptitle.get_text()
+    assert "synthetic (iid)" in title and "6 clients" in title and "attack trojan by 1" in title
+    assert "2 rounds" in title and "seed 0" in title
+    lines = [ln for ln in fig.axes[0].get_lines()]
+    styles = {(ln.get_color(), str(ln.get_linestyle()), ln.get_marker()) for ln in lines}
+    assert len(lines) == 4 and len(styles) == 4          # 3 rules and the baseline, each its own look
+    dashes = [str(ln.get_linestyle()) for ln in lines[:3]]
+    assert len(set(dashes)) == 3                         # not colour alone

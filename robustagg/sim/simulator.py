@@ -695,6 +695,30 @@ def format_table(results: Dict[str, Any]) -> str:
     return header + _grid(rows, base is not None)
 
 
+_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+           "tab:cyan", "tab:gray")
+_DASHES = ("-", "--", "-.", (0, (1, 1)), (0, (5, 1, 1, 1, 1, 1)))
+_MARKERS = ("o", "s", "^", "v", "D", "x", "P", "*", "<", ">")
+
+
+def _line_style(i: int) -> Dict[str, Any]:
+    """Rule i's line: its own colour, dash pattern and marker (every 5th point),
+    so that curves lying on top of each other stay apart in print too."""
+    return dict(color=_COLORS[i % len(_COLORS)], linestyle=_DASHES[i % len(_DASHES)],
+                marker=_MARKERS[i % len(_MARKERS)], markevery=(i % 5, 5), markersize=4, linewidth=1.3)
+
+
+def plot_title(results: Dict[str, Any]) -> str:
+    """The experiment in one line: dataset, partition, model, federation, attack, rounds, seed(s)."""
+    c, e = results["config"], results["experiment"]
+    seeds = results.get("seeds")
+    part = c["partition"] + (f" α={c['alpha']}" if "alpha" in c else "") + (
+        f" {c['classes_per_client']} classes/client" if "classes_per_client" in c else "")
+    return (f"{e['dataset']} ({part}), {c['model']}, {c['clients']} clients ({e['clients_per_round']} per round), "
+            f"attack {c['attack']} by {c['attackers']}, {c['rounds']} rounds, "
+            + (f"seeds {','.join(map(str, seeds))}" if seeds else f"seed {c['seed']}"))
+
+
 def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> List[str]:
     """Writes ``results.json``, ``results.csv`` (one row per rule and round; a
     multi-seed run adds a ``seed`` column and a ``summary.csv`` of mean ± std
@@ -753,8 +777,8 @@ def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> L
                 base = {"accuracy_mean": base["accuracy"], "attack_success_mean": base["attack_success"]}
         if base is not None:
             curves["no attack (fedavg)"] = base
-        for label, c in curves.items():
-            style = dict(color="k", linestyle=":") if label == "no attack (fedavg)" else {}
+        for i, (label, c) in enumerate(curves.items()):
+            style = dict(color="k", linestyle=":") if label == "no attack (fedavg)" else _line_style(i)
             for ax, key in zip(axes, _CURVES):
                 mean = c.get(key + "_mean")
                 if mean is None or all(v is None for v in mean):
@@ -774,6 +798,7 @@ def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> L
         axes[1].set(title="attack success" + over, xlabel="round",
                     ylabel="triggered base-class images read as target", ylim=(0, 1))
         axes[0].legend(fontsize=7)
+        fig.suptitle(plot_title(results), fontsize=9)
         fig.tight_layout()
         path = os.path.join(out_dir, "results.png")
         fig.savefig(path, dpi=110)
