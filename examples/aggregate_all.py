@@ -50,14 +50,25 @@ def main():
         lambda v: f"sign agrees with truth on {float(((v > 0) == (truth > 0)).float().mean()):.1%}")
     run("robust_lr_mean theta=K/4", lambda: ops.robust_lr_mean(updates, K // 4),
         lambda x: f"rel. error {err(x):.3f}")
+    run("robust_lr_mean_counted theta=K/4", lambda: ops.robust_lr_mean_counted(updates, K // 4),
+        lambda r: f"rel. error {err(r[0]):.3f}, {int(r[1])} of {d} coordinates flipped")
     run(f"trimmed_mean trim={trim}", lambda: ops.trimmed_mean(updates, trim), lambda x: f"rel. error {err(x):.3f}")
     run("median", lambda: ops.median(updates), lambda x: f"rel. error {err(x):.3f}")
     run(f"masked_trimmed_mean tau=0.5 trim={trim}", lambda: ops.masked_trimmed_mean(updates, 0.5, trim),
         lambda x: f"rel. error {err(x):.3f}, kept {float((x != 0).float().mean()):.1%}")
+    run(f"closest_to_median_mean trim={trim}", lambda: ops.closest_to_median_mean(updates, trim),
+        lambda x: f"rel. error {err(x):.3f}")
     run("repeated_median_line", lambda: ops.repeated_median_line(updates),
         lambda sl: f"median slope {float(sl[0].median()):.2e}")
     run("residual_reweight", lambda: ops.residual_reweight(updates),
         lambda r: f"rel. error {err(r[1]):.3f}, attackers' weight {float(r[0][K - f:].sum()):.2e}")
+    run("residual_client_sums + residual_apply",
+        lambda: ops.residual_apply(updates, ops.residual_client_sums(updates)),
+        lambda r: f"rel. error {err(r[1]):.3f} (two parts, as for coordinate shards)")
+    run("sq_distances_to", lambda: ops.sq_distances_to(updates, truth),
+        lambda s: f"attacker / honest squared distance to truth {float(s[K - 1] / s[:K - f].mean()):.1f}x")
+    run("pairwise_stats", lambda: ops.pairwise_stats(updates),
+        lambda r: f"distances and Gram in one pass, Gram[0, 0] = {float(r[1][0, 0]):.3e}")
     run("pairwise_sq_distances", lambda: ops.pairwise_sq_distances(updates),
         lambda D: f"attacker-honest / honest-honest distance {float(D[K - 1, :K - f].mean() / D[0, 1:K - f].mean()):.1f}x")
     run("cosine_similarity", lambda: ops.cosine_similarity(updates),
@@ -67,9 +78,10 @@ def main():
     print(f"robustagg {info['version']} ({', '.join(info['backends'])}; {info['num_threads']} threads); "
           f"K={K} clients, {f} attackers, d={d}")
     w = max(len(r[0]) for r in rows)
-    print(f"{'op':{w}}  {'result':62}  {'seconds':>8}")
+    summary_width = max(62, max(len(r[1]) for r in rows))
+    print(f"{'op':{w}}  {'result':{summary_width}}  {'seconds':>8}")
     for name, summary, dt in rows:
-        print(f"{name:{w}}  {summary:62}  {dt:8.3f}")
+        print(f"{name:{w}}  {summary:{summary_width}}  {dt:8.3f}")
 
 
 if __name__ == "__main__":

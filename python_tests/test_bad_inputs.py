@@ -25,6 +25,13 @@ def test_unhashable_client_ids_are_named():
         A.FedAvg()(make_updates(3, 4), client_ids=[[0], [1], [2]])
 
 
+@pytest.mark.parametrize("name", A.available())
+@pytest.mark.parametrize("client_ids", [5, "abcdef", torch.arange(6).reshape(2, 3)])
+def test_client_ids_that_are_not_a_sequence_are_named(name, client_ids):
+    with pytest.raises(TypeError, match=r"client_ids must be a sequence of one hashable id per client \(K=6\)"):
+        A.get(name)(make_updates(6, 4), client_ids=client_ids)
+
+
 def test_meta_tensors_are_rejected_with_a_message():
     with pytest.raises(ValueError, match="meta device"):
         A.Median()(torch.empty(4, 5, device="meta"))
@@ -41,6 +48,18 @@ def test_meta_tensors_are_rejected_with_a_message():
 def test_bad_constructor_arguments_fail_at_construction_naming_rule_and_argument(name, params, match):
     with pytest.raises(ValueError, match=match):
         A.get(name, **params)
+
+
+def test_rlr_threshold_above_the_number_of_clients_is_an_error_naming_both():
+    u = make_updates(10, 20)
+    with pytest.raises(ValueError, match="threshold=11, K=10"):
+        A.RobustLR(threshold=11)(u)
+    with pytest.raises(ValueError, match="threshold=11, K=10"):
+        A.RobustLR(base=A.Median(), threshold=11)(u)
+    # theta = K is still a vote: unanimous coordinates keep their sign
+    u[:, :5] = u[:, :5].abs()
+    got, mean = A.RobustLR(threshold=10)(u).update, A.FedAvg()(u).update
+    assert torch.equal(got[:5], mean[:5]) and torch.equal(got[5:], -mean[5:])
 
 
 def test_huge_and_tiny_sample_counts_weigh_as_their_ratios():
@@ -83,8 +102,9 @@ def test_cosine_of_float64_rows_at_extreme_scales(scale):
         assert abs(float(got[2, 3]) - 1.0) < 1e-12
 
 
-@pytest.mark.parametrize("scale", [1e200, 1e-200])
+@pytest.mark.parametrize("scale", [1e200, 1e-200, 1e300, 1e-310])
 def test_distance_rules_decide_the_same_at_extreme_scales(scale):
+    # 1e-310 is denormal: the power of two that rescales it (2^1030) is no float64
     u = make_updates(11, 300, torch.float64, seed=5)
     u[:2] += 4.0                             # two far clients
     for name, params in (("krum", {"f": 2}), ("multikrum", {"f": 2}), ("bulyan", {"f": 2}), ("foolsgold", {}),
@@ -93,6 +113,25 @@ def test_distance_rules_decide_the_same_at_extreme_scales(scale):
         assert torch.equal(got.excluded, want.excluded), name
         torch.testing.assert_close(got.client_weights, want.client_weights, rtol=1e-9, atol=1e-12, msg=name)
         torch.testing.assert_close(got.update / scale, want.update, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_geometric_median_of_equal_updates_at_the_float64_limit_is_exact():
+    u = torch.full((10, 50), 1.5e308, dtype=torch.float64)
+    got = A.GeometricMedian()(u)
+    assert torch.equal(got.update, u[0])
+
+
+@pytest.mark.parametrize("scale", [2.0 ** 1000, 2.0 ** -1030, 1e-200])
+def test_geometric_median_is_scale_equivariant_at_extreme_scales(scale):
+    # Weiszfeld with nu scaled alike: the same steps, the same result times the scale
+    u = make_updates(11, 300, torch.float64, seed=5)
+    u[:2] += 4.0
+    want = A.GeometricMedian(nu=1e-3)(u)
+    got = A.GeometricMedian(nu=1e-3 * scale)(u * scale)
+    assert got.info["iterations"] == want.info["iterations"]
+    torch.testing.assert_close(got.client_weights, want.client_weights, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got.update / scale, want.update, rtol=1e-9, atol=1e-12)
+    assert got.info["objective"] == pytest.approx(want.info["objective"] * scale, rel=1e-9)
 
 
 # ------------------------------------------------------------------ non-finite rows in the pairwise ops

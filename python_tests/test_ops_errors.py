@@ -1,4 +1,6 @@
 """Bad input gets a clear ValueError/TypeError naming the argument and the bound."""
+import os
+
 import pytest
 import torch
 
@@ -130,6 +132,36 @@ def test_set_num_threads_validates():
         ops.set_num_threads(0)
 
 
+def test_set_num_threads_is_bounded_by_4_per_cpu(monkeypatch):
+    bound = 4 * (os.cpu_count() or 1)
+    assert ops.MAX_THREADS == bound
+    with pytest.raises(ValueError, match=f"n must be at most {bound} \\(4 per CPU"):
+        ops.set_num_threads(30000)
+    try:
+        ops.set_num_threads(bound)
+        assert ops.get_num_threads() == bound
+    finally:
+        ops.set_num_threads(None)
+    # torch's own count is capped alike (the pool would keep that many threads for good)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 30000)
+    assert ops.get_num_threads() == bound
+
+
+def test_huge_python_ints_name_the_argument_and_its_bound():
+    u = torch.randn(10, 5)
+    with pytest.raises(ValueError, match=r"trim must satisfy 0 <= trim and 2\*trim < K = 10; got trim=2361183241434822606848"):
+        ops.trimmed_mean(u, 2 ** 71)
+    with pytest.raises(ValueError, match=r"trim must satisfy .* got trim=-1180591620717411303424"):
+        ops.closest_to_median_mean(u, -2 ** 70)
+    with pytest.raises(ValueError, match="robust_lr_mean: threshold must be a finite real number"):
+        ops.robust_lr_mean(u, 10 ** 400)
+
+
+def test_run_device_math_of_an_unknown_op_lists_the_ops():
+    with pytest.raises(ValueError, match="unknown op 'nope'; the ops are closest_to_median_mean, .*trimmed_mean"):
+        ops.run_device_math("nope", torch.randn(3, 4))
+
+
 def test_sq_distances_to_names_a_bad_point():
     u = torch.randn(4, 6)
     with pytest.raises(ValueError, match=r"point must have shape \[d\] = \[6\]"):
@@ -138,3 +170,25 @@ def test_sq_distances_to_names_a_bad_point():
         ops.sq_distances_to(u, torch.zeros(6, dtype=torch.float64))
     with pytest.raises(TypeError, match="point must be a torch.Tensor of shape"):
         ops.sq_distances_to(u, [0.0] * 6)
+
+
+def test_a_source_tree_without_the_native_module_says_so_and_what_to_do(tmp_path):
+    # Python run in a checkout root imports that tree: there, without a build, _C is missing.
+    import shutil
+    import subprocess
+    import sys
+
+    import robustagg
+    shutil.copytree(os.path.dirname(robustagg.__file__), tmp_path / "robustagg",
+                    ignore=shutil.ignore_patterns("_C*", "__pycache__"))
+    code = ("import robustagg, torch\n"
+            "print(robustagg.native_info()['error'])\n"
+            "try:\n    robustagg.ops.median(torch.ones(3, 2))\nexcept RuntimeError as e:\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 and "circular import" not in out.stdout
+    for line in lines:
+        assert f"robustagg._C is not built in {tmp_path / 'robustagg'}" in line and "pip install -e ." in line

@@ -5,9 +5,11 @@ import math
 import os
 
 import pytest
+import torch
 
 from robustagg import cli
 from robustagg.sim import reproduce as rep
+from robustagg.sim import data
 from robustagg.sim.data import fashion_mnist_available
 from robustagg.sim.simulator import parse_rule
 
@@ -23,7 +25,7 @@ def test_every_cell_names_a_row_of_its_setting_and_every_config_validates(key, s
     assert paper.cpu_changes and paper.substitutions
     for setting in paper.settings:
         cfg = setting.sim_config(scale)
-        cfg.validate()                                   # options and every rule, on the run's shape
+        cfg.validate(check_data=False)                   # options and every rule, on the run's shape
         labels = {parse_rule(r)[2] for r in cfg.rules}
         assert setting.cells
         for cell in setting.cells:
@@ -91,6 +93,10 @@ def test_reproduce_backdoor_end_to_end(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "single-shot model replacement" in text and "cells agree with the paper" in text
+    # --rounds 2 is not the paper's schedule: said in the header and the table, verdicts marked
+    assert "NOT the paper's run: --rounds 2 replaces this scale's 30 rounds" in text
+    assert "* not the paper's schedule (2 rounds)" in text
+    assert any(v + "*" in text for v in ("agrees", "differs", "inconclusive"))
     saved = json.loads((out / "reproduce.json").read_text())
     assert saved["command"].startswith("robustagg reproduce backdoor") and saved["seeds"] == [0, 1]
     rows = [r for s in saved["settings"] for r in s["rows"]]
@@ -98,7 +104,8 @@ def test_reproduce_backdoor_end_to_end(tmp_path, capsys):
     for r in rows:
         assert len(r["ours_values"]) == 2 and r["ours_mean"] is not None
     md = (out / "reproduce.md").read_text()
-    assert "| row | metric | paper |" in md and "App. A.5" in md
+    assert "| row | metric | paper |" in md and "App. A.5" in md and "NOT the paper's run" in md
+    assert saved["rounds_override"] == {"rounds": 2, "scale_rounds": [30]}
     assert len([d for d in os.listdir(out) if (out / d).is_dir()]) == 2
 
 
@@ -109,3 +116,32 @@ def test_reproduce_rlr_runs_on_fashion_mnist():
     assert len([r for r in rows if r["verdict"]]) == 18
     text = rep.format_reproduction(result)
     assert "Table 1 (top)" in text and "rlr(threshold=4)" in text
+
+
+def test_rounds_equal_to_the_scale_s_are_no_override():
+    assert rep.rounds_override("backdoor", "cpu", 30) is None and rep.rounds_override("backdoor", "cpu", None) is None
+    assert rep.rounds_override("backdoor", "paper", 30) == {"rounds": 30, "scale_rounds": [100]}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "-1"], "--seeds must be integers in [0, 4294967295]"),
+    (["--out="], "--out must name a folder"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "torch sees no CUDA device")]))
+def test_reproduce_checks_its_options_before_creating_the_output_folder(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    extra = [] if argv == ["--out="] else ["--out", str(tmp_path / "rep")]
+    assert cli.main(["reproduce", "backdoor", "--quiet", *argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_paper_scale_on_the_cpu_warns_before_running(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(rep, "reproduce", interrupted)
+    monkeypatch.setattr(data, "check_available", lambda *a: None)   # the paper scale reads Fashion-MNIST
+    code = cli.main(["reproduce", "backdoor", "--scale", "paper", "--device", "cpu", "--quiet",
+                     "--out", str(tmp_path / "rep")])
+    err = capsys.readouterr().err
+    assert code == 130 and "warning: --scale paper on cpu" in err and "minutes per round" in err

@@ -1,6 +1,7 @@
 """End to end: the server loop, the results files and the `robustagg` command."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -223,10 +224,11 @@ def test_a_beta_given_to_trimmed_mean_replaces_the_default_trim():
     assert res["rules"]["trimmed_mean(beta=0.1)"]["params"] == {"beta": 0.1}
 
 
-@pytest.mark.parametrize("clients, attackers, rule", [(1, 0, "krum"), (2, 0, "krum"), (2, 1, "bulyan")])
+@pytest.mark.parametrize("clients, attackers, rule", [(1, 0, "krum"), (2, 0, "krum"), (2, 1, "bulyan"),
+                                                     (10, 1, "rlr(threshold=100)")])
 def test_a_rule_bound_the_run_breaks_is_reported_before_any_training(clients, attackers, rule):
     cfg = SimConfig(dataset="synthetic", clients=clients, attackers=attackers, rounds=1, rules=["fedavg", rule])
-    with pytest.raises(ValueError, match=f"rule '{rule}' cannot run on {clients} clients per round"):
+    with pytest.raises(ValueError, match=re.escape(f"rule '{rule}' cannot run on {clients} clients per round")):
         cfg.validate()
 
 
@@ -353,3 +355,96 @@ def test_the_help_lists_the_rules_compared_by_default():
     parser_help = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                                  env=env).stdout
     assert "(default: " + ",".join(A.default_rules()) + ")" in " ".join(parser_help.split())
+
+
+# ---------------------------------------------------------------- options checked before anything is created
+
+
+@pytest.mark.parametrize("line, message", [
+    ("dataset = 5", "dataset must be a string; got int 5"),
+    ("rules = 5", "rules must be a list of rule names"),
+    ("device = 0", "device must be a string; got int 0"),
+    ('seed = "x"', "seed must be an integer; got str 'x'"),
+    ("attackers = true", "attackers must be an integer; got bool True"),
+    ("data_path = 5", "data_path must be a string or null; got int 5"),
+    ('partition = "dirichlet"\nalpha = true', "alpha must be a number; got bool True"),
+    ("server_lr = true", "server_lr must be a number; got bool True"),
+])
+def test_cli_config_of_the_wrong_type_is_one_line_naming_the_key(tmp_path, capsys, line, message):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(line + "\n")
+    out = tmp_path / "run"
+    code = cli.main(["simulate", "--config", str(cfg), "--quiet", "--no-plot", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "seed must be an integer in [0, 4294967295]; got -1"),
+    (["--seed", "99999999999999999999"], "seed must be an integer in [0, 4294967295]"),
+    (["--attack-param", "bogus_key=1"], "bad parameters for attack 'trojan'"),
+    (["--attack", "model_replacement", "--attack-param", "gamma=-1"], "gamma must be a finite number > 0"),
+    (["--attack-param", "base_class=42"], "base_class must be a class index in [0, 10); got 42"),
+    (["--attack-param", "pattern=bogus"], "pattern must be one of plus, square, pixel"),
+    (["--attack", "none", "--attack-param", "gamma=2"], "bad parameters for attack 'none'"),
+    (["--dataset", "fashion_mnist", "--data-path", "/nonexistent"], "not found in '/nonexistent'"),
+    (["--seeds", "0,-1"], "--seeds must be integers in [0, 4294967295]"),
+])
+def test_cli_bad_options_leave_no_output_folder(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    code = cli.main(["simulate", *SMALL, "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--alpha", "0.3"], "--alpha has no effect here: it is the Dirichlet concentration"),
+    (["--partition", "shards", "--alpha", "0.3"], "--alpha has no effect here"),
+    (["--classes-per-client", "3"], "--classes-per-client has no effect here: it applies to partition shards"),
+    (["--data-path", "/tmp"], "--data-path has no effect here: it is the Fashion-MNIST folder"),
+    (["--model", "logreg", "--hidden", "8"], "--hidden has no effect here: model logreg has no hidden layer"),
+    (["--seed", "1", "--seeds", "0,1"], "--seed and --seeds together"),
+    (["--out="], "--out must name a folder"),
+    (["--partition", "shards", "--classes-per-client", "20"], "classes_per_client must be at most the 10 classes"),
+])
+def test_cli_options_that_would_do_nothing_are_rejected(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)              # --out '' would otherwise fall back to runs/ here
+    code = cli.main(["simulate", *SMALL, *argv] + ([] if argv == ["--out="] else ["--out", str(tmp_path / "run")]))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_config_options_that_would_do_nothing_name_the_config_key(tmp_path, capsys):
+    cfg = tmp_path / "exp.json"
+    cfg.write_text(json.dumps({"dataset": "synthetic", "alpha": 0.3}))
+    assert cli.main(["simulate", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert "'alpha' (in --config) has no effect here" in capsys.readouterr().err
+
+
+def test_results_record_only_the_options_that_were_used():
+    iid = SimConfig(dataset="synthetic", clients=6, attackers=1, rounds=1).to_dict()
+    assert not {"alpha", "classes_per_client", "data_path"} & set(iid) and iid["hidden"] is None
+    dirichlet = SimConfig(dataset="synthetic", partition="dirichlet", alpha=0.3, model="logreg").to_dict()
+    assert dirichlet["alpha"] == 0.3 and "classes_per_client" not in dirichlet and "hidden" not in dirichlet
+
+
+def test_the_plot_names_the_experiment_and_tells_overlapping_lines_apart(tmp_path, monkeypatch):
+    import matplotlib.figure
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *a, **k: (figures.append(self), real_savefig(self, *a, **k)))
+    res = run(SimConfig(dataset="synthetic", clients=6, attackers=1, rounds=2, rules=["fedavg", "median", "krum"]))
+    write_outputs(res, str(tmp_path), plot=True)
+    (fig,) = figures
+    title = fig._suptitle.get_text()
+    assert "synthetic (iid)" in title and "6 clients" in title and "attack trojan by 1" in title
+    assert "2 rounds" in title and "seed 0" in title
+    lines = [ln for ln in fig.axes[0].get_lines()]
+    styles = {(ln.get_color(), str(ln.get_linestyle()), ln.get_marker()) for ln in lines}
+    assert len(lines) == 4 and len(styles) == 4          # 3 rules and the baseline, each its own look
+    dashes = [str(ln.get_linestyle()) for ln in lines[:3]]
+    assert len(set(dashes)) == 3                         # not colour alone

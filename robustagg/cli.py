@@ -167,19 +167,29 @@ def _simulate_parser(sub):
     return p
 
 
+_NOT_CONFIG = ("config", "out", "no_plot", "no_baseline", "quiet", "command", "attack_param")
+
+
 def _config_from_args(args) -> "SimConfig":
+    """The SimConfig of --config and the flags (flags win), with every option
+    checked (:meth:`SimConfig.validate`) and none given that would do nothing."""
     from .sim.simulator import SimConfig
 
     values: Dict[str, Any] = {}
+    from_config: Dict[str, Any] = {}
     if getattr(args, "config", None):
-        values.update(_load_config(args.config))
-    explicit = {k: v for k, v in vars(args).items()
-                if k not in ("config", "out", "no_plot", "no_baseline", "quiet", "command", "attack_param")}
+        from_config = _load_config(args.config)
+        values.update(from_config)
+    explicit = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     values.update(explicit)
     if hasattr(args, "attack_param"):
         values["attack_params"] = {**values.get("attack_params", {}), **dict(args.attack_param)}
     if isinstance(values.get("rules"), str):
         values["rules"] = _split_top_level(values["rules"])
+    given = set(values)
+    if "seed" in given and "seeds" in given:
+        raise ValueError(f"{_option('seed', explicit)} and {_option('seeds', explicit)} together: --seeds runs "
+                         f"the comparison once per seed; give one of them")
     for key in ("out", "no_plot", "quiet", "no_baseline", "seeds"):
         values.pop(key, None)
     if getattr(args, "no_baseline", False):
@@ -188,11 +198,23 @@ def _config_from_args(args) -> "SimConfig":
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    return SimConfig(**values)
+    cfg = SimConfig(**values)
+    cfg.validate()
+    for key, why in cfg.unused_options().items():
+        if key in given:
+            raise ValueError(f"{_option(key, explicit)} has no effect here: {why}")
+    return cfg
+
+
+def _option(key: str, explicit: Dict[str, Any]) -> str:
+    """How the user gave option ``key``: its flag, or its key in --config."""
+    return "--" + key.replace("_", "-") if key in explicit else f"{key!r} (in --config)"
 
 
 def _seeds_from_args(args) -> Optional[List[int]]:
     """--seeds (or "seeds" in --config) as a list of ints, or None."""
+    from .sim.simulator import MAX_SEED
+
     raw = getattr(args, "seeds", None)
     if raw is None and getattr(args, "config", None):
         raw = _load_config(args.config).get("seeds")
@@ -200,12 +222,22 @@ def _seeds_from_args(args) -> Optional[List[int]]:
         return None
     items = raw if isinstance(raw, list) else [x for x in str(raw).replace(" ", "").split(",") if x]
     try:
+        if any(isinstance(x, (bool, float)) for x in items):
+            raise TypeError
         seeds = [int(x) for x in items]
     except (TypeError, ValueError):
         raise ValueError(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {raw!r}") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must list distinct integers; got {raw!r}")
+    if not all(0 <= x <= MAX_SEED for x in seeds):
+        raise ValueError(f"--seeds must be integers in [0, {MAX_SEED}]; got {raw!r}")
     return seeds
+
+
+def _out_folder(args, kind: str) -> str:
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out must name a folder; got an empty string")
+    return args.out or _default_out(kind)
 
 
 def _default_out(kind: str = "simulate") -> str:
@@ -233,10 +265,9 @@ def _simulate(args) -> int:
     from . import attacks
     from .sim.simulator import format_table, parse_rule, run, run_seeds, write_outputs
 
-    cfg = _config_from_args(args)
+    cfg = _config_from_args(args)           # every option checked: nothing is created before
     seeds = _seeds_from_args(args)
-    cfg.validate()
-    out = args.out or _default_out()
+    out = _out_folder(args, "simulate")
     _writable_folder(out)
     labels = [parse_rule(r)[2] for r in cfg.rules]
     targeted = attacks.attack_class(cfg.attack).success_set is not attacks.Attack.success_set
@@ -301,12 +332,22 @@ def _reproduce(args, argv) -> int:
     if args.rounds is not None and args.rounds < 1:
         raise ValueError(f"--rounds must be a positive integer; got {args.rounds}")
     paper = rep.PAPERS[args.paper]
-    out = args.out or _default_out(f"reproduce-{args.paper}-{args.scale}")
-    _writable_folder(out)
     configs = [s.sim_config(args.scale, args.device, args.rounds) for s in paper.settings]
+    for cfg in configs:                 # device, data, attack and rules: checked before anything is created
+        cfg.validate()
+    out = _out_folder(args, f"reproduce-{args.paper}-{args.scale}")
+    _writable_folder(out)
     labels = [parse_rule(r)[2] for c in configs for r in c.rules] + ["no attack"] * sum(c.baseline for c in configs)
+    override = rep.rounds_override(args.paper, args.scale, args.rounds)
     print(f"robustagg reproduce {args.paper}: {paper.title}\n  scale {args.scale}, seeds "
-          f"{','.join(map(str, seeds))}, {len(paper.settings)} setting(s), device {args.device}", flush=True)
+          f"{','.join(map(str, seeds))}, {len(paper.settings)} setting(s), device {args.device}"
+          + (f"\n  {rep.override_text(override)}" if override else ""), flush=True)
+    if args.scale == "paper" and not args.device.startswith("cuda"):
+        models = sorted({c.model for c in configs})
+        print(f"warning: --scale paper on {args.device}: the paper's federation and training "
+              f"({', '.join(models)}, {max(c.clients for c in configs)} clients, up to "
+              f"{max(c.rounds for c in configs)} rounds) take minutes per round on a CPU; it is meant for "
+              f"--device cuda", file=sys.stderr, flush=True)
     progress = _Progress(labels * len(seeds), max(c.rounds for c in configs), enabled=not args.quiet)
     command = "robustagg " + " ".join(argv)
 

@@ -40,6 +40,7 @@ Conventions shared by all ops (clients are rows):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
@@ -47,11 +48,24 @@ import torch
 
 from . import reference as _reference
 
+def _not_built_message(err: ImportError) -> str:
+    """Why ``_C`` did not import, in words that say what to do."""
+    import glob
+    import importlib.machinery
+    here = os.path.dirname(os.path.abspath(__file__))
+    built = [p for suffix in importlib.machinery.EXTENSION_SUFFIXES for p in glob.glob(os.path.join(here, "_C" + suffix))]
+    if built:
+        return f"the native module {built[0]} failed to import: {err}"
+    return (f"the native module robustagg._C is not built in {here} (a source checkout: Python run from the "
+            f"checkout root imports this tree, not an installed robustagg). Build it here with "
+            f"`pip install -e .`, or run Python from another directory to use the installed package")
+
+
 try:  # the compiled core; its absence is reported by native_info()
     from . import _C
-except ImportError as _err:  # pragma: no cover - only on a broken install
+except ImportError as _err:  # a source tree without a build, or a broken install
     _C = None
-    _IMPORT_ERROR = _err
+    _IMPORT_ERROR = _not_built_message(_err)
 else:
     _IMPORT_ERROR = None
 
@@ -81,17 +95,27 @@ _INTERCEPT_CODE = {"siegel": 0, "median": 1}
 _num_threads: Optional[int] = None
 
 
+#: The most threads the CPU kernels use: 4 per CPU. The pool keeps every
+#: thread it ever started for the life of the process (see docs/design.md,
+#: "Threads and fork"), and beyond the cores more threads only contend.
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+
+
 def set_num_threads(n: Optional[int]) -> None:
-    """Threads used by the CPU kernels; ``None`` (default) follows ``torch.get_num_threads()``."""
+    """Threads used by the CPU kernels, 1 to :data:`MAX_THREADS` (4 per CPU);
+    ``None`` (default) follows ``torch.get_num_threads()``, capped alike."""
     global _num_threads
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ValueError(f"set_num_threads: n must be a positive int or None; got {n!r}")
+    if n is not None and n > MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be at most {MAX_THREADS} (4 per CPU, {os.cpu_count()} CPUs: "
+                         f"the pool's threads stay for the life of the process); got {n}")
     _num_threads = n
 
 
 def get_num_threads() -> int:
-    """Threads the CPU kernels will use on the next call."""
-    return _num_threads if _num_threads is not None else torch.get_num_threads()
+    """Threads the CPU kernels will use on the next call (at most :data:`MAX_THREADS`)."""
+    return _num_threads if _num_threads is not None else min(torch.get_num_threads(), MAX_THREADS)
 
 
 # --------------------------------------------------------------------------- checks
@@ -276,7 +300,7 @@ def _cuda_built() -> bool:
 
 def _native() -> "object":
     if _C is None:
-        raise RuntimeError(f"robustagg: the native module failed to import: {_IMPORT_ERROR}")
+        raise RuntimeError(f"robustagg: {_IMPORT_ERROR}")
     return _C
 
 
@@ -311,9 +335,22 @@ def _define(op: _Op) -> None:
     _ARG_KINDS[name] = op.arg_kinds()
 
 
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
+
+
 def _check_types(name: str, args) -> None:
     for (arg, kind), value in zip(_ARG_KINDS[name], args):
         _check_type(name, arg, kind, value)
+    # Python ints beyond the schema's int64 / double: torch's parser would reject
+    # them with "expected int, found int". The op's own checks state the bound
+    # (a trim of 2**70 breaks 2*trim < K); else say what the schema holds.
+    for (arg, kind), value in zip(_ARG_KINDS[name], args):
+        if kind == "int" and not _INT64[0] <= value <= _INT64[1]:
+            _OPS[name].check(*args)
+            raise ValueError(f"{name}: {arg} must fit in a 64-bit signed int; got {value}")
+        if kind == "float" and isinstance(value, int) and not -2 ** 1024 < value < 2 ** 1024:
+            raise ValueError(f"{name}: {arg} must be a finite real number (a float64); got an int of "
+                             f"{value.bit_length()} bits")
 
 
 def _dispatch(name: str, *args):
@@ -347,6 +384,8 @@ def run_device_math(name: str, *args):
     host under the CUDA emulation (``_C.device_math``) on CPU tensors, with the
     CUDA glue of this module: the same launches, workspace, chunks, barriers
     and arithmetic as on a GPU. For tests; it is not a fast path."""
+    if name not in _OPS:
+        raise ValueError(f"run_device_math: unknown op {name!r}; the ops are {', '.join(sorted(_OPS))}")
     op = _OPS[name]
     _check_types(name, args)
     op.check(*args)

@@ -3,7 +3,7 @@ clients, the result type and the registry of names."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
@@ -124,7 +124,15 @@ def _sample_weights(weights, K: int, device) -> Optional[torch.Tensor]:
 def _client_ids(client_ids, K: int) -> List[Any]:
     if client_ids is None:
         return list(range(K))
-    ids = list(client_ids.tolist() if isinstance(client_ids, torch.Tensor) else client_ids)
+    if isinstance(client_ids, torch.Tensor):
+        ids = client_ids.reshape(-1).tolist() if client_ids.dim() == 1 else None
+    elif isinstance(client_ids, (str, bytes)) or not isinstance(client_ids, Iterable):
+        ids = None
+    else:
+        ids = list(client_ids)
+    if ids is None:
+        raise TypeError(f"client_ids must be a sequence of one hashable id per client (K={K}), e.g. a list "
+                        f"of ints; got {type(client_ids).__name__} {client_ids!r}")
     if len(ids) != K:
         raise ValueError(f"client_ids must have one entry per client (K={K}); got {len(ids)}")
     try:

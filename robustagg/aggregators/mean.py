@@ -2,11 +2,14 @@
 Clipping, geometric median (RFA)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import ops
 from .base import (AggregationResult, Aggregator, check_positive_int, check_real, check_rule, check_seed,
                    none_excluded, normalized, register, result_dtype)
+from .stats import times_power_of_two
 
 __all__ = ["FedAvg", "NormClip", "GaussianNoise", "CenteredClip", "GeometricMedian"]
 
@@ -259,14 +262,26 @@ class GeometricMedian(Aggregator):
         check_positive_int("GeometricMedian", "max_iter", self.max_iter)
 
     def _aggregate(self, u, w, ids, stats):
+        exponent = stats.magnitude_exponent(u)
+        if exponent == 0:
+            return self._weiszfeld(u, w, stats, self.nu)
+        # float64 updates beyond 2^+-400: their squared distances would overflow
+        # (every b_k would be 0) or vanish. Weiszfeld's steps are equivariant
+        # under scaling when nu is scaled alike, so it runs on u * 2^-e (of
+        # magnitude 1; exact: a power of two) and its result is scaled back.
+        res = self._weiszfeld(times_power_of_two(u, -exponent), w, stats, _ldexp_saturated(self.nu, -exponent))
+        res.info["objective"] = _ldexp_saturated(res.info["objective"], exponent)
+        return AggregationResult(times_power_of_two(res.update, exponent), res.client_weights, res.excluded, res.info)
+
+    def _weiszfeld(self, u, w, stats, nu):
         n = u.shape[0]
         a = normalized(w, n, u).to(torch.float64)
         v = ops.median(u)
         dist = stats.distances_to(u, v)
-        b = a / dist.clamp_min(self.nu)
+        b = _weiszfeld_weights(a, dist, nu)
         converged, it, rel = False, 0, float("inf")
         for it in range(1, self.max_iter + 1):
-            b = a / dist.clamp_min(self.nu)
+            b = _weiszfeld_weights(a, dist, nu)
             new = weighted_mean(u, b)
             step = float(stats.distances_to(new.reshape(1, -1), v)[0])
             v = new
@@ -279,3 +294,22 @@ class GeometricMedian(Aggregator):
         obj = float((a * dist).sum())
         return AggregationResult(v, (b / b.sum()).to(result_dtype(u)), none_excluded(n, u),
                                  {"iterations": it, "objective": obj, "converged": converged, "last_step": rel})
+
+
+def _weiszfeld_weights(a: torch.Tensor, dist: torch.Tensor, nu: float) -> torch.Tensor:
+    """``b_k = a_k / max(nu, dist_k)`` up to a common factor (all a step needs):
+    times the smallest ``max(nu, dist)``, so every factor is in (0, 1] and
+    neither a tiny ``nu`` overflows the weights nor a huge one makes them
+    vanish. ``nu = inf`` (a scaled nu beyond float64) gives ``b = a``."""
+    if not math.isfinite(nu):
+        return a.clone()
+    r = dist.clamp_min(nu)
+    return a * (r.min() / r)
+
+
+def _ldexp_saturated(x: float, exponent: int) -> float:
+    """``x * 2**exponent`` as a float, inf (with x's sign) where it overflows."""
+    try:
+        return math.ldexp(x, exponent)
+    except OverflowError:
+        return math.copysign(math.inf, x)

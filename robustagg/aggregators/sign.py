@@ -25,7 +25,9 @@ class RobustLR(Aggregator):
 
     Args:
         base: the rule whose aggregate is sign-corrected (default FedAvg()).
-        threshold: theta >= 0, an absolute number of votes.
+        threshold: theta >= 0, an absolute number of votes, at most the number
+            K of clients voting (``|sum sgn| <= K``: a larger theta would flip
+            every coordinate, returning ``-g``; a call with K < theta raises).
 
     ``info``: ``flipped_fraction`` (coordinates whose learning rate became -eta),
     and the base rule's info under ``base``.
@@ -44,7 +46,7 @@ class RobustLR(Aggregator):
 
     @classmethod
     def told_attackers(cls, n, f, given):
-        return {"threshold": f + 1}       # theta = f + 1: more votes than the attackers alone can cast
+        return {"threshold": min(f + 1, n)}   # theta = f + 1: more votes than the attackers alone can cast
 
     def propagates_nonfinite(self):
         return type(self.base) is FedAvg   # the fused pass: a NaN/Inf reaches the mean, sign flips keep it
@@ -55,6 +57,9 @@ class RobustLR(Aggregator):
 
     def _aggregate(self, u, w, ids, stats):
         n = u.shape[0]
+        if self.threshold > n:
+            raise ValueError(f"RobustLR: threshold must be at most the number of clients voting (|sum sgn| <= K; "
+                             f"a larger one flips every coordinate); got threshold={self.threshold}, K={n}")
         if type(self.base) is FedAvg:   # one fused pass: the mean, the flips and their count
             update, count = ops.robust_lr_mean_counted(u, float(self.threshold), w)
             return AggregationResult(update, normalized(w, n, u), none_excluded(n, u),

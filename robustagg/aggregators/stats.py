@@ -25,12 +25,28 @@ import torch
 
 from .. import ops
 
-__all__ = ["Statistics", "ShardedStatistics", "Pairwise", "LOCAL"]
+__all__ = ["Statistics", "ShardedStatistics", "Pairwise", "LOCAL", "times_power_of_two"]
 
 # float64 updates whose magnitude is beyond 2^+-400 can overflow or underflow
 # the float64 sums of squares and products (1e+-150 and beyond): their
 # pairwise statistics are taken of the updates times a power of two.
 _SAFE_EXPONENT = 400
+
+
+def times_power_of_two(t: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``t * 2**exponent``, exact wherever the result is a normal number.
+
+    2**exponent itself need not be a float64 (a denormal's 2^1074 is not): the
+    product is taken in steps of at most 2^±1000. Scaling up, no step rounds
+    (every intermediate is below the result); scaling down, only values that
+    end below the normal range round.
+    """
+    out = t
+    while exponent != 0:
+        step = max(-1000, min(1000, exponent))
+        out = out * math.ldexp(1.0, step)
+        exponent -= step
+    return out
 
 
 def _in_range(wanted, sqdist: bool) -> bool:
@@ -44,14 +60,15 @@ def _in_range(wanted, sqdist: bool) -> bool:
 
 
 class Pairwise(NamedTuple):
-    """Pairwise statistics of ``scale * u``: ``sqdist`` and ``gram`` are
-    ``[n, n]`` float64 (or None when not asked for); ``scale`` is a power of two,
-    1.0 unless the updates' magnitude would overflow or underflow the sums.
+    """Pairwise statistics of ``u * 2**scale_exponent``: ``sqdist`` and ``gram``
+    are ``[n, n]`` float64 (or None when not asked for); ``scale_exponent`` is 0
+    unless the updates' magnitude would overflow or underflow the sums (it
+    reaches 1074 for denormal updates, whose scale 2^1074 is no float64).
     Krum scores, cosines, PCA directions and distance ratios do not depend on it."""
 
     sqdist: Optional[torch.Tensor]
     gram: Optional[torch.Tensor]
-    scale: float
+    scale_exponent: int
 
 
 class Statistics:
@@ -85,19 +102,30 @@ class Statistics:
         bad = torch.tensor([0.0 if ok else 1.0], dtype=torch.float64, device=t.device)
         return float(self._max(bad)[0]) == 0.0
 
+    def magnitude_exponent(self, u: torch.Tensor) -> int:
+        """The exponent e with ``max |u|`` in [2^(e-1), 2^e) over every shard,
+        when float64 sums of squares of ``u`` may overflow or underflow
+        (|e| > 400); 0 otherwise (and for all-zero or non-finite ``u``).
+        ``u * 2**-e`` (:func:`times_power_of_two`) is then of magnitude 1."""
+        if u.dtype != torch.float64 or u.numel() == 0:
+            return 0
+        m = float(self._max(torch.linalg.vector_norm(u, float("inf")).reshape(1).to(torch.float64).clone())[0])
+        if m > 0 and math.isfinite(m) and abs(math.frexp(m)[1]) > _SAFE_EXPONENT:
+            return math.frexp(m)[1]
+        return 0
+
     def pairwise(self, u: torch.Tensor, *, sqdist: bool = True, gram: bool = True) -> Pairwise:
         """Squared distances and / or the Gram matrix of the clients (``ops.pairwise_stats``)."""
         wanted = self._pairwise_sums(u, sqdist, gram)
-        scale = 1.0
+        exponent = 0
         if u.dtype == torch.float64 and not _in_range(wanted, sqdist):
             # Rare: float64 updates beyond 2^+-400 whose squares overflowed or
             # underflowed. The same decision on every rank (the sums are global).
-            m = float(self._max(torch.linalg.vector_norm(u, float("inf")).reshape(1).to(torch.float64).clone())[0])
-            if m > 0 and math.isfinite(m) and abs(math.frexp(m)[1]) > _SAFE_EXPONENT:
-                scale = math.ldexp(1.0, -math.frexp(m)[1])
-                wanted = self._pairwise_sums(u * scale, sqdist, gram)   # exact: a power of two
+            exponent = -self.magnitude_exponent(u)
+            if exponent:
+                wanted = self._pairwise_sums(times_power_of_two(u, exponent), sqdist, gram)
         it = iter(wanted)
-        return Pairwise(next(it) if sqdist else None, next(it) if gram else None, scale)
+        return Pairwise(next(it) if sqdist else None, next(it) if gram else None, exponent)
 
     def _pairwise_sums(self, u, sqdist, gram):
         D, G = ops.pairwise_stats(u, sqdist, gram)

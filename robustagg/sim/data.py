@@ -16,11 +16,14 @@ import numpy as np
 import torch
 
 __all__ = ["Dataset", "load", "load_digits", "load_fashion_mnist", "synthetic",
-           "FASHION_MNIST_DIR", "DATASETS"]
+           "FASHION_MNIST_DIR", "DATASETS", "SHAPES", "check_available"]
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the idx files.
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 DATASETS = ("digits", "fashion_mnist", "synthetic")
+#: (number of classes, image shape) of each dataset, known without loading it
+#: (so that options are checked before anything is read or written).
+SHAPES = {"digits": (10, (1, 8, 8)), "fashion_mnist": (10, (1, 28, 28)), "synthetic": (10, (1, 8, 8))}
 
 
 @dataclasses.dataclass
@@ -94,6 +97,16 @@ def fashion_mnist_available(directory: Optional[str] = None) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def check_available(name: str, path: Optional[str] = None) -> None:
+    """Raises ``FileNotFoundError`` (saying how to get it) when dataset ``name``
+    cannot be loaded from ``path``; reads nothing but the folder's listing."""
+    if name.replace("-", "_").lower() in ("fashion_mnist", "fmnist"):
+        directory = path or FASHION_MNIST_DIR
+        for prefix in ("train", "t10k"):
+            for stem in ("images-idx3", "labels-idx1"):
+                _find(directory, f"{prefix}-{stem}-ubyte")
 
 
 def load_fashion_mnist(directory: Optional[str] = None) -> Dataset:

@@ -27,7 +27,7 @@ import numpy as np
 from .simulator import SimConfig, parse_rule, run_seeds
 
 __all__ = ["Cell", "Setting", "Paper", "PAPERS", "NO_ATTACK", "METRICS", "TOLERANCE", "verdict", "paper_keys",
-           "reproduce", "format_reproduction", "reproduction_markdown"]
+           "reproduce", "rounds_override", "override_text", "format_reproduction", "reproduction_markdown"]
 
 #: The row of the no-attack baseline (FedAvg while the attackers train honestly).
 NO_ATTACK = "no attack"
@@ -161,7 +161,8 @@ def reproduce(key: str, scale: str = "cpu", seeds: Sequence[int] = (0, 1, 2), de
         cfg.validate()
     out = {"paper": key, "title": paper.title, "scale": scale, "seeds": list(seeds),
            "changes": paper.cpu_changes if scale == "cpu" else "the paper's federation, rounds and training",
-           "substitutions": paper.substitutions, "tolerance": TOLERANCE, "settings": []}
+           "substitutions": paper.substitutions, "tolerance": TOLERANCE,
+           "rounds_override": rounds_override(key, scale, rounds), "settings": []}
     for setting, cfg in zip(paper.settings, configs):
         results = run_seeds(cfg, seeds, progress=progress)
         entry = {"title": setting.title, "config": cfg.to_dict(), "rows": _rows(setting, results),
@@ -170,6 +171,22 @@ def reproduce(key: str, scale: str = "cpu", seeds: Sequence[int] = (0, 1, 2), de
         if on_setting_done is not None:
             on_setting_done(entry, out)
     return out
+
+
+def rounds_override(key: str, scale: str, rounds: Optional[int]) -> Optional[Dict[str, Any]]:
+    """``{"rounds": N, "scale_rounds": [...]}`` when ``rounds`` replaces the
+    schedule of the scale (the run is then not the paper's, nor the committed
+    tables'); None when it does not."""
+    if rounds is None:
+        return None
+    own = sorted({s.sim_config(scale).rounds for s in PAPERS[key].settings})
+    return None if own == [rounds] else {"rounds": rounds, "scale_rounds": own}
+
+
+def override_text(override: Dict[str, Any]) -> str:
+    own = "/".join(map(str, override["scale_rounds"]))
+    return (f"NOT the paper's run: --rounds {override['rounds']} replaces this scale's {own} rounds; "
+            f"verdicts marked * compare a different schedule with the paper's numbers")
 
 
 def _pct(v: Optional[float]) -> str:
@@ -186,21 +203,25 @@ _METRIC_NAMES = {"accuracy": "accuracy", "attack_success": "attack success", "ba
                  "accuracy_drop": "accuracy lost to the attack"}
 
 
-def _table(rows) -> List[List[str]]:
+def _table(rows, overridden: bool = False) -> List[List[str]]:
     out = [["row", "metric", "paper", "ours (mean ± std)", "Δ", "verdict", "paper's source"]]
     for r in rows:
+        mark = "*" if overridden and r["verdict"] else ""
         out.append([r["row"], _METRIC_NAMES[r["metric"]], _pct(r["paper"]), _ours(r),
-                    "" if r["delta"] is None else f"{100 * r['delta']:+.1f}", r["verdict"] or "",
+                    "" if r["delta"] is None else f"{100 * r['delta']:+.1f}", (r["verdict"] or "") + mark,
                     r["where"] or ""])
     return out
 
 
 def format_reproduction(result: Dict[str, Any]) -> str:
     """The plain-text tables ``robustagg reproduce`` prints (values in %)."""
+    override = result.get("rounds_override")
     lines = [f"{result['title']} — scale {result['scale']}, seeds {', '.join(map(str, result['seeds']))}",
-             f"scale: {result['changes']}", f"substituted: {result['substitutions']}", ""]
+             f"scale: {result['changes']}", f"substituted: {result['substitutions']}"]
+    lines += [override_text(override)] if override else []
+    lines.append("")
     for s in result["settings"]:
-        table = _table(s["rows"])
+        table = _table(s["rows"], bool(override))
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         lines.append(f"== {s['title']}")
         for j, row in enumerate(table):
@@ -219,7 +240,9 @@ _RULE_TEXT = ("agree: |Δ| ≤ {tol:.0f} points, or ≤ 2 SE where 2 SE ≤ {wid
 
 def _count_line(result: Dict[str, Any]) -> str:
     verdicts = [r["verdict"] for s in result["settings"] for r in s["rows"] if r["verdict"]]
-    return (f"{verdicts.count('agrees')} of {len(verdicts)} cells agree with the paper, "
+    override = result.get("rounds_override")
+    return ((f"* not the paper's schedule ({override['rounds']} rounds): " if override else "")
+            + f"{verdicts.count('agrees')} of {len(verdicts)} cells agree with the paper, "
             f"{verdicts.count('differs')} differ, {verdicts.count('inconclusive')} inconclusive")
 
 
@@ -229,10 +252,13 @@ def reproduction_markdown(result: Dict[str, Any], command: str) -> str:
              f"`{command}` (scale {result['scale']}, seeds {', '.join(map(str, result['seeds']))}). "
              f"Values in %; ours is the mean ± sample std over the seeds; "
              f"{_RULE_TEXT.format(tol=100 * result['tolerance'], wide=200 * result['tolerance'])}.", "",
-             f"- Scale: {result['changes']}", f"- Substituted: {result['substitutions']}", ""]
+             f"- Scale: {result['changes']}", f"- Substituted: {result['substitutions']}"]
+    override = result.get("rounds_override")
+    lines += [f"- **{override_text(override)}**"] if override else []
+    lines.append("")
     for s in result["settings"]:
         lines += [f"## {s['title']}", ""]
-        table = _table(s["rows"])
+        table = _table(s["rows"], bool(override))
         lines.append("| " + " | ".join(table[0]) + " |")
         lines.append("|" + "|".join("---" if i in (0, 1, 5, 6) else "---:" for i in range(len(table[0]))) + "|")
         lines += ["| " + " | ".join(row) + " |" for row in table[1:]]

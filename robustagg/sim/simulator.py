@@ -28,7 +28,7 @@ from .partition import PARTITIONS, partition
 from .metrics import accuracy, class_accuracy, detection_rates, flagged_clients
 from .train import LocalSpec, flat_params, predict, train_batched, train_sequential
 
-__all__ = ["SimConfig", "DEFAULT_RULES", "parse_rule", "run", "run_seeds", "summarize_seeds", "write_outputs",
+__all__ = ["SimConfig", "MAX_SEED", "DEFAULT_RULES", "parse_rule", "run", "run_seeds", "summarize_seeds", "write_outputs",
            "format_table"]
 
 #: FedAvg and the defenses compared by ``robustagg simulate`` with no arguments
@@ -94,37 +94,42 @@ class SimConfig:
     baseline: bool = True
     assumed_attackers: Optional[int] = None
 
-    def validate(self) -> None:
+    def validate(self, check_data: bool = True) -> None:
+        """Checks every option (types first, then bounds), builds the attack
+        and every rule and tries them, and (``check_data``) that the dataset's
+        files are there: all that can be known before any data is read or any
+        file written. Raises ``ValueError`` naming the option."""
         def need(cond, msg):
             if not cond:
                 raise ValueError(msg)
 
+        self._check_types()
         need(self.dataset.replace("-", "_") in data_mod.DATASETS + ("fmnist",),
              f"dataset must be one of {', '.join(data_mod.DATASETS)}; got {self.dataset!r}")
         need(self.partition in PARTITIONS, f"partition must be one of {', '.join(PARTITIONS)}; got {self.partition!r}")
         need(self.model in MODELS, f"model must be one of {', '.join(MODELS)}; got {self.model!r}")
         for name in ("clients", "rounds", "local_epochs", "batch_size", "classes_per_client"):
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                 f"{name} must be a positive integer; got {v!r}")
-        need(isinstance(self.attackers, int) and 0 <= self.attackers < self.clients,
+            need(v >= 1, f"{name} must be a positive integer; got {v!r}")
+        need(0 <= self.attackers < self.clients,
              f"attackers must be an integer in [0, clients={self.clients}); got {self.attackers!r}")
-        need(isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1,
-             f"fraction must be in (0, 1]; got {self.fraction!r}")
+        need(0 <= self.seed <= MAX_SEED, f"seed must be an integer in [0, {MAX_SEED}]; got {self.seed!r}")
+        need(0 < self.fraction <= 1, f"fraction must be in (0, 1]; got {self.fraction!r}")
         for name in ("alpha", "server_lr", "lr"):
             v = getattr(self, name)
-            need(isinstance(v, (int, float)) and v > 0 and math.isfinite(v), f"{name} must be > 0; got {v!r}")
-        need(isinstance(self.momentum, (int, float)) and not isinstance(self.momentum, bool)
-             and 0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum!r}")
-        need(self.attacker_epochs is None or (isinstance(self.attacker_epochs, int) and self.attacker_epochs >= 1),
+            need(v > 0 and math.isfinite(v), f"{name} must be > 0; got {v!r}")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum!r}")
+        need(self.attacker_epochs is None or self.attacker_epochs >= 1,
              f"attacker_epochs must be a positive integer; got {self.attacker_epochs!r}")
-        need(self.attacker_lr is None or (isinstance(self.attacker_lr, (int, float)) and self.attacker_lr > 0),
+        need(self.attacker_lr is None or (self.attacker_lr > 0 and math.isfinite(self.attacker_lr)),
              f"attacker_lr must be > 0; got {self.attacker_lr!r}")
-        need(self.hidden is None or (isinstance(self.hidden, int) and self.hidden >= 1),
-             f"hidden must be a positive integer; got {self.hidden!r}")
+        need(self.hidden is None or self.hidden >= 1, f"hidden must be a positive integer; got {self.hidden!r}")
+        num_classes, _ = data_mod.SHAPES[self.dataset_key]
+        need(self.partition != "shards" or self.classes_per_client <= num_classes,
+             f"classes_per_client must be at most the {num_classes} classes of {self.dataset_key}; "
+             f"got {self.classes_per_client}")
         need(self.attack in attacks.available(),
              f"attack must be one of {', '.join(attacks.available())}; got {self.attack!r}")
-        need(isinstance(self.attack_params, dict), f"attack_params must be a mapping; got {self.attack_params!r}")
         need(len(self.rules) > 0, "rules must name at least one rule")
         labels = [parse_rule(r)[2] for r in self.rules]
         need(len(set(labels)) == len(labels), f"rules must not repeat; got {labels}")
@@ -133,13 +138,78 @@ class SimConfig:
         need(self.device == "cpu" or self.device.startswith("cuda"), f"device must be cpu or cuda[:i]; got {self.device!r}")
         if self.device.startswith("cuda"):
             need(torch.cuda.is_available(), f"device {self.device!r} asked for, but torch sees no CUDA device")
-        need(isinstance(self.baseline, bool), f"baseline must be true or false; got {self.baseline!r}")
-        need(self.assumed_attackers is None or (isinstance(self.assumed_attackers, int)
-                                                and not isinstance(self.assumed_attackers, bool)
-                                                and 0 <= self.assumed_attackers < self.per_round),
+        need(self.assumed_attackers is None or 0 <= self.assumed_attackers < self.per_round,
              f"assumed_attackers must be an integer in [0, clients per round={self.per_round}); "
              f"got {self.assumed_attackers!r}")
+        self.build_attack()
+        if check_data:
+            try:
+                data_mod.check_available(self.dataset_key, self.data_path)
+            except FileNotFoundError as e:
+                raise ValueError(str(e)) from None
         self.check_rules()
+
+    def _check_types(self) -> None:
+        """Each option's type, as the CLI's flags check theirs (a config file
+        gives any JSON/TOML value): ``True`` is no number here."""
+        for name, kind in _FIELD_TYPES.items():
+            v = getattr(self, name)
+            if v is None and kind.endswith("?"):
+                continue
+            base = kind.rstrip("?")
+            ok = {"str": isinstance(v, str),
+                  "int": isinstance(v, int) and not isinstance(v, bool),
+                  "real": isinstance(v, (int, float)) and not isinstance(v, bool),
+                  "bool": isinstance(v, bool),
+                  "dict": isinstance(v, dict),
+                  "rules": isinstance(v, (list, tuple)) and all(isinstance(r, (str, dict)) for r in v)}[base]
+            if not ok:
+                words = {"str": "a string", "int": "an integer", "real": "a number", "bool": "true or false",
+                         "dict": "a table of parameters", "rules": "a list of rule names (or one comma-separated "
+                         "string)"}[base]
+                raise ValueError(f"{name} must be {words}{' or null' if kind.endswith('?') else ''}; "
+                                 f"got {type(v).__name__} {v!r}")
+
+    @property
+    def dataset_key(self) -> str:
+        key = self.dataset.replace("-", "_").lower()
+        return "fashion_mnist" if key == "fmnist" else key
+
+    def attack_params_resolved(self) -> Dict[str, Any]:
+        """``attack_params`` with the dataset's defaults (Fashion-MNIST trojans: sandal -> sneaker)."""
+        params = dict(self.attack_params)
+        if self.dataset_key == "fashion_mnist" and issubclass(attacks.attack_class(self.attack), attacks.TrojanBackdoor):
+            params.setdefault("base_class", 5)      # sandal -> sneaker, as in the RLR paper
+            params.setdefault("target_class", 7)
+        return params
+
+    def build_attack(self, dataset=None):
+        """The attack with its parameters checked against the dataset (``dataset``,
+        or its classes and image shape when not loaded yet: :data:`data.SHAPES`)."""
+        if dataset is None:
+            num_classes, image_shape = data_mod.SHAPES[self.dataset_key]
+            dataset = _DatasetShape(num_classes, image_shape)
+        try:
+            attack = attacks.get(self.attack, **self.attack_params_resolved())
+            attack.setup(dataset)
+        except ValueError as e:
+            if str(e).startswith("bad parameters for attack"):
+                raise
+            raise ValueError(f"attack {self.attack!r} (attack_params {self.attack_params}): {e}") from None
+        return attack
+
+    def unused_options(self) -> Dict[str, str]:
+        """Options that have no effect in this configuration, and why."""
+        out = {}
+        if self.partition != "dirichlet":
+            out["alpha"] = f"it is the Dirichlet concentration (partition dirichlet); partition is {self.partition}"
+        if self.partition != "shards":
+            out["classes_per_client"] = f"it applies to partition shards; partition is {self.partition}"
+        if self.dataset_key != "fashion_mnist":
+            out["data_path"] = f"it is the Fashion-MNIST folder; dataset is {self.dataset}"
+        if self.model == "logreg":
+            out["hidden"] = "model logreg has no hidden layer"
+        return out
 
     @property
     def per_round(self) -> int:
@@ -176,9 +246,33 @@ class SimConfig:
                                  f"(told f = {f} attackers): {e}") from None
 
     def to_dict(self) -> Dict[str, Any]:
+        """The options as used: those without effect here (:meth:`unused_options`) are left out."""
         d = dataclasses.asdict(self)
         d["rules"] = list(self.rules)
+        for name in self.unused_options():
+            d.pop(name, None)
         return d
+
+
+#: The most a seed may be (2^32 - 1, numpy's legacy bound): the runs derive generators from seed + small offsets.
+MAX_SEED = 2 ** 32 - 1
+
+#: Each option's type ("?": None allowed).
+_FIELD_TYPES = {
+    "dataset": "str", "data_path": "str?", "partition": "str", "alpha": "real", "classes_per_client": "int",
+    "clients": "int", "fraction": "real", "rounds": "int", "server_lr": "real", "model": "str", "hidden": "int?",
+    "local_epochs": "int", "batch_size": "int", "lr": "real", "momentum": "real", "attacker_epochs": "int?",
+    "attacker_lr": "real?", "attack": "str", "attack_params": "dict", "attackers": "int", "rules": "rules",
+    "device": "str", "seed": "int", "local_training": "str", "baseline": "bool", "assumed_attackers": "int?",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _DatasetShape:
+    """What an attack's ``setup`` checks its parameters against, before the data is loaded."""
+
+    num_classes: int
+    image_shape: tuple
 
 
 def _literal(text: str):
@@ -263,12 +357,7 @@ class _Experiment:
         self.device = torch.device(cfg.device)
         ds = data_mod.load(cfg.dataset, path=cfg.data_path, seed=cfg.seed)
         self.dataset = ds
-        params = dict(cfg.attack_params)
-        if ds.name == "fashion_mnist" and issubclass(attacks.attack_class(cfg.attack), attacks.TrojanBackdoor):
-            params.setdefault("base_class", 5)      # sandal -> sneaker, as in the RLR paper
-            params.setdefault("target_class", 7)
-        self.attack = attacks.get(cfg.attack, **params)
-        self.attack.setup(ds)
+        self.attack = cfg.build_attack(ds)
         self.attack.begin(cfg.rounds)
 
         # The adversary's pool (attacks that bring their own images): base-class
@@ -606,6 +695,30 @@ def format_table(results: Dict[str, Any]) -> str:
     return header + _grid(rows, base is not None)
 
 
+_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+           "tab:cyan", "tab:gray")
+_DASHES = ("-", "--", "-.", (0, (1, 1)), (0, (5, 1, 1, 1, 1, 1)))
+_MARKERS = ("o", "s", "^", "v", "D", "x", "P", "*", "<", ">")
+
+
+def _line_style(i: int) -> Dict[str, Any]:
+    """Rule i's line: its own colour, dash pattern and marker (every 5th point),
+    so that curves lying on top of each other stay apart in print too."""
+    return dict(color=_COLORS[i % len(_COLORS)], linestyle=_DASHES[i % len(_DASHES)],
+                marker=_MARKERS[i % len(_MARKERS)], markevery=(i % 5, 5), markersize=4, linewidth=1.3)
+
+
+def plot_title(results: Dict[str, Any]) -> str:
+    """The experiment in one line: dataset, partition, model, federation, attack, rounds, seed(s)."""
+    c, e = results["config"], results["experiment"]
+    seeds = results.get("seeds")
+    part = c["partition"] + (f" α={c['alpha']}" if "alpha" in c else "") + (
+        f" {c['classes_per_client']} classes/client" if "classes_per_client" in c else "")
+    return (f"{e['dataset']} ({part}), {c['model']}, {c['clients']} clients ({e['clients_per_round']} per round), "
+            f"attack {c['attack']} by {c['attackers']}, {c['rounds']} rounds, "
+            + (f"seeds {','.join(map(str, seeds))}" if seeds else f"seed {c['seed']}"))
+
+
 def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> List[str]:
     """Writes ``results.json``, ``results.csv`` (one row per rule and round; a
     multi-seed run adds a ``seed`` column and a ``summary.csv`` of mean ± std
@@ -664,8 +777,8 @@ def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> L
                 base = {"accuracy_mean": base["accuracy"], "attack_success_mean": base["attack_success"]}
         if base is not None:
             curves["no attack (fedavg)"] = base
-        for label, c in curves.items():
-            style = dict(color="k", linestyle=":") if label == "no attack (fedavg)" else {}
+        for i, (label, c) in enumerate(curves.items()):
+            style = dict(color="k", linestyle=":") if label == "no attack (fedavg)" else _line_style(i)
             for ax, key in zip(axes, _CURVES):
                 mean = c.get(key + "_mean")
                 if mean is None or all(v is None for v in mean):
@@ -685,6 +798,7 @@ def write_outputs(results: Dict[str, Any], out_dir: str, plot: bool = True) -> L
         axes[1].set(title="attack success" + over, xlabel="round",
                     ylabel="triggered base-class images read as target", ylim=(0, 1))
         axes[0].legend(fontsize=7)
+        fig.suptitle(plot_title(results), fontsize=9)
         fig.tight_layout()
         path = os.path.join(out_dir, "results.png")
         fig.savefig(path, dpi=110)
