@@ -80,13 +80,25 @@ def nvcc_command(src, obj):
     gencode += ["-gencode", f"arch=compute_{last},code=compute_{last}"]
     return [CUDA["nvcc"], "-c", src, "-o", obj, "-O3", "-std=c++17", "--fmad=false",
             "-Xcompiler", "-fPIC,-fvisibility=hidden", "-Icsrc/include", "--expt-relaxed-constexpr",
-            *gencode]
+            "-Xptxas", "-v", *gencode]
 
 
 class BuildExt(build_ext):
-    """Compiles csrc/cuda/*.cu with nvcc, in parallel, and links them (cudart static) into _C."""
+    """Compiles csrc/cuda/*.cu with nvcc, in parallel, and links them (cudart static) into _C.
+    ptxas's resource report of every kernel (registers, stack, spills, shared
+    memory per arch) is kept beside the module as robustagg/_cuda_resources.txt:
+    tests gate on it and bench/gpu_model.py reads it."""
 
     def build_extension(self, ext):
+        # The build's configuration is a dependency: an in-tree build/ left by a
+        # CPU-only build must not be reused as "up to date" for a CUDA one.
+        os.makedirs(self.build_temp, exist_ok=True)
+        stamp = os.path.join(self.build_temp, "robustagg_config.txt")
+        config = repr((CUDA, cflags))
+        if not os.path.exists(stamp) or open(stamp).read() != config:
+            with open(stamp, "w") as f:
+                f.write(config)
+        ext.depends = list(ext.depends or []) + [stamp]
         if CUDA is not None:
             os.makedirs(self.build_temp, exist_ok=True)
             jobs = []
@@ -94,11 +106,25 @@ class BuildExt(build_ext):
                 obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
                 cmd = nvcc_command(src, obj)
                 print(" ".join(cmd))
-                jobs.append((obj, subprocess.Popen(cmd, cwd=HERE)))
-            failed = [obj for obj, proc in jobs if proc.wait() != 0]
+                log = open(obj + ".log", "w+")
+                jobs.append((obj, log, subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT)))
+            reports, failed = [], []
+            for obj, log, proc in jobs:
+                code = proc.wait()
+                log.seek(0)
+                text = log.read()
+                log.close()
+                if code != 0:
+                    print(text, file=sys.stderr)
+                    failed.append(obj)
+                reports.append(f"# {os.path.basename(obj)[:-2]}\n{text}")
             if failed:
                 sys.exit(f"nvcc failed for {failed} (ROBUSTAGG_CUDA=0 builds without CUDA)")
-            objects = [obj for obj, _ in jobs]
+            out_dir = os.path.dirname(self.get_ext_fullpath(ext.name))
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "_cuda_resources.txt"), "w") as f:
+                f.write("".join(reports))
+            objects = [obj for obj, _, _ in jobs]
             ext.extra_objects = list(ext.extra_objects or []) + objects
             libdir = cudart_libdir(CUDA["home"])
             ext.extra_link_args = list(ext.extra_link_args or []) + [

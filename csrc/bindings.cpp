@@ -215,6 +215,12 @@ PYBIND11_MODULE(_C, m) {
     ra::emu::set_schedule(static_cast<ra::emu::Schedule>(schedule), seed);
     return old;
   });
+  dm.def("_launches", [](bool clear) {
+    py::dict out;
+    for (const auto& [name, r] : ra::emu::launch_log(clear))
+      out[py::str(name)] = py::make_tuple(r.launches, r.max_threads, r.max_dynamic_shared);
+    return out;
+  }, py::arg("clear") = false, "{kernel: (launches, max threads per block, max dynamic shared bytes)}");
   dm.def("_set_max_blocks", [](int64_t n) {
     if (n < 1) throw py::value_error("max blocks must be >= 1");
     const int64_t old = ra::emu::max_grid_blocks();

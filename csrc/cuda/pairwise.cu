@@ -122,12 +122,16 @@ void run(const void* updates, DType dtype, int64_t K, int64_t d, O* sqdist, O* g
   with_type(dtype, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* u = static_cast<const T*>(updates);
-    if (float_blocks && sizeof(val_t<T>) == 4)
-      launch<partials_kernel<T, true>>(grid, dim3(kPairThreads), 0, s, u, K, d, layout.seg.seg_len, tiles,
-                                       want_dist, want_gram, only_if, pd, pg);
-    else
-      launch<partials_kernel<T, false>>(grid, dim3(kPairThreads), 0, s, u, K, d, layout.seg.seg_len, tiles,
-                                        want_dist, want_gram, only_if, pd, pg);
+    // Float blocks only for values held as float (no instantiation for double).
+    if constexpr (sizeof(val_t<T>) == 4) {
+      if (float_blocks) {
+        launch<partials_kernel<T, true>>(grid, dim3(kPairThreads), 0, s, u, K, d, layout.seg.seg_len, tiles,
+                                         want_dist, want_gram, only_if, pd, pg);
+        return;
+      }
+    }
+    launch<partials_kernel<T, false>>(grid, dim3(kPairThreads), 0, s, u, K, d, layout.seg.seg_len, tiles,
+                                      want_dist, want_gram, only_if, pd, pg);
   });
   launch<finish_kernel<O>>(dim3(blocks_for(K * K)), dim3(kThreads), 0, s, K, layout.seg.segments, pd, pg, sqdist,
                            want_gram ? g : nullptr, gram_out, only_if);

@@ -40,8 +40,11 @@ __global__ void line_kernel(const T* __restrict__ u,  // [K, d]
 // Invariant of the reduction: round r stages the contributions of clients
 // [32 r, 32 r + 32) as red[client][coordinate] (0 where a thread has none),
 // and thread c < 32 adds row c left to right, the order the CPU adds them.
+// No __launch_bounds__: with .maxntid 128 ptxas aims at 80 registers and spills
+// (48-byte stack); unbounded it takes 95 registers, no stack, still 5 blocks of
+// 128 threads per SM (6 by shared memory).
 template <typename T>
-__global__ void __launch_bounds__(kBlock) pass1_kernel(
+__global__ void pass1_kernel(
     const T* __restrict__ u,  // [K, d]
     int64_t K, int64_t d, int64_t c0, int64_t n, int64_t cols, math::InterceptMode mode, double lam, double delta,
     double* __restrict__ scratch,   // [5K, cols]

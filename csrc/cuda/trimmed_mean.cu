@@ -1,5 +1,5 @@
-// Kernel family 2 on CUDA: one thread per coordinate. K <= 32: the K values of
-// the thread's column on registers, padded with +inf to the next power of two
+// Kernel family 2 on CUDA: one thread per coordinate. K <= 32 (K <= 16 for
+// doubles, plan::max_register_rows): the K values of the thread's column on registers, padded with +inf to the next power of two
 // and sorted by that size's compile-time Batcher network (math/order.h); a
 // NaN is replaced by +inf and accounted for afterwards (NaN sorts last).
 // Larger K: the column in a [K, cols] scratch (consecutive threads own
@@ -45,7 +45,7 @@ void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderSt
     using V = val_t<T>;
     const T* u = static_cast<const T*>(updates);
     V* o = static_cast<V*>(out);
-    if (plan::with_register_rows(layout.register_rows, [&](auto rows) {
+    if (plan::with_register_rows<plan::max_register_rows(sizeof(V))>(layout.register_rows, [&](auto rows) {
           launch<order_registers_kernel<decltype(rows)::value, T>>(dim3(blocks_for(d)), dim3(kThreads), 0, s, u, K,
                                                                    d, stat, trim, tau, o);
         }))

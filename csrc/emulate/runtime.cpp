@@ -446,6 +446,16 @@ const char* error_string(cudaError_t err) {
   return t_last_message.empty() ? "emulated CUDA error" : t_last_message.c_str();
 }
 
+std::mutex g_log_mutex;
+std::map<std::string, LaunchRecord> g_log;
+
+std::map<std::string, LaunchRecord> launch_log(bool clear) {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  std::map<std::string, LaunchRecord> out = g_log;
+  if (clear) g_log.clear();
+  return out;
+}
+
 void run_grid(const char* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(void*),
               void* closure) {
   if (t_last_error != cudaSuccess) return;  // a sticky error: later launches do not run
@@ -464,6 +474,13 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, size_t dynamic_shared_b
   if (!bad.empty()) {
     set_error(cudaErrorInvalidConfiguration, std::string(kernel) + ": invalid launch: " + bad);
     return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    LaunchRecord& r = g_log[kernel];
+    ++r.launches;
+    r.max_threads = std::max<uint64_t>(r.max_threads, threads);
+    r.max_dynamic_shared = std::max<uint64_t>(r.max_dynamic_shared, dynamic_shared_bytes);
   }
   Grid g;
   g.kernel = kernel;

@@ -38,28 +38,40 @@ inline int64_t chunk_cols(int64_t d, int64_t bytes_per_column, int64_t multiple)
   return cols < d_up ? cols : d_up;
 }
 
-// Family 2: registers for K <= 32; else a [K, cols] scratch of values.
+// Family 2: a thread's column in registers for K <= 32 values of 4 bytes
+// (float, and half/bfloat16 held as float), K <= 16 doubles; else a [K, cols]
+// scratch of values. 32 doubles are 64 registers before the network's own:
+// ptxas spills the 32-row double network on sm_80 (255 registers, 48-byte
+// stack; python_tests/test_cuda_resources.py).
+constexpr int max_register_rows(int64_t value_bytes) { return value_bytes > 4 ? 16 : math::kRegRows; }
+
 struct OrderLayout {
   int64_t register_rows, cols;
   size_t bytes;
   OrderLayout(DType dtype, int64_t K, int64_t d) {
     register_rows = math::register_rows_for(K);
+    if (register_rows > max_register_rows(value_bytes(dtype))) register_rows = 0;
     cols = register_rows ? d : chunk_cols(d, K * value_bytes(dtype), 256);
     bytes = register_rows ? 0 : align_up(static_cast<size_t>(K * cols * value_bytes(dtype)));
   }
 };
 
 // Calls f(std::integral_constant<int, rows>{}) for the register rows of an
-// OrderLayout (1, 2, 4, ..., kRegRows: one instantiation each); false for 0
-// (the buffer path).
-template <typename F> bool with_register_rows(int64_t rows, F&& f) {
+// OrderLayout (1, 2, 4, ..., kMax: one instantiation each); false for 0 (the
+// buffer path).
+template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
   switch (rows) {
     case 1: f(std::integral_constant<int, 1>{}); return true;
     case 2: f(std::integral_constant<int, 2>{}); return true;
     case 4: f(std::integral_constant<int, 4>{}); return true;
     case 8: f(std::integral_constant<int, 8>{}); return true;
     case 16: f(std::integral_constant<int, 16>{}); return true;
-    case 32: f(std::integral_constant<int, 32>{}); return true;
+    case 32:
+      if constexpr (kMax >= 32) {
+        f(std::integral_constant<int, 32>{});
+        return true;
+      }
+      return false;
     default: return false;
   }
 }

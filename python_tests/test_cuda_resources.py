@@ -1,0 +1,99 @@
+"""The resource gate of the CUDA kernels, without a GPU.
+
+ptxas's report of this very build (robustagg/_cuda_resources.txt, kept by
+setup.py when nvcc built the kernels) against the design rules of
+docs/design.md: no stack frame and no spills in any kernel (a stack frame
+means a register array indexed at run time or ptxas spilling), static shared
+memory within the 48 KB every arch gives without an opt-in, and every kernel
+launched by the emulated launchers (so every compiled kernel has run), with a
+block whose registers fit the 64K-register file (else the launch fails on the
+GPU with "too many resources requested"). Skipped in builds without CUDA.
+"""
+import pathlib
+import re
+
+import pytest
+import torch
+
+from robustagg import _C, _cuda_resources, ops
+from common import make_updates
+
+REPORT = _cuda_resources.load() if getattr(_C, "with_cuda", False) else None
+pytestmark = pytest.mark.skipif(REPORT is None, reason="no CUDA kernels in this build (nvcc not found or ROBUSTAGG_CUDA=0)")
+
+STATIC_SHARED_LIMIT = 48 * 1024
+REGISTER_FILE = 65536  # 32-bit registers per block (sm_80, sm_90)
+CUDA_SOURCES = pathlib.Path(__file__).resolve().parents[1] / "csrc" / "cuda"
+
+
+def _row(r):
+    return f"{r.arch} {r.kernel}: {r.registers} registers, {r.stack} B stack, " \
+           f"{r.spill_stores}/{r.spill_loads} B spilled, {r.shared} B shared"
+
+
+def test_the_report_covers_every_source_and_arch():
+    assert {r.source for r in REPORT} == {p.stem for p in CUDA_SOURCES.glob("*.cu")}
+    archs = {a for a in str(_C.cuda_archs).split(",") if a.startswith("sm_")}
+    assert {r.arch for r in REPORT} == archs
+
+
+def test_no_kernel_has_a_stack_frame_or_spills():
+    bad = [_row(r) for r in REPORT if r.stack or r.spill_stores or r.spill_loads]
+    assert not bad, "kernels with a stack frame or spills:\n" + "\n".join(bad)
+
+
+def test_static_shared_memory_fits_without_an_opt_in():
+    bad = [_row(r) for r in REPORT if r.shared > STATIC_SHARED_LIMIT]
+    assert not bad, "\n".join(bad)
+
+
+def _run_every_kernel():
+    """Ops chosen so that every kernel of every .cu file launches at least once:
+    every dtype; K = 1..32 (each register network) and 40 (the buffer path);
+    K < 3 (the residual plain mean); weighted and counted sign ops; float
+    blocks and double blocks of the pairwise kernels."""
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        for K in (1, 2, 3, 5, 9, 17, 33, 40):
+            u = make_updates(K, 300, dtype, "normal", seed=K)
+            w = torch.arange(1, K + 1, dtype=dtype)
+            trim = (K - 1) // 2
+            ops.run_device_math("sign_vote", u)
+            ops.run_device_math("sign_vote", u, w)
+            ops.run_device_math("robust_lr_mean", u, 1, w)
+            ops.run_device_math("trimmed_mean", u, trim)
+            ops.run_device_math("repeated_median_line", u)
+            ops.run_device_math("residual_reweight", u)
+            ops.run_device_math("sq_distances_to", u, u[0])
+            ops.run_device_math("pairwise_stats", u)
+            ops.run_device_math("cosine_similarity", u)
+            ops.run_device_math("pairwise_sq_distances", u)
+
+
+def test_every_kernel_runs_emulated_with_a_block_that_fits_its_registers():
+    _C.device_math._launches(True)
+    _run_every_kernel()
+    launched = _C.device_math._launches(True)
+    missing = sorted({r.kernel for r in REPORT} - set(launched))
+    assert not missing, f"kernels no emulated launch ran: {missing}"
+    bad = []
+    for r in REPORT:
+        _, threads, dynamic = launched[r.kernel]
+        warps = -(-threads // 32)
+        per_warp = -(-r.registers * 32 // 256) * 256  # allocated per warp in units of 256
+        if warps * per_warp > REGISTER_FILE:
+            bad.append(f"{_row(r)}: a block of {threads} threads needs {warps * per_warp} registers")
+        if r.shared + dynamic > STATIC_SHARED_LIMIT:
+            bad.append(f"{_row(r)}: + {dynamic} B dynamic shared memory")
+    assert not bad, "\n".join(bad)
+
+
+def test_launch_bounds_match_the_blocks_launched():
+    # The emulation cannot read __launch_bounds__: each bounded kernel must be
+    # launched with exactly its bound's block (launch<kernel<...>>(grid, dim3(BOUND), ...)).
+    for path in CUDA_SOURCES.glob("*.cu"):
+        text = path.read_text()
+        for bound, kernel in re.findall(r"__launch_bounds__\(([^)]*)\)\s*(\w+)\s*\(", text):
+            blocks = re.findall(rf"launch<{kernel}\b[^(]*\(\s*[^,]+,\s*dim3\(([^)]*)\)", text)
+            assert blocks, f"{path.name}: {kernel} is never launched"
+            assert all(b.strip() == bound.strip() for b in blocks), \
+                f"{path.name}: {kernel} bounded by {bound} but launched with {blocks}"
