@@ -1,17 +1,21 @@
-"""The CUDA kernels' per-thread code, run on the host (``ops.run_device_math``).
+"""The CUDA launchers and kernels, run on the host (``ops.run_device_math``).
 
-``_C.device_math`` runs the exact per-thread functions of the CUDA kernels
-(csrc/include/robustagg/math/) over every coordinate, with the CUDA glue of
-``ops.py`` (same workspace, same chunks, same reduction orders). These tests
-push the parity grid through it against ``robustagg.reference``, and bitwise
-against the CPU kernels where the contract says bitwise: this is the proof of
-the device arithmetic on machines without a GPU (bench/gpu_check.sh proves the
-rest on one).
+``_C.device_math`` is csrc/cuda/*.cu compiled by the host compiler under the
+CUDA emulation (csrc/emulate): the real launchers, grids, shared-memory tiles,
+barriers and shuffles, driven by ``ops.py``'s own CUDA glue (workspace,
+chunks, weight checks, the float pairwise redo). These tests push the parity
+grid through it against ``robustagg.reference``, and bitwise against the CPU
+kernels where the contract says bitwise, every call under two schedules of
+each block's threads (reversed and a seeded shuffle: a race shows as a
+difference); grid-stride loops with a grid capped at two blocks; and the glue
+reads nothing back while a graph is captured (one read-back for a weighted
+call otherwise). What only a GPU proves is run by bench/gpu_check.sh.
 """
 import itertools
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from robustagg import _C, ops, reference
 from common import assert_close, assert_pairwise_stats_contract, make_updates
@@ -60,6 +64,35 @@ def _bitwise(got, want, msg):
         torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{msg}: {m}")
 
 
+SCHEDULES = [(1, 0), (2, 20261205)]  # reversed; a seeded shuffle (csrc/emulate/emulation_control.h)
+
+
+def _identical(a, b):
+    """Bit for bit, signs of zeros and NaN payloads included."""
+    a = a if isinstance(a, tuple) else (a,)
+    b = b if isinstance(b, tuple) else (b,)
+    ints = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
+            torch.bfloat16: torch.int16}
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.shape == y.shape
+        and torch.equal(x.view(ints.get(x.dtype, x.dtype)), y.view(ints.get(y.dtype, y.dtype))) for x, y in zip(a, b))
+
+
+def _device(name, u, *args):
+    """``run_device_math`` under each schedule of SCHEDULES: the results must be
+    identical (else a thread reads another's write within one phase: a
+    missing barrier), and are returned."""
+    results = []
+    for mode, seed in SCHEDULES:
+        old = _C.device_math._set_schedule(mode, seed)
+        try:
+            results.append(ops.run_device_math(name, u, *args))
+        finally:
+            _C.device_math._set_schedule(*old)
+    assert _identical(results[0], results[1]), f"{name}: the thread schedules disagree (a race)"
+    return results[0]
+
+
 def _grid(names, budget, kinds=KINDS):
     for name, K, d, dtype, kind in itertools.product(names, KS, DS, DTYPES, kinds):
         work = K * K * d if name in RESIDUAL_OPS + PAIRWISE_OPS else K * d
@@ -75,7 +108,7 @@ def _grid(names, budget, kinds=KINDS):
 @pytest.mark.parametrize("name,K,d,dtype,kind", list(_grid(ORDER_OPS, 3 * 10**6)))
 def test_sign_and_order_device_math_is_bitwise_the_cpu_kernel_and_matches_reference(name, K, d, dtype, kind):
     u = _updates(K, d, dtype, kind, seed=K * 1000 + d)
-    got = ops.run_device_math(name, u, *_args(name, K))
+    got = _device(name, u, *_args(name, K))
     _bitwise(got, getattr(ops, name)(u, *_args(name, K)), f"{name} vs CPU kernel")
     assert_close(got, getattr(reference, name)(u, *_args(name, K)), dtype, f"{name} vs reference")
 
@@ -83,7 +116,7 @@ def test_sign_and_order_device_math_is_bitwise_the_cpu_kernel_and_matches_refere
 @pytest.mark.parametrize("name,K,d,dtype,kind", list(_grid(RESIDUAL_OPS, 3 * 10**7)))
 def test_repeated_median_device_math_is_bitwise_the_cpu_kernel_and_matches_reference(name, K, d, dtype, kind):
     u = _updates(K, d, dtype, kind, seed=K * 1000 + d)
-    got = ops.run_device_math(name, u)
+    got = _device(name, u)
     _bitwise(got, getattr(ops, name)(u), f"{name} vs CPU kernel")
     assert_close(got, getattr(reference, name)(u), dtype, f"{name} vs reference")
 
@@ -91,7 +124,7 @@ def test_repeated_median_device_math_is_bitwise_the_cpu_kernel_and_matches_refer
 @pytest.mark.parametrize("name,K,d,dtype,kind", list(_grid(PAIRWISE_OPS, 10**8)))
 def test_pairwise_device_math_matches_reference_within_the_contract(name, K, d, dtype, kind):
     u = _updates(K, d, dtype, kind, seed=K * 1000 + d)
-    got = ops.run_device_math(name, u)
+    got = _device(name, u)
     if name == "pairwise_stats":
         if kind == "non_finite":  # redone in float64 (see ops.pairwise_stats): the reference's values
             x = u.double()
@@ -115,8 +148,8 @@ def test_pairwise_device_math_matches_reference_within_the_contract(name, K, d, 
 def test_identical_rows_give_exact_zero_distance_and_unit_cosine():
     row = make_updates(1, 5000, torch.float32, "normal", seed=3)
     u = torch.cat([row, row, 2 * row])
-    dist = ops.run_device_math("pairwise_sq_distances", u)
-    cos = ops.run_device_math("cosine_similarity", u)
+    dist = _device("pairwise_sq_distances", u)
+    cos = _device("cosine_similarity", u)
     assert dist[0, 1] == 0 and dist[1, 0] == 0 and cos[0, 1] == 1 and cos[0, 0] == 1
 
 
@@ -125,9 +158,9 @@ def test_identical_rows_give_exact_zero_distance_and_unit_cosine():
 def test_residual_options_device_math_is_bitwise_the_cpu_kernel(intercept, lam, delta, power):
     u = make_updates(17, 700, torch.float64, "normal", seed=17)
     u[0] *= 50.0  # one scaled client: exercises the clamp and the extreme-value correction
-    got = ops.run_device_math("residual_reweight", u, lam, delta, power, intercept)
+    got = _device("residual_reweight", u, lam, delta, power, intercept)
     _bitwise(got, ops.residual_reweight(u, lam, delta, power, intercept), "residual options")
-    _bitwise(ops.run_device_math("repeated_median_line", u, intercept), ops.repeated_median_line(u, intercept),
+    _bitwise(_device("repeated_median_line", u, intercept), ops.repeated_median_line(u, intercept),
              "line")
 
 
@@ -135,8 +168,8 @@ def test_residual_options_device_math_is_bitwise_the_cpu_kernel(intercept, lam, 
 def test_weighted_sign_ops_device_math_is_bitwise_the_cpu_kernel(weighted):
     u = make_updates(10, 3000, torch.float32, "ties", seed=3)
     w = torch.arange(1, 11, dtype=torch.float32) if weighted else None
-    _bitwise(ops.run_device_math("sign_vote", u, w), ops.sign_vote(u, w), "sign_vote")
-    _bitwise(ops.run_device_math("robust_lr_mean", u, 4, w), ops.robust_lr_mean(u, 4, w), "robust_lr_mean")
+    _bitwise(_device("sign_vote", u, w), ops.sign_vote(u, w), "sign_vote")
+    _bitwise(_device("robust_lr_mean", u, 4, w), ops.robust_lr_mean(u, 4, w), "robust_lr_mean")
 
 
 @pytest.mark.parametrize("name", ORDER_OPS[2:] + RESIDUAL_OPS)
@@ -144,10 +177,10 @@ def test_weighted_sign_ops_device_math_is_bitwise_the_cpu_kernel(weighted):
 def test_chunked_launches_give_the_results_of_one_chunk(name, K):
     # A tiny scratch budget walks d in many chunks (the path of large d on a GPU).
     u = make_updates(K, 1000, torch.float32, "normal", seed=K)
-    whole = ops.run_device_math(name, u, *_args(name, K))
+    whole = _device(name, u, *_args(name, K))
     old = _C._set_scratch_bytes(4096)
     try:
-        chunked = ops.run_device_math(name, u, *_args(name, K))
+        chunked = _device(name, u, *_args(name, K))
     finally:
         _C._set_scratch_bytes(old)
     _bitwise(chunked, whole, f"{name} chunked")
@@ -165,9 +198,9 @@ def test_run_device_math_checks_arguments_like_the_op():
 @pytest.mark.parametrize("kind", ["normal", "non_finite"])
 def test_residual_parts_device_math_is_bitwise_the_cpu_kernel(K, kind):
     u = _updates(K, 1000, torch.float32, kind, seed=K)
-    W = ops.run_device_math("residual_client_sums", u)
+    W = _device("residual_client_sums", u)
     _bitwise(W, ops.residual_client_sums(u), "client sums")
-    _bitwise(ops.run_device_math("residual_apply", u, W, 2.0, 0.1, 2.0), ops.residual_apply(u, W, 2.0, 0.1, 2.0),
+    _bitwise(_device("residual_apply", u, W, 2.0, 0.1, 2.0), ops.residual_apply(u, W, 2.0, 0.1, 2.0),
              "apply")
 
 
@@ -207,6 +240,94 @@ def test_float_key_selection_is_bitwise_the_double_selection(K, flavour, dtype):
     if dtype == torch.float32 and flavour == "huge":
         u = u.clamp(-3e38, 3e38)  # float32 overflowed to inf: keep the largest finite values
     for intercept in ("siegel", "median"):
-        _bitwise(ops.repeated_median_line(u, intercept), ops.run_device_math("repeated_median_line", u, intercept),
+        _bitwise(ops.repeated_median_line(u, intercept), _device("repeated_median_line", u, intercept),
                  f"line {intercept}")
-    _bitwise(ops.residual_reweight(u), ops.run_device_math("residual_reweight", u), "residual_reweight")
+    _bitwise(ops.residual_reweight(u), _device("residual_reweight", u), "residual_reweight")
+
+
+GRID_STRIDE_CASES = [("sign_vote", ()), ("robust_lr_mean", (3,)), ("trimmed_mean", (2,)), ("median", ()),
+                     ("closest_to_median_mean", (1,)), ("repeated_median_line", ()), ("residual_reweight", ()),
+                     ("sq_distances_to", None), ("pairwise_stats", ()), ("cosine_similarity", ()),
+                     ("pairwise_sq_distances", ())]
+
+
+@pytest.mark.parametrize("K", [5, 40])
+@pytest.mark.parametrize("name,args", GRID_STRIDE_CASES, ids=[c[0] for c in GRID_STRIDE_CASES])
+def test_grid_stride_loops_cover_every_entry_with_a_capped_grid(name, args, K):
+    # launch.cuh's blocks_for caps grids (2^20 blocks on a GPU); every capped
+    # kernel loops grid-stride. With the cap at 2 blocks each thread takes
+    # several coordinates (or several of the K x K entries): same results.
+    u = make_updates(K, 1000, torch.float32, "normal", seed=K)
+    args = (u[1].clone(),) if args is None else args
+    whole = _device(name, u, *args)
+    old = _C.device_math._set_max_blocks(2)
+    try:
+        capped = _device(name, u, *args)
+    finally:
+        _C.device_math._set_max_blocks(old)
+    assert _identical(capped, whole), f"{name}: a capped grid misses entries"
+
+
+class _SyncingOps(TorchDispatchMode):
+    """Records every op that reads a tensor's value on the host (a host
+    synchronisation on a GPU, an error inside CUDA graph capture)."""
+    SYNCING = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default,
+               torch.ops.aten.item.default}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.SYNCING:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _read_backs(monkeypatch, call):
+    counted = []
+    real = ops._read_back
+    monkeypatch.setattr(ops, "_read_back", lambda t: counted.append("ops._read_back") or real(t))
+    with _SyncingOps() as mode:
+        result = call()
+    return result, mode.seen + counted
+
+
+def _glue_cases():
+    K, d = 6, 300
+    u = make_updates(K, d, torch.float32, "normal", seed=1)
+    w = torch.arange(1, K + 1, dtype=torch.float32)
+    tiny = u * 1e-24      # float blocks underflow: the device redoes them in double
+    huge = u.double() * 2.0 ** 600  # float64 cosines: rows scaled on the device
+    W = ops.residual_client_sums(u)
+    return [("sign_vote", u, ()), ("sign_vote", u, (w,)), ("robust_lr_mean", u, (2, w)),
+            ("robust_lr_mean_counted", u, (2, w)), ("trimmed_mean", u, (1,)), ("median", u, ()),
+            ("masked_trimmed_mean", u, (0.5, 1)), ("closest_to_median_mean", u, (1,)),
+            ("repeated_median_line", u, ()), ("residual_reweight", u, ()), ("residual_client_sums", u, ()),
+            ("residual_apply", u, (W,)), ("sq_distances_to", u, (u[0].clone(),)), ("pairwise_stats", u, ()),
+            ("pairwise_stats", tiny, ()), ("pairwise_sq_distances", tiny, ()), ("cosine_similarity", u, ()),
+            ("cosine_similarity", huge, ()), ("pairwise_stats", huge, ())]
+
+
+@pytest.mark.parametrize("case", range(len(_glue_cases())))
+def test_the_cuda_glue_reads_nothing_back_while_a_graph_is_captured(monkeypatch, case):
+    name, u, args = _glue_cases()[case]
+    with ops._emulated_graph_capture():
+        got, seen = _read_backs(monkeypatch, lambda: ops.run_device_math(name, u, *args))
+    assert seen == [], f"{name}: reads back {seen} (fails inside CUDA graph capture)"
+    want = getattr(ops, name)(u, *args)
+    if name in PAIRWISE_OPS:  # within the contract (the redo gives double sums)
+        got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
+        for g, x in zip(got, want):
+            torch.testing.assert_close(g, x, rtol=1e-6, atol=0, equal_nan=True)  # 2^1200 overflows
+    else:
+        _bitwise(got, want, name)
+
+
+@pytest.mark.parametrize("case", range(len(_glue_cases())))
+def test_a_device_call_reads_back_once_if_weighted_and_never_otherwise(monkeypatch, case):
+    name, u, args = _glue_cases()[case]
+    _, seen = _read_backs(monkeypatch, lambda: ops.run_device_math(name, u, *args))
+    weighted = name in ("sign_vote", "robust_lr_mean", "robust_lr_mean_counted") and isinstance(args[-1:] and args[-1],
+                                                                                            torch.Tensor)
+    assert seen == (["ops._read_back"] if weighted else []), f"{name}: reads back {seen}"

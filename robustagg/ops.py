@@ -177,6 +177,12 @@ def _check_weights_shape(op: str, weights, updates, K: int) -> None:
             f"{op}: weights must be on the same device as updates ({updates.device}); got {weights.device}")
 
 
+def _read_back(t: torch.Tensor) -> list:
+    """Values of ``t`` on the host: the one step of the CUDA glue that waits for
+    the device (a weighted call's checks). Tests count its calls."""
+    return t.tolist()
+
+
 def _weights_as_float64(op: str, weights: Optional[torch.Tensor], capturing: bool = False) -> Optional[torch.Tensor]:
     """Value checks (data-dependent: real kernels only) and conversion to float64.
     The three checks are read back together: one host synchronisation on a GPU,
@@ -187,7 +193,7 @@ def _weights_as_float64(op: str, weights: Optional[torch.Tensor], capturing: boo
     w = weights.detach().to(torch.float64).contiguous()
     if capturing:
         return w
-    finite, negative, positive = torch.stack([torch.isfinite(w).all(), (w < 0).any(), (w > 0).any()]).tolist()
+    finite, negative, positive = _read_back(torch.stack([torch.isfinite(w).all(), (w < 0).any(), (w > 0).any()]))
     if not finite:
         raise ValueError(f"{op}: weights must be finite; got {weights.tolist() if w.numel() <= 16 else 'non-finite values'}")
     if negative:
