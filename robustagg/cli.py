@@ -151,6 +151,8 @@ def _simulate_parser(sub):
     g.add_argument("--assumed-attackers", type=int, default=S, metavar="N",
                    help="attackers per round that f-aware rules (krum, trimmed_mean, rlr, invariant, ...) are told "
                    "(default: the true expected count, an oracle as in the papers)")
+    g.add_argument("--attacker-pick", default=S, help="random (default) | base_holders (attackers drawn among the "
+                   "clients holding the attack's base class, as Fu et al. pick their label flippers)")
     g.add_argument("--attack-param", action="append", type=_key_value, default=S, metavar="KEY=VALUE",
                    help="an attack parameter, repeatable (e.g. --attack-param gamma=10)")
     g = p.add_argument_group("run")
@@ -318,6 +320,9 @@ def _reproduce_parser(sub):
                    "federation, rounds and training (meant for a GPU: --device cuda)")
     p.add_argument("--seeds", default="0,1,2", metavar="S1,S2,...", help="default 0,1,2")
     p.add_argument("--rounds", type=int, default=None, help="override the scale's rounds (a quick look)")
+    p.add_argument("--group", choices=("headline", "noniid"), default=None,
+                   help="only the paper's headline table (headline) or its experiments off i.i.d. data (noniid); "
+                   "default: every setting")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:i")
     p.add_argument("--out", help="output folder (default runs/reproduce-<paper>-<scale>-<date>-<time>)")
     p.add_argument("--no-plot", action="store_true", help="do not write each setting's results.png")
@@ -333,15 +338,16 @@ def _reproduce(args, argv) -> int:
     if args.rounds is not None and args.rounds < 1:
         raise ValueError(f"--rounds must be a positive integer; got {args.rounds}")
     paper = rep.PAPERS[args.paper]
-    configs = [s.sim_config(args.scale, args.device, args.rounds) for s in paper.settings]
+    settings = rep.settings_of(args.paper, args.group)
+    configs = [s.sim_config(args.scale, args.device, args.rounds) for s in settings]
     for cfg in configs:                 # device, data, attack and rules: checked before anything is created
         cfg.validate()
     out = _out_folder(args, f"reproduce-{args.paper}-{args.scale}")
     _writable_folder(out)
     labels = [parse_rule(r)[2] for c in configs for r in c.rules] + ["no attack"] * sum(c.baseline for c in configs)
-    override = rep.rounds_override(args.paper, args.scale, args.rounds)
-    print(f"robustagg reproduce {args.paper}: {paper.title}\n  scale {args.scale}, seeds "
-          f"{','.join(map(str, seeds))}, {len(paper.settings)} setting(s), device {args.device}"
+    override = rep.rounds_override(args.paper, args.scale, args.rounds, args.group)
+    print(f"robustagg reproduce {args.paper}: {paper.notes(args.group)[0]}\n  scale {args.scale}, seeds "
+          f"{','.join(map(str, seeds))}, {len(settings)} setting(s), device {args.device}"
           + (f"\n  {rep.override_text(override)}" if override else ""), flush=True)
     if args.scale == "paper" and not args.device.startswith("cuda"):
         models = sorted({c.model for c in configs})
@@ -364,7 +370,7 @@ def _reproduce(args, argv) -> int:
 
     try:
         result = rep.reproduce(args.paper, scale=args.scale, seeds=seeds, device=args.device, rounds=args.rounds,
-                               progress=progress, on_setting_done=save)
+                               progress=progress, on_setting_done=save, group=args.group)
     finally:
         progress.close()
     print(rep.format_reproduction(result))
