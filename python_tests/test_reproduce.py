@@ -174,3 +174,13 @@ def test_rounds_override_is_judged_within_the_group():
     assert rep.rounds_override("rlr", "cpu", 60, "noniid") is None
     assert rep.rounds_override("rlr", "cpu", 40, "headline") is None
     assert rep.rounds_override("rlr", "cpu", 40, "noniid") == {"rounds": 40, "scale_rounds": [60]}
+
+
+def test_shown_metrics_get_rows_without_a_paper_number():
+    setting = rep.Setting(title="t", config=dict(rules=["fedavg"]), cpu={}, paper={}, show=("attack_success",),
+                          cells=(rep.Cell("fedavg", "accuracy", 0.9, "T4"),))
+    results = _fake({"fedavg": [(0.8, 0.5), (0.9, 0.3)]}, baseline=[(0.9, 0.0), (0.9, 0.0)])
+    rows = {(r["row"], r["metric"]): r for r in rep._rows(setting, results)}
+    shown = rows[("fedavg", "attack_success")]
+    assert shown["ours_mean"] == pytest.approx(0.4) and shown["paper"] is None and shown["verdict"] is None
+    assert rows[("fedavg", "accuracy")]["verdict"] is not None

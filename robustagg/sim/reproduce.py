@@ -76,6 +76,8 @@ class Setting:
     baseline: bool = False
     #: ``headline`` (the paper's main table) or ``noniid`` (its experiments off i.i.d. data); ``--group`` picks.
     group: str = "headline"
+    #: metrics shown for every rule beside those the paper's cells give (ours only, where the paper prints none).
+    show: Tuple[str, ...] = ()
 
     def sim_config(self, scale: str, device: str = "cpu", rounds: Optional[int] = None) -> SimConfig:
         fields = {**self.config, **(self.cpu if scale == "cpu" else self.paper), "device": device}
@@ -141,7 +143,7 @@ def _row(setting_title: str, row: str, metric: str, values: Optional[List[float]
 def _rows(setting: Setting, results: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every (row, metric) the paper gives a number for, plus the same metrics
     of the setting's other rules (ours only), in the order of the rules."""
-    metrics = list(dict.fromkeys(c.metric for c in setting.cells))
+    metrics = list(dict.fromkeys([c.metric for c in setting.cells] + list(setting.show)))
     cells = {(c.row, c.metric): c for c in setting.cells}
     order = _labels(setting) + ([NO_ATTACK] if "baseline" in results["runs"][0] else [])
     rows = []
@@ -645,7 +647,7 @@ def _residual_flip(attackers: int, acc: float) -> Setting:
         config=dict(_RESIDUAL_FLIP, attackers=attackers),
         cpu=dict(model="mlp", rounds=20, local_epochs=1, attacker_epochs=6),
         paper=dict(model="cnn", rounds=200, local_epochs=5, attacker_epochs=10, local_training="sequential"),
-        baseline=attackers > 0,
+        baseline=attackers > 0, show=("attack_success",),
         cells=(Cell("residual(delta=0.01)", "accuracy", acc,
                     f"Table 4, Original, λ = 2, δ = 0.01, {attackers} attackers"),))
 
