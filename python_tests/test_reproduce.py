@@ -145,3 +145,42 @@ def test_paper_scale_on_the_cpu_warns_before_running(tmp_path, capsys, monkeypat
                      "--out", str(tmp_path / "rep")])
     err = capsys.readouterr().err
     assert code == 130 and "warning: --scale paper on cpu" in err and "minutes per round" in err
+
+
+def test_groups_split_each_paper_s_settings():
+    for key in rep.PAPERS:
+        head = rep.settings_of(key, "headline")
+        assert head and all(s.group == "headline" for s in head)
+    for key in ("rlr", "residual", "rflbat", "invariant"):
+        head, non = rep.settings_of(key, "headline"), rep.settings_of(key, "noniid")
+        assert non and all(s.group == "noniid" for s in non)
+        assert rep.settings_of(key) == head + non
+        title, cpu_changes, substitutions = rep.PAPERS[key].notes("noniid")
+        assert title != rep.PAPERS[key].title and cpu_changes and substitutions
+    with pytest.raises(ValueError, match="no setting in group"):
+        rep.settings_of("backdoor", "noniid")
+    with pytest.raises(ValueError, match="group must be one of"):
+        rep.settings_of("rlr", "bogus")
+
+
+def test_the_fedemnist_stand_in_says_what_it_is():
+    (setting,) = rep.settings_of("rlr", "noniid")
+    cfg = setting.sim_config("cpu")
+    assert cfg.dataset == "fashion_mnist" and cfg.partition == "dirichlet"
+    assert "NOT FedEMNIST" in rep.PAPERS["rlr"].notes("noniid")[2]
+
+
+def test_rounds_override_is_judged_within_the_group():
+    assert rep.rounds_override("rlr", "cpu", 60, "noniid") is None
+    assert rep.rounds_override("rlr", "cpu", 40, "headline") is None
+    assert rep.rounds_override("rlr", "cpu", 40, "noniid") == {"rounds": 40, "scale_rounds": [60]}
+
+
+def test_shown_metrics_get_rows_without_a_paper_number():
+    setting = rep.Setting(title="t", config=dict(rules=["fedavg"]), cpu={}, paper={}, show=("attack_success",),
+                          cells=(rep.Cell("fedavg", "accuracy", 0.9, "T4"),))
+    results = _fake({"fedavg": [(0.8, 0.5), (0.9, 0.3)]}, baseline=[(0.9, 0.0), (0.9, 0.0)])
+    rows = {(r["row"], r["metric"]): r for r in rep._rows(setting, results)}
+    shown = rows[("fedavg", "attack_success")]
+    assert shown["ours_mean"] == pytest.approx(0.4) and shown["paper"] is None and shown["verdict"] is None
+    assert rows[("fedavg", "accuracy")]["verdict"] is not None

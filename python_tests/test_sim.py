@@ -261,3 +261,27 @@ def test_flagged_clients_and_detection_rates_by_hand():
     tpr, fpr = metrics.detection_rates(flagged, is_att)
     assert tpr == 0.5 and fpr == pytest.approx(1 / 3)
     assert metrics.detection_rates(flagged, torch.zeros(5, dtype=torch.bool)) == (None, 0.4)
+
+
+# ---------------------------------------------------------------- attacker choice
+
+def test_base_holders_picks_attackers_among_the_clients_holding_the_base_class():
+    from robustagg.sim.simulator import SimConfig, _Experiment
+    cfg = dict(partition="shards", clients=20, attackers=3, attack="label_flip",
+               attack_params={"source": 1, "target": 7}, rules=["fedavg"], seed=0)
+    held = {}
+    for pick in ("random", "base_holders"):
+        exp = _Experiment(SimConfig(**cfg, attacker_pick=pick))
+        held[pick] = [int((exp.dataset.y_train[exp.parts[c]] == 1).sum()) for c in exp.attacker_ids]
+    assert min(held["base_holders"]) > 0
+    assert min(held["random"]) == 0        # seed 0 draws label flippers holding no '1' at random: what the option fixes
+
+
+def test_base_holders_needs_a_base_class_and_enough_holders():
+    from robustagg.sim.simulator import SimConfig, _Experiment
+    with pytest.raises(ValueError, match="needs an attack with a base class"):
+        SimConfig(attack="sign_flip", attacker_pick="base_holders", rules=["fedavg"]).validate()
+    with pytest.raises(ValueError, match="only .* hold the base class"):
+        _Experiment(SimConfig(partition="shards", clients=20, attackers=19, attack="label_flip",
+                              attack_params={"source": 1, "target": 7}, rules=["fedavg"],
+                              attacker_pick="base_holders"))

@@ -2,6 +2,7 @@
 
     robustagg simulate [options]     run an FL experiment (default: digits, trojan backdoor, 9 rules)
     robustagg reproduce PAPER        a seed paper's headline experiment, ours beside the paper's numbers
+    robustagg grid [options]         every rule x every attack x every partition, tables and heatmaps
     robustagg info                   what the installed native core holds
     robustagg rules | attacks        the names accepted by --rules / --attack
 """
@@ -150,6 +151,8 @@ def _simulate_parser(sub):
     g.add_argument("--assumed-attackers", type=int, default=S, metavar="N",
                    help="attackers per round that f-aware rules (krum, trimmed_mean, rlr, invariant, ...) are told "
                    "(default: the true expected count, an oracle as in the papers)")
+    g.add_argument("--attacker-pick", default=S, help="random (default) | base_holders (attackers drawn among the "
+                   "clients holding the attack's base class, as Fu et al. pick their label flippers)")
     g.add_argument("--attack-param", action="append", type=_key_value, default=S, metavar="KEY=VALUE",
                    help="an attack parameter, repeatable (e.g. --attack-param gamma=10)")
     g = p.add_argument_group("run")
@@ -317,6 +320,9 @@ def _reproduce_parser(sub):
                    "federation, rounds and training (meant for a GPU: --device cuda)")
     p.add_argument("--seeds", default="0,1,2", metavar="S1,S2,...", help="default 0,1,2")
     p.add_argument("--rounds", type=int, default=None, help="override the scale's rounds (a quick look)")
+    p.add_argument("--group", choices=("headline", "noniid"), default=None,
+                   help="only the paper's headline table (headline) or its experiments off i.i.d. data (noniid); "
+                   "default: every setting")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:i")
     p.add_argument("--out", help="output folder (default runs/reproduce-<paper>-<scale>-<date>-<time>)")
     p.add_argument("--no-plot", action="store_true", help="do not write each setting's results.png")
@@ -332,15 +338,16 @@ def _reproduce(args, argv) -> int:
     if args.rounds is not None and args.rounds < 1:
         raise ValueError(f"--rounds must be a positive integer; got {args.rounds}")
     paper = rep.PAPERS[args.paper]
-    configs = [s.sim_config(args.scale, args.device, args.rounds) for s in paper.settings]
+    settings = rep.settings_of(args.paper, args.group)
+    configs = [s.sim_config(args.scale, args.device, args.rounds) for s in settings]
     for cfg in configs:                 # device, data, attack and rules: checked before anything is created
         cfg.validate()
     out = _out_folder(args, f"reproduce-{args.paper}-{args.scale}")
     _writable_folder(out)
     labels = [parse_rule(r)[2] for c in configs for r in c.rules] + ["no attack"] * sum(c.baseline for c in configs)
-    override = rep.rounds_override(args.paper, args.scale, args.rounds)
-    print(f"robustagg reproduce {args.paper}: {paper.title}\n  scale {args.scale}, seeds "
-          f"{','.join(map(str, seeds))}, {len(paper.settings)} setting(s), device {args.device}"
+    override = rep.rounds_override(args.paper, args.scale, args.rounds, args.group)
+    print(f"robustagg reproduce {args.paper}: {paper.notes(args.group)[0]}\n  scale {args.scale}, seeds "
+          f"{','.join(map(str, seeds))}, {len(settings)} setting(s), device {args.device}"
           + (f"\n  {rep.override_text(override)}" if override else ""), flush=True)
     if args.scale == "paper" and not args.device.startswith("cuda"):
         models = sorted({c.model for c in configs})
@@ -363,11 +370,77 @@ def _reproduce(args, argv) -> int:
 
     try:
         result = rep.reproduce(args.paper, scale=args.scale, seeds=seeds, device=args.device, rounds=args.rounds,
-                               progress=progress, on_setting_done=save)
+                               progress=progress, on_setting_done=save, group=args.group)
     finally:
         progress.close()
     print(rep.format_reproduction(result))
     print(f"results written to {out}/ (reproduce.md, reproduce.json, one folder per setting)")
+    return 0
+
+
+def _grid_parser(sub):
+    p = sub.add_parser("grid", help="every rule against every attack on every partition: tables and heatmaps",
+                       description="Run every rule against every attack (and with no attack) on the iid, "
+                                   "dirichlet and shards partitions, over several seeds, with the simulator's "
+                                   "defaults (digits). Finished cells are appended to OUT/grid.csv; a re-run "
+                                   "with the same --out runs only the missing ones. Writes grid.md and the "
+                                   "heatmaps attack_success.png and accuracy_drop.png.")
+    p.add_argument("--seeds", default="0,1,2", metavar="S1,S2,...", help="default 0,1,2")
+    p.add_argument("--rules", default=None, help="comma-separated rules (default: every rule of `robustagg rules`; "
+                   "sign with the RLR paper's server lr 0.001)")
+    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: every attack of "
+                   "`robustagg attacks` but none; the no-attack column is always run)")
+    p.add_argument("--partitions", default="iid,dirichlet,shards", help="default iid,dirichlet,shards")
+    p.add_argument("--set", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="a simulate option for every cell, repeatable (e.g. --set rounds=20 --set dataset=fmnist)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", help="output folder (default runs/grid-<dataset>); re-running resumes it")
+    p.add_argument("--no-plot", action="store_true", help="do not write the heatmaps")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _grid(args, argv) -> int:
+    from .sim import grid as grid_mod
+
+    seeds = _seeds_from_args(args)
+    base = dict(args.set)
+    if "rules" in base or "seeds" in base:
+        raise ValueError("--set rules/seeds: use --rules and --seeds")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer; got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)
+    kw = {}
+    if args.rules is not None:
+        kw["rules"] = _split_top_level(args.rules)
+    if args.attacks is not None:
+        kw["attacks"] = _split_top_level(args.attacks)
+    spec = grid_mod.GridSpec(partitions=_split_top_level(args.partitions), seeds=seeds, base=base, **kw)
+    spec.validate()
+    out = args.out or os.path.join("runs", f"grid-{spec.sim_config('none', spec.partitions[0], seeds[0]).dataset}")
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out must name a folder; got an empty string")
+    _writable_folder(out)
+    import torch
+    print(f"robustagg grid: {len(spec.rules)} rules x {len(spec.attacks)} attacks (+ no attack) x "
+          f"{len(spec.partitions)} partitions x {len(seeds)} seeds; {grid_mod.describe(spec)}; "
+          f"{torch.get_num_threads()} thread(s); cells in {out}/grid.csv", flush=True)
+    result = grid_mod.run_grid(spec, out, progress=not args.quiet)
+    command = "robustagg " + " ".join(argv)
+    cell_minutes = sum(c["seconds"] or 0.0 for c in result["cells"]) / 60
+    note = (f"{grid_mod.describe(spec)}. {torch.get_num_threads()} torch thread(s); the {len(result['cells'])} "
+            f"cells' runs add up to {cell_minutes:.1f} min; this call ran {result['ran']} of them in "
+            f"{result['seconds'] / 60:.1f} min (wall clock, with data loading and setup).")
+    with open(os.path.join(out, "grid.md"), "w") as f:
+        f.write("# Every rule against every attack on every partition\n\n"
+                + grid_mod.grid_markdown(spec, result["cells"], command, note) + "\n")
+    files = ["grid.csv", "grid.md"]
+    if not args.no_plot:
+        files += [os.path.basename(p) for p in grid_mod.plot_heatmaps(spec, result["cells"], out,
+                                                                      title=grid_mod.describe(spec))]
+    print(f"ran {result['ran']} cells in {result['seconds']:.0f} s; results written to {out}/ ({', '.join(files)})")
     return 0
 
 
@@ -379,6 +452,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sim = _simulate_parser(sub)
     _reproduce_parser(sub)
+    _grid_parser(sub)
     sub.add_parser("info", help="what the installed native core holds")
     sub.add_parser("rules", help="the aggregation rules (names for --rules)")
     sub.add_parser("attacks", help="the attacks (names for --attack)")
@@ -389,6 +463,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _simulate(args)
         if args.command == "reproduce":
             return _reproduce(args, argv)
+        if args.command == "grid":
+            return _grid(args, argv)
         if args.command == "info":
             import robustagg
             print(json.dumps(robustagg.native_info(), indent=2))

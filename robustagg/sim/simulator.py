@@ -62,6 +62,9 @@ class SimConfig:
     ``assumed_attackers``: the number of attackers per round that f-aware rules
     are told; ``None`` (default) tells them the true expected count, as the
     papers do (an oracle no deployment has: results.json and the table say so).
+    ``attacker_pick``: ``"random"`` (default: any ``attackers`` of the K
+    clients) or ``"base_holders"`` (at random among the clients whose data
+    holds the attack's base class, as Fu et al. choose their label flippers).
     ``baseline``: for a targeted attack, also run FedAvg with the attackers
     behaving honestly, so that attack success has its no-attack reference (the
     share of triggered base-class images read as the target anyway).
@@ -93,6 +96,7 @@ class SimConfig:
     local_training: str = "batched"
     baseline: bool = True
     assumed_attackers: Optional[int] = None
+    attacker_pick: str = "random"
 
     def validate(self, check_data: bool = True) -> None:
         """Checks every option (types first, then bounds), builds the attack
@@ -133,6 +137,8 @@ class SimConfig:
         need(len(self.rules) > 0, "rules must name at least one rule")
         labels = [parse_rule(r)[2] for r in self.rules]
         need(len(set(labels)) == len(labels), f"rules must not repeat; got {labels}")
+        need(self.attacker_pick in ("random", "base_holders"),
+             f"attacker_pick must be 'random' or 'base_holders'; got {self.attacker_pick!r}")
         need(self.local_training in ("batched", "sequential"),
              f"local_training must be 'batched' or 'sequential'; got {self.local_training!r}")
         need(self.device == "cpu" or self.device.startswith("cuda"), f"device must be cpu or cuda[:i]; got {self.device!r}")
@@ -141,7 +147,10 @@ class SimConfig:
         need(self.assumed_attackers is None or 0 <= self.assumed_attackers < self.per_round,
              f"assumed_attackers must be an integer in [0, clients per round={self.per_round}); "
              f"got {self.assumed_attackers!r}")
-        self.build_attack()
+        attack = self.build_attack()
+        need(self.attacker_pick == "random" or self.attackers == 0 or attack.base_class is not None,
+             f"attacker_pick 'base_holders' needs an attack with a base class; {self.attack!r} "
+             f"(attack_params {self.attack_params}) has none")
         if check_data:
             try:
                 data_mod.check_available(self.dataset_key, self.data_path)
@@ -264,6 +273,7 @@ _FIELD_TYPES = {
     "local_epochs": "int", "batch_size": "int", "lr": "real", "momentum": "real", "attacker_epochs": "int?",
     "attacker_lr": "real?", "attack": "str", "attack_params": "dict", "attackers": "int", "rules": "rules",
     "device": "str", "seed": "int", "local_training": "str", "baseline": "bool", "assumed_attackers": "int?",
+    "attacker_pick": "str",
 }
 
 
@@ -383,7 +393,14 @@ class _Experiment:
                           classes_per_client=cfg.classes_per_client)
         self.parts = [kept[p] for p in parts]
         self.counts = torch.tensor([p.numel() for p in self.parts])
-        self.attacker_ids = sorted(rng.choice(cfg.clients, size=cfg.attackers, replace=False).tolist())
+        if cfg.attacker_pick == "random":
+            self.attacker_ids = sorted(rng.choice(cfg.clients, size=cfg.attackers, replace=False).tolist())
+        else:       # "base_holders": among the clients holding the attack's base class (Fu et al.'s label flippers)
+            holders = [c for c, p in enumerate(self.parts) if bool((ds.y_train[p] == self.attack.base_class).any())]
+            if len(holders) < cfg.attackers:
+                raise ValueError(f"attacker_pick 'base_holders': only {len(holders)} of the {cfg.clients} clients "
+                                 f"hold the base class, fewer than the {cfg.attackers} attackers")
+            self.attacker_ids = sorted(int(c) for c in rng.choice(holders, size=cfg.attackers, replace=False))
 
         X, Y = _pad(self.parts, ds.x_train, ds.y_train)
         gen = torch.Generator().manual_seed(cfg.seed + 7)
