@@ -104,3 +104,17 @@ def test_the_default_grid_is_every_rule_and_every_attack():
     assert spec.partitions == ["iid", "dirichlet", "shards"]
     cfg = spec.sim_config("none", "iid", 0)
     assert cfg.attackers == 0 and cfg.told_attackers == spec.sim_config("trojan", "iid", 0).told_attackers
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--set", "bogus=1"], "unknown simulate option 'bogus'"),
+    (["--set", "rounds=x"], "rounds must be an integer"),
+    (["--set", "seed=3"], "'seed' is set by the grid"),
+    (["--rules", "fedavg,fedavg"], "rules must not repeat"),
+    (["--seeds", "-1"], "--seeds must be integers"),
+])
+def test_bad_options_exit_2_naming_them_before_any_folder_is_made(tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    assert cli.main(["grid", "--quiet", "--out", str(out)] + argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

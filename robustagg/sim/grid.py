@@ -100,6 +100,9 @@ class GridSpec:
         need(len(set(labels)) == len(labels), f"rules must not repeat; got {labels}")
         need(len(set(self.attacks)) == len(self.attacks), f"attacks must not repeat; got {self.attacks}")
         need(NO_ATTACK not in self.attacks, f"the no-attack column is always run; do not list {NO_ATTACK!r}")
+        known = {f.name for f in dataclasses.fields(SimConfig)}
+        for key in self.base:
+            need(key in known, f"unknown simulate option {key!r}; known: {', '.join(sorted(known))}")
         for key in ("attack", "partition", "seed", "rules", "baseline", "assumed_attackers"):
             need(key not in self.base, f"{key!r} is set by the grid, not by the base configuration")
         for attack in [NO_ATTACK] + self.attacks:
