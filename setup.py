@@ -72,7 +72,7 @@ CUDA = cuda_plan()
 
 def nvcc_command(src, obj):
     """One .cu file for every arch (+ PTX of the last). --fmad=false: the device
-    math must round as the CPU and the host runner do (math/residual.h)."""
+    math must round as the CPU and the emulated launchers do (math/residual.h)."""
     gencode = []
     for a in CUDA["archs"]:
         gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]

@@ -1,8 +1,8 @@
 """Calls every CUDA kernel once on small inputs that reach every path (register
 networks and the buffer path, chunked launches, non-finite columns, every
 dtype): the program that compute-sanitizer's memcheck and racecheck watch in
-bench/gpu_check.sh. Exits non-zero if a result disagrees with the host runner
-of the same per-thread code."""
+bench/gpu_check.sh. Exits non-zero if a result disagrees with the same launchers
+run on the CPU under the emulation (ops.run_device_math)."""
 import sys
 
 import torch

@@ -37,7 +37,7 @@ std::string compiler() {
 }
 
 // The device API of one namespace (robustagg::cuda, or robustagg::device_math:
-// the host runner of the same per-thread code) into submodule `sub`. The
+// the same launchers compiled for the CPU under csrc/emulate/) into submodule `sub`. The
 // signatures are identical, so ops.py drives both with one glue.
 #define ROBUSTAGG_BIND_DEVICE_API(NS, sub)                                                          \
   {                                                                                                 \

@@ -1,7 +1,7 @@
 """The CUDA kernels on a GPU (``pytest -m cuda``; skipped without one).
 
 Every op on CUDA tensors against the CPU native result and the reference,
-and bitwise against the host runner of the same per-thread code
+and bitwise against the same launchers run on the CPU under the emulation
 (``ops.run_device_math``, tested everywhere in test_device_math.py); a
 non-default stream, CUDA graph capture, torch.compile, and every rule on CUDA
 tensors. bench/gpu_check.sh runs these first on a machine with a GPU.
@@ -49,7 +49,7 @@ def _grid():
     for name, K, d, dtype in itertools.product(OPS, KS, DS, DTYPES):
         if (K * K * d if name in QUADRATIC else K * d) > 3 * 10**7:
             continue
-        if d == 65537 and (dtype != torch.float32 or K > 33):  # the host runner is the slow side
+        if d == 65537 and (dtype != torch.float32 or K > 33):  # the emulation is the slow side
             continue
         yield pytest.param(name, K, d, dtype, id=f"{name}-K{K}-d{d}-{str(dtype)[6:]}")
 

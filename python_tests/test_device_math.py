@@ -234,7 +234,7 @@ def _keyed_path_updates(K, d, flavour, seed):
 @pytest.mark.parametrize("flavour", ["collinear", "grid", "float_ties", "tiny", "huge", "mixed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_float_key_selection_is_bitwise_the_double_selection(K, flavour, dtype):
-    # The host runner selects every median in double (math/residual.h); the CPU
+    # The emulated launchers select every median in double (math/residual.h); the CPU
     # kernel selects on float keys and refines: the results must be the same bits.
     u = _keyed_path_updates(K, 96, flavour, seed=K).to(dtype)
     if dtype == torch.float32 and flavour == "huge":

@@ -26,8 +26,10 @@ def native_info() -> dict:
     proven = {
         "cpu": "python_tests: parity with robustagg.reference over shapes, dtypes, ties and non-finite "
                "columns, hand tables, determinism (CI)",
-        "cuda_device_math": "the CUDA kernels' per-thread code run on the host over the parity grid, "
-                            "bitwise against the CPU kernels (python_tests/test_device_math.py, CI)",
+        "cuda_device_math": "the CUDA launchers and kernels run on the CPU under an emulation of the CUDA "
+                            "execution model over the parity grid, under several thread schedules, bitwise "
+                            "against the CPU kernels; an AddressSanitizer build; ptxas resources gated "
+                            "(python_tests/test_device_math.py, test_emulation.py, test_cuda_resources.py, CI)",
         "cuda": "bench/gpu_check.sh on a GPU: python_tests/test_cuda.py (pytest -m cuda), "
                 "compute-sanitizer memcheck/racecheck, bench/results/<gpu>.md",
     }

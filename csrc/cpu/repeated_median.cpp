@@ -204,7 +204,7 @@ void median_intercept(const Workspace& ws, const double* __restrict__ slope, dou
 // bound (typically one per rank) are recomputed in double and selected
 // exactly. The result is bitwise the double path's: medians are exact order
 // statistics, whatever selects them (python_tests/test_device_math.py checks
-// it against the host runner, which selects in double).
+// it against the emulated launchers, which select in double).
 
 enum class Pair { Slope, Intercept };
 

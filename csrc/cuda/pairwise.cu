@@ -4,7 +4,7 @@
 // 64 rows at a time through shared memory (a warp reads 32 consecutive
 // coordinates of one row: coalesced) and each of its 256 threads adds the
 // blocked sums of four pairs with math::pair_block, exactly the sums that
-// math::pair_partials forms (and the host runner checks). The [segments, K, K]
+// math::pair_partials forms (and the emulated launchers check). The [segments, K, K]
 // double partials are then added in segment order: deterministic.
 #include "robustagg/pairwise.h"
 

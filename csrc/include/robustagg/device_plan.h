@@ -1,8 +1,7 @@
 // How a device launch is shaped: chunks of coordinates and the layout of the
 // workspace that ops.py allocates on the tensor's device (so that launches
 // never allocate and can be captured in a CUDA graph). Shared by the CUDA
-// launchers and the host runner of the device math, which therefore walk the
-// same chunks and the same memory.
+// launchers, compiled for the GPU and, under csrc/emulate/, for the CPU.
 #pragma once
 
 #include <cstddef>

@@ -2,7 +2,7 @@
 // squared norm). Contract: updates [K, d] C-contiguous, point [d] of the same
 // dtype or null, out double [K]. The summation order is fixed by
 // math/norms.h (lanes, a tree, segments in order): bitwise identical for any
-// thread count and between the CPU kernel, the CUDA kernel and the host runner.
+// thread count and between the CPU kernel, the CUDA kernel (GPU or emulated).
 #pragma once
 #include "robustagg/common.h"
 

@@ -38,8 +38,8 @@ void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d,
 
 }  // namespace cpu
 
-// CUDA twins (csrc/cuda/pairwise.cu) and the host runner of their per-thread
-// code: 32 x 32 client tiles staged through shared memory, each thread the
+// CUDA twins (csrc/cuda/pairwise.cu) (also compiled for the CPU under
+// csrc/emulate/, as device_math): 32 x 32 client tiles staged through shared memory, each thread the
 // blocked sums of four pairs (math::pair_partials), d cut into
 // math::PairwiseSegments whose [segments, K, K] double partials in
 // `workspace` (pairwise_workspace_bytes) are added in segment order. Same

@@ -45,8 +45,8 @@ void residual_apply(const void* updates, DType dtype, int64_t K, int64_t d, cons
 
 }  // namespace cpu
 
-// CUDA twins (csrc/cuda/repeated_median.cu) and the host runner of their
-// per-thread code: one thread per coordinate, its sorted values, pair values
+// CUDA twins (csrc/cuda/repeated_median.cu) (also compiled for the CPU under
+// csrc/emulate/, as device_math): one thread per coordinate, its sorted values, pair values
 // and medians in a [5K, cols] column scratch of `workspace`
 // (residual_workspace_bytes; no K x K temporaries). W of eq. (10) is summed per
 // block of math::kResidualBlock coordinates in coordinate order and the

@@ -32,8 +32,8 @@ void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d,
 
 }  // namespace cpu
 
-// CUDA twins (csrc/cuda/sign_vote.cu), and the host runner of their per-thread
-// code (device_math): same contract, device pointers, launched on `stream`
+// CUDA twins (csrc/cuda/sign_vote.cu) (also compiled for the CPU under
+// csrc/emulate/, as device_math): same contract, device pointers, launched on `stream`
 // (a cudaStream_t) on the current device; no synchronisation. `flipped` is a
 // device int64 (zeroed and counted on the stream: warp sums, one atomic add
 // per warp; an integer sum, so the count is exact whatever the order).

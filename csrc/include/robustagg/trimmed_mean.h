@@ -38,8 +38,8 @@ void closest_to_median_mean(const void* updates, DType dtype, int64_t K, int64_t
 
 }  // namespace cpu
 
-// CUDA twins (csrc/cuda/trimmed_mean.cu) and the host runner of their
-// per-thread code: one thread per coordinate; K <= 32 on registers with the
+// CUDA twins (csrc/cuda/trimmed_mean.cu) (also compiled for the CPU under
+// csrc/emulate/, as device_math): one thread per coordinate; K <= 32 on registers with the
 // compile-time network of the next power of two, larger K in a [K, cols]
 // column scratch of `workspace` (order_workspace_bytes) with the run-time
 // network. Results are bitwise those of the CPU kernels (up to the sign of a

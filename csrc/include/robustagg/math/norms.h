@@ -1,6 +1,6 @@
 // Per-coordinate math of the row statistics: each client's squared distance
 // to a point (its squared norm when the point is null), summed in double.
-// One definition for the CPU kernel, the CUDA threads and the host runner, and
+// One definition for the CPU kernel, the CUDA threads (GPU or emulated), and
 // one summation order, so the three agree bitwise:
 //
 //   row k is cut into segments of kNormSegment coordinates; in a segment,

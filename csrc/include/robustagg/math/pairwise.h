@@ -1,7 +1,7 @@
 // Per-coordinate math of kernel family 4 (pairwise statistics between
 // clients): the blocked difference sums of two rows and cosine from Gram. One
-// definition for the CPU lanes, the CUDA threads and the host runner of the
-// device math.
+// definition for the CPU lanes, the CUDA threads (on the GPU and emulated on
+// the CPU).
 #pragma once
 
 #include "robustagg/math/load.h"

@@ -1,12 +1,12 @@
 // Per-coordinate math of kernel family 3 (repeated-median lines and
 // residual-based reweighting, residual_reweighting.txt Algorithm 1): one
-// definition for the CPU lanes, the CUDA threads and the host runner of the
-// device math.
+// definition for the CPU lanes, the CUDA threads (on the GPU and emulated on
+// the CPU).
 //
 // Exactness: every quotient here is the correctly rounded IEEE quotient and no
 // product is fused into an addition (the CPU file is compiled without FMA
-// contraction, the CUDA files with --fmad=false, the host runner without
-// contraction), so the pair values are exactly symmetric in (i, j) and the
+// contraction, the CUDA files with --fmad=false, the emulated launchers
+// without contraction), so the pair values are exactly symmetric in (i, j) and the
 // line values and residuals round as the pure-PyTorch reference rounds them;
 // they decide ties and the band edges. Medians are exact order statistics
 // (midpoints for even counts), so any correct selection gives the same bits.
@@ -99,7 +99,7 @@ ROBUSTAGG_HD inline void client_weights_from_sums(const double* W, int64_t K, do
 }
 
 // ---------------------------------------------------------------------------
-// One coordinate on one thread (the CUDA kernels and the host runner). The
+// One coordinate on one thread (the CUDA kernels, on the GPU or emulated). The
 // column's scratch is 5 strided rows of K doubles each: sorted values, client
 // index of each rank, pair values, per-rank medians, residuals/confidences.
 

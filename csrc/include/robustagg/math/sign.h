@@ -1,5 +1,5 @@
 // Per-coordinate math of kernel family 1 (sign voting): one definition for the
-// CPU lanes, the CUDA threads and the host runner of the device math.
+// CPU lanes, the CUDA threads (on the GPU and emulated).
 #pragma once
 
 #include "robustagg/math/load.h"
