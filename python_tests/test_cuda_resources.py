@@ -97,3 +97,31 @@ def test_launch_bounds_match_the_blocks_launched():
             assert blocks, f"{path.name}: {kernel} is never launched"
             assert all(b.strip() == bound.strip() for b in blocks), \
                 f"{path.name}: {kernel} bounded by {bound} but launched with {blocks}"
+
+
+# The register budget each kernel is designed to (registers per thread, the
+# worst instantiation on any arch), and with it the occupancy the design
+# assumes: resident threads per SM = min(2048, 65536 / budget). A kernel that
+# grows past its budget loses occupancy the cost model counts on; a new kernel
+# states its budget here. Streaming kernels (one pass over K x d, latency
+# hidden by warps in flight) keep >= 1280 threads per SM; the register
+# networks and the residual passes trade occupancy for K values in registers.
+REGISTER_BUDGET = {
+    "sign_vote_kernel": 32, "weighted_sign_vote_kernel": 32, "robust_lr_mean_kernel": 48,
+    "plain_mean_kernel": 40, "segment_kernel": 40, "rows_kernel": 32, "reduce_blocks_kernel": 32,
+    "finish_kernel": 32, "cosine_kernel": 40, "client_weights_kernel": 40,
+    "order_buffer_kernel": 64, "order_registers_kernel": 128,
+    "pass1_kernel": 96, "pass2_kernel": 96, "line_kernel": 128, "partials_kernel": 168,
+}
+
+
+def test_every_kernel_stays_within_its_register_budget():
+    bad = []
+    for r in REPORT:
+        base = r.kernel.split("<")[0]
+        assert base in REGISTER_BUDGET, f"{r.kernel}: no register budget stated (REGISTER_BUDGET)"
+        budget = REGISTER_BUDGET[base]
+        if r.registers > budget:
+            bad.append(f"{_row(r)}: budget {budget} ({min(2048, REGISTER_FILE // budget)} threads per SM); "
+                       f"now {min(2048, REGISTER_FILE // r.registers)}")
+    assert not bad, "\n".join(bad)
