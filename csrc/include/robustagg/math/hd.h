@@ -1,5 +1,5 @@
-// One macro for code shared by the CPU kernels, the CUDA kernels and the host
-// runner of the device math (see docs/design.md, "Backends and device math").
+// One macro for code shared by the CPU kernels, and the CUDA kernels, on the GPU
+// or emulated on the CPU (see docs/design.md, "Device code: written once, run on the CPU").
 //
 // ROBUSTAGG_HD marks a function callable from host and device code:
 // `__host__ __device__` under nvcc, nothing under a plain C++ compiler. Code

@@ -1,8 +1,8 @@
 // Per-coordinate math of kernel family 2 (coordinate-wise order statistics):
 // Batcher's networks, compare-exchange, and the trimmed sum / midpoint median
 // / masked trimmed mean of one coordinate. One definition for the CPU lanes
-// (instantiated with a vector register type), the CUDA threads and the host
-// runner of the device math (instantiated with a scalar).
+// (instantiated with a vector register type), the CUDA threads (on the GPU or
+// emulated on the CPU; instantiated with a scalar).
 #pragma once
 
 #include <utility>
