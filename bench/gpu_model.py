@@ -1,0 +1,288 @@
+"""The GPU cost model: what each CUDA kernel of this build should take on an
+H100 SXM, by count, against the targets of the GPU-algorithms issue.
+
+    python bench/gpu_model.py --out bench/results/gpu_model_h100.md
+
+Per row (one kernel at one shape, float32 updates):
+- registers and static shared memory of the kernel on sm_90, from ptxas's
+  report of this very build (robustagg/_cuda_resources.txt), and the block it
+  is launched with, from the emulated launchers' launch log (the same
+  launchers as on the GPU);
+- resident threads per SM: the least of the register file, the 2048-thread
+  and 32-block limits and shared memory (warp register allocation in units
+  of 256);
+- the kernel's declared cost per coordinate (DECLARED below, one entry per
+  kernel, written from its source): DRAM bytes, independent global loads a
+  thread has in flight, and operations per pipe (fp32, fp64, integer/select,
+  shared-memory words);
+- time = max(memory, issue): memory = bytes / (bandwidth x min(1, bytes in
+  flight per SM / the bytes Little's law needs per SM)); issue = operations /
+  (SMs x lanes of the pipe x clock), slowed by min(1, resident warps / 16)
+  when too few warps hide the pipes' latency.
+
+The constants are stated (HOPPER) and the declarations are the model's
+inputs: when a kernel changes, its entry changes with it, and the registers
+and blocks are re-read from the build. The result is an estimate, replaced
+by bench/gpu_table.py's measurement whenever a GPU runs bench/gpu_check.sh.
+"""
+import argparse
+import dataclasses
+import datetime
+import math
+import os
+import sys
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from robustagg import _C, _cuda_resources, ops  # noqa: E402
+
+# H100 SXM5 (sm_90). Bandwidth and SMs as the issue states them; lanes per SM
+# and clock from NVIDIA's H100 whitepaper; the loaded DRAM latency is an
+# assumption (stated, the largest single uncertainty of the memory rows).
+HOPPER = dict(bandwidth=3.35e12, sms=132, clock=1.755e9, latency=800e-9, registers=65536, threads=2048,
+              blocks=32, shared=227 * 1024, lanes={"fp32": 128, "fp64": 64, "int": 64, "shared": 32})
+WARPS_TO_HIDE_LATENCY = 16  # 4 schedulers x ~4 cycles of dependent-issue latency
+
+
+def batcher_comparators(n: int, median_only: bool = False) -> int:
+    """Comparators of math/order.h's network on n rows (for_each_batcher, and
+    make_fixed_net's pruning to the median positions)."""
+    N = 1
+    while N < n:
+        N <<= 1
+    net = []
+    p = 1
+    while p < N:
+        k = p
+        while k >= 1:
+            j = k % p
+            while j + k < N:
+                for i in range(min(k, N - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        net.append((i + j, i + j + k))
+                j += 2 * k
+            k >>= 1
+        p <<= 1
+    if not median_only:
+        return len(net)
+    needed = {(n - 1) // 2, n // 2}
+    kept = 0
+    for a, b in reversed(net):
+        if a in needed or b in needed:
+            needed |= {a, b}
+            kept += 1
+    return kept
+
+
+def batcher_candidates(n: int) -> int:
+    """Inner-loop iterations of the run-time network (each pays its index math,
+    two 64-bit divisions, whether or not it emits a comparator)."""
+    N = 1
+    while N < n:
+        N <<= 1
+    count, p = 0, 1
+    while p < N:
+        k = p
+        while k >= 1:
+            j = k % p
+            while j + k < N:
+                count += min(k, N - j - k)
+                j += 2 * k
+            k >>= 1
+        p <<= 1
+    return count
+
+
+@dataclasses.dataclass
+class Cost:
+    """One coordinate's cost on one thread (or, for tiled kernels, per column
+    of d over the whole K x K tile set)."""
+    dram_bytes: float
+    loads_in_flight: float      # independent global loads of `load_bytes` a thread has outstanding
+    ops: Dict[str, float]       # pipe -> operations per coordinate
+    load_bytes: int = 4
+    note: str = ""
+
+
+INT64_DIV = 70       # instructions of a 64-bit integer division (no hardware divider)
+F64_DIV = 12         # fp64 instructions of an IEEE double division (reciprocal + Newton + fix-up)
+CMP_SELECT = 3       # today's compare_exchange: a compare and two selects (x < y ? x : y)
+
+
+def _stream(K, weighted):
+    return Cost(dram_bytes=4 * K + 4, loads_in_flight=min(K, 4),
+                ops={"int": 4 * K, "fp64": (3 * K if weighted else 0)},
+                note="scalar 4-byte loads, 4 in flight per thread (the review's reading of the SASS)"
+                     + ("; every thread sums the K weights again" if weighted else ""))
+
+
+def _order_registers(K, trim):
+    rows = 1 << max(0, (K - 1).bit_length())
+    c = batcher_comparators(rows)
+    return Cost(dram_bytes=4 * K + 4, loads_in_flight=K,
+                ops={"int": CMP_SELECT * c + 4 * K, "fp64": 2 * (K - 2 * trim)},
+                note=f"full network of {rows} rows: {c} comparators x {CMP_SELECT} compare/select")
+
+
+def _order_buffer(K, trim):
+    c, cand = batcher_comparators(K), batcher_candidates(K)
+    return Cost(dram_bytes=4 * K + 4 + 4 * K + 16 * c + 4 * (K - 2 * trim), loads_in_flight=2,
+                ops={"int": cand * 2 * INT64_DIV + CMP_SELECT * c, "fp64": 2 * (K - 2 * trim)},
+                note=f"[K, cols] global scratch: {c} comparators x (2 loads + 2 stores); "
+                     f"{cand} candidates x 2 int64 divisions")
+
+
+def _residual(K, _):
+    pairs = K * (K - 1)
+    selections = 2 * K + 1
+    compares = selections * 3.4 * (K - 1)           # expected quickselect compares of K - 1 values
+    scratch = 5 * K * 8 + selections * 2 * 8 * (K - 1) + compares * 2 * 8 / 2
+    return Cost(dram_bytes=4 * K * 2 + scratch, loads_in_flight=1, load_bytes=8,
+                ops={"fp64": 2 * pairs * F64_DIV + compares * 2, "int": compares * 3},
+                note=f"2K(K-1) = {2 * pairs} double divisions, {selections} quickselects in DRAM scratch")
+
+
+def _pairwise(K, _):
+    tiles = -(-K // 32)
+    tile_pairs = tiles * (tiles + 1) // 2
+    computed = tile_pairs * 32 * 32
+    return Cost(dram_bytes=4 * K, loads_in_flight=4,
+                ops={"fp32": 3 * computed, "shared": computed, "fp64": computed / 16},
+                note=f"{tile_pairs} tile pairs, {computed} pair sums per column "
+                     f"({K * (K - 1) // 2 / computed:.0%} useful); sub, mul, add (--fmad=false); "
+                     f"one shared word per pair (2 x 2 pairs per thread)")
+
+
+@dataclasses.dataclass
+class Row:
+    what: str
+    op: str
+    args: tuple
+    K: int
+    d: int
+    kernel: str
+    cost: Callable[[int, int], Cost]
+    target: str
+    target_s: Optional[float] = None        # a time target, seconds
+    target_bw: Optional[float] = None       # a fraction of copy bandwidth
+
+
+ROWS: List[Row] = [
+    Row("sign vote", "sign_vote", (), 10, 10**8, "sign_vote_kernel<float>", lambda K, t: _stream(K, False),
+        ">= 85% of copy bandwidth", target_bw=0.85),
+    Row("RLR mean, weighted", "robust_lr_mean", (3, "w"), 10, 10**8, "robust_lr_mean_kernel<float>",
+        lambda K, t: _stream(K, True), ">= 85% of copy bandwidth", target_bw=0.85),
+    Row("trimmed mean K = 16", "trimmed_mean", (3,), 16, 10**8, "order_registers_kernel<16, float>",
+        _order_registers, ">= 50% of copy bandwidth", target_bw=0.5),
+    Row("trimmed mean K = 24", "trimmed_mean", (5,), 24, 10**8, "order_registers_kernel<32, float>",
+        _order_registers, ">= 50% of copy bandwidth", target_bw=0.5),
+    Row("trimmed mean K = 32", "trimmed_mean", (7,), 32, 10**8, "order_registers_kernel<32, float>",
+        _order_registers, ">= 50% of copy bandwidth", target_bw=0.5),
+    Row("trimmed mean K = 100", "trimmed_mean", (10,), 100, 10**7, "order_buffer_kernel<float>",
+        _order_buffer, "10x faster than torch.sort (10-30 ms): <= 1 ms", target_s=1e-3),
+    Row("residual reweighting K = 100", "residual_reweight", (), 100, 10**6, "pass1_kernel<float>",
+        _residual, "1/100 of the CPU kernel (~90 ms): <= 0.9 ms", target_s=0.9e-3),
+    Row("exact distances K = 100", "pairwise_sq_distances", (), 100, 10**7, "partials_kernel<float, false>",
+        _pairwise, "within 2x of cdist (10-15 ms): <= 20 ms", target_s=20e-3),
+]
+
+
+def launched_blocks() -> Dict[str, int]:
+    """Threads per block of every kernel, from the emulated launchers (small d,
+    the same K as each row)."""
+    _C.device_math._launches(True)
+    for row in ROWS:
+        u = torch.randn(row.K, 1000)
+        args = tuple(torch.arange(1, row.K + 1, dtype=torch.float32) if a == "w" else a for a in row.args)
+        ops.run_device_math(row.op, u, *args)
+    return {name: v[1] for name, v in _C.device_math._launches(True).items()}
+
+
+def resident_threads(registers: int, threads: int, shared: int, hw=HOPPER) -> int:
+    warps = -(-threads // 32)
+    per_warp = -(-max(registers, 1) * 32 // 256) * 256
+    blocks = min(hw["registers"] // (warps * per_warp), hw["threads"] // threads, hw["blocks"])
+    if shared:
+        blocks = min(blocks, hw["shared"] // (shared + 1024))
+    return blocks * threads
+
+
+def estimate(row: Row, report, blocks: Dict[str, int], hw=HOPPER) -> Dict[str, object]:
+    res = [r for r in report if r.arch == "sm_90" and r.kernel == row.kernel]
+    if not res:
+        raise SystemExit(f"{row.kernel}: not in ptxas's report of this build (no CUDA build?)")
+    r = res[0]
+    threads = blocks[row.kernel]
+    resident = resident_threads(r.registers, threads, r.shared, hw)
+    trim = row.args[0] if row.args and isinstance(row.args[0], int) else 0
+    cost = row.cost(row.K, trim)
+    need_per_sm = hw["bandwidth"] * hw["latency"] / hw["sms"]
+    in_flight = resident * cost.loads_in_flight * cost.load_bytes
+    t_mem = cost.dram_bytes * row.d / (hw["bandwidth"] * min(1.0, in_flight / need_per_sm))
+    hide = min(1.0, resident / 32 / WARPS_TO_HIDE_LATENCY)
+    t_issue = sum(n * row.d / (hw["sms"] * hw["lanes"][pipe] * hw["clock"]) for pipe, n in cost.ops.items()) / hide
+    t = max(t_mem, t_issue)
+    copy = (4 * row.K * row.d + 4 * row.d) / hw["bandwidth"]
+    if row.target_bw is not None:
+        meets = copy / t >= row.target_bw
+        got = f"{copy / t:.0%} of copy"
+    else:
+        meets = t <= row.target_s
+        got = f"{t * 1e3:.2f} ms"
+    return dict(row=row, registers=r.registers, stack=r.stack, threads=threads, resident=resident, cost=cost,
+                in_flight=in_flight, need=need_per_sm, t_mem=t_mem, t_issue=t_issue, t=t, got=got, meets=meets)
+
+
+def markdown(results) -> str:
+    hw = HOPPER
+    lines = [
+        "# GPU cost model: H100 SXM estimate of this build's kernels (float32)",
+        "",
+        f"Generated {datetime.date.today()} by `python bench/gpu_model.py` from ptxas's sm_90 report of the build "
+        "and the launch log of the emulated launchers. Constants: "
+        f"{hw['bandwidth'] / 1e12:.2f} TB/s, {hw['sms']} SMs, {hw['clock'] / 1e9:.3f} GHz, lanes per SM "
+        f"{hw['lanes']}, loaded DRAM latency {hw['latency'] * 1e9:.0f} ns (assumed: Little's law then needs "
+        f"{results[0]['need'] / 1024:.0f} KB in flight per SM). An estimate, not a measurement: no GPU has run "
+        "these kernels; bench/gpu_check.sh replaces it.",
+        "",
+        "| kernel | K | d | regs | block | threads/SM | DRAM B/coord | in flight KB/SM | memory ms | issue ms "
+        "| estimate | target | meets |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for e in results:
+        row = e["row"]
+        lines.append(f"| {row.what} (`{row.kernel}`) | {row.K} | {row.d:.0e} | {e['registers']} | {e['threads']} "
+                     f"| {e['resident']} | {e['cost'].dram_bytes:,.0f} | {e['in_flight'] / 1024:.0f} "
+                     f"| {e['t_mem'] * 1e3:.2f} | {e['t_issue'] * 1e3:.2f} | {e['got']} | {row.target} "
+                     f"| {'yes' if e['meets'] else '**no**'} |")
+    lines += ["", "What each row counts (DECLARED in bench/gpu_model.py):", ""]
+    for e in results:
+        ops_txt = ", ".join(f"{n:,.0f} {p}" for p, n in e["cost"].ops.items() if n)
+        lines.append(f"- {e['row'].what}: {e['cost'].note}; per coordinate {ops_txt}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", help="write the markdown table here (default: print it)")
+    ap.add_argument("--latency-ns", type=float, default=HOPPER["latency"] * 1e9,
+                    help="loaded DRAM latency assumed (default %(default)s): sets the bytes in flight an SM needs")
+    args = ap.parse_args(argv)
+    HOPPER["latency"] = args.latency_ns * 1e-9
+    report = _cuda_resources.load()
+    if report is None:
+        print("gpu_model: this build has no ptxas report (built without nvcc)", file=sys.stderr)
+        return 2
+    blocks = launched_blocks()
+    text = markdown([estimate(row, report, blocks) for row in ROWS])
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""bench/gpu_model.py, the GPU cost model: its comparator counts against
+Batcher's published sizes and against the networks the kernels run, and
+every row estimated from this build's ptxas report (skipped without one)."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+import gpu_model  # noqa: E402
+from robustagg import _C, _cuda_resources  # noqa: E402
+
+
+def test_batcher_counts_are_the_networks_sizes():
+    # Knuth 5.3.4: odd-even merge sort on 2^t inputs has (t^2 - t + 4) 2^(t-2) - 1 comparators.
+    for t in range(1, 6):
+        assert gpu_model.batcher_comparators(2 ** t) == (t * t - t + 4) * 2 ** (t - 2) - 1
+    assert gpu_model.batcher_comparators(32) == 191  # math/order.h: "Batcher on 32 inputs has 191"
+    assert gpu_model.batcher_comparators(32, median_only=True) < 191
+    assert gpu_model.batcher_comparators(1) == 0
+    # a network on n rows is the 2^t network restricted to rows < n
+    assert gpu_model.batcher_comparators(100) < gpu_model.batcher_comparators(128) <= gpu_model.batcher_candidates(128)
+
+
+def test_resident_threads_by_registers_threads_and_shared():
+    assert gpu_model.resident_threads(32, 256, 0) == 2048
+    assert gpu_model.resident_threads(48, 256, 0) == 1280   # 65536 / (8 warps x 1536)
+    assert gpu_model.resident_threads(162, 256, 0) == 256
+    assert gpu_model.resident_threads(32, 256, 100 * 1024) == 512
+
+
+@pytest.mark.skipif(not getattr(_C, "with_cuda", False) or _cuda_resources.load() is None,
+                    reason="no ptxas report in this build")
+def test_every_row_is_estimated_from_this_build(tmp_path):
+    out = tmp_path / "model.md"
+    assert gpu_model.main(["--out", str(out)]) == 0
+    text = out.read_text()
+    for row in gpu_model.ROWS:
+        assert f"`{row.kernel}`" in text
