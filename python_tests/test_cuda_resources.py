@@ -103,11 +103,12 @@ def test_launch_bounds_match_the_blocks_launched():
 # worst instantiation on any arch), and with it the occupancy the design
 # assumes: resident threads per SM = min(2048, 65536 / budget). A kernel that
 # grows past its budget loses occupancy the cost model counts on; a new kernel
-# states its budget here. Streaming kernels (one pass over K x d, latency
-# hidden by warps in flight) keep >= 1280 threads per SM; the register
-# networks and the residual passes trade occupancy for K values in registers.
+# states its budget here. Streaming kernels (one pass over K x d) keep >= 1024
+# threads per SM, each with 16 loads in flight (4 coordinates x 4 rows: 64 KB
+# per SM for float32); the register networks and the residual passes trade
+# occupancy for K values in registers.
 REGISTER_BUDGET = {
-    "sign_vote_kernel": 32, "weighted_sign_vote_kernel": 32, "robust_lr_mean_kernel": 48,
+    "sign_vote_kernel": 40, "weighted_sign_vote_kernel": 40, "robust_lr_mean_kernel": 64,
     "plain_mean_kernel": 40, "segment_kernel": 40, "rows_kernel": 32, "reduce_blocks_kernel": 32,
     "finish_kernel": 32, "cosine_kernel": 40, "client_weights_kernel": 40,
     "order_buffer_kernel": 64, "order_registers_kernel": 128,

@@ -163,7 +163,10 @@ int run_ops(int schedule) {
         Buffer u(K * d * vb);
         fill(u, dtype, static_cast<size_t>(K * d));
         Buffer w(K * sizeof(double));
-        for (int64_t k = 0; k < K; ++k) static_cast<double*>(w.data())[k] = static_cast<double>(k + 1);
+        // Weights differ from call to call: a block reading shared memory that
+        // another thread has not written yet (a removed barrier) must not find
+        // the previous launch's equal value there.
+        for (int64_t k = 0; k < K; ++k) static_cast<double*>(w.data())[k] = static_cast<double>(k + 1 + d);
         {
           Buffer votes(d * 4), weighted(d * vb), mean(d * vb), flipped(8);
           dm::sign_vote(u.data(), dtype, K, d, nullptr, votes.data(), nullptr);
