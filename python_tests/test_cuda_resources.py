@@ -49,11 +49,12 @@ def test_static_shared_memory_fits_without_an_opt_in():
 
 def _run_every_kernel():
     """Ops chosen so that every kernel of every .cu file launches at least once:
-    every dtype; K = 1..32 (each register network) and 40 (the buffer path);
+    every dtype; K = 1..32 (each register network), 40 (the shared-memory
+    columns) and 130 (the global scratch);
     K < 3 (the residual plain mean); weighted and counted sign ops; float
     blocks and double blocks of the pairwise kernels."""
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        for K in (1, 2, 3, 5, 9, 17, 33, 40):
+        for K in (1, 2, 3, 5, 9, 17, 33, 40, 130):
             u = make_updates(K, 300, dtype, "normal", seed=K)
             w = torch.arange(1, K + 1, dtype=dtype)
             trim = (K - 1) // 2
@@ -111,7 +112,7 @@ REGISTER_BUDGET = {
     "sign_vote_kernel": 40, "weighted_sign_vote_kernel": 40, "robust_lr_mean_kernel": 64,
     "plain_mean_kernel": 40, "segment_kernel": 40, "rows_kernel": 32, "reduce_blocks_kernel": 32,
     "finish_kernel": 32, "cosine_kernel": 40, "client_weights_kernel": 40,
-    "order_buffer_kernel": 64, "order_registers_kernel": 128,
+    "order_buffer_kernel": 64, "order_shared_kernel": 64, "order_registers_kernel": 128,
     "pass1_kernel": 96, "pass2_kernel": 96, "line_kernel": 128, "partials_kernel": 168,
 }
 

@@ -2,8 +2,10 @@
 // doubles, plan::max_register_rows): the K values of the thread's column on registers, padded with +inf to the next power of two
 // and sorted by that size's compile-time Batcher network (math/order.h); a
 // NaN is replaced by +inf and accounted for afterwards (NaN sorts last).
-// Larger K: the column in a [K, cols] scratch (consecutive threads own
-// consecutive scratch columns: coalesced), sorted by the run-time network.
+// Up to 128 values: the column in a static shared-memory tile (64 threads a
+// block for 4-byte values, 32 for doubles), sorted there by the run-time
+// network. Larger K: the column in a [K, cols] global scratch (consecutive
+// threads own consecutive scratch columns: coalesced).
 // Results are bitwise those of the CPU kernels, up to the sign of a zero.
 #include "robustagg/trimmed_mean.h"
 
@@ -21,6 +23,22 @@ __global__ void order_registers_kernel(const T* __restrict__ u,  // [K, d]
                                        val_t<T>* __restrict__ out) {  // [d]
   for (int64_t j = thread_index(); j < d; j += grid_stride())
     out[j] = math::order_column_registers<kRows>(u + j, K, d, stat, trim, tau);
+}
+
+// K <= plan::kSharedRows beyond the registers: each thread's column in a
+// static shared tile (column t at col[k * threads + t]: consecutive threads,
+// consecutive banks), sorted by the run-time network there. A thread touches
+// only its own column: no barrier.
+template <typename T>
+__global__ void order_shared_kernel(const T* __restrict__ u,  // [K, d]
+                                    int64_t K, int64_t d, math::OrderStat stat, int64_t trim, double tau,
+                                    val_t<T>* __restrict__ out) {  // [d]
+  using V = val_t<T>;
+  constexpr int kCols = plan::shared_threads(sizeof(V));
+  __shared__ V tile[plan::kSharedRows * kCols];
+  const math::Strided<V> col{tile + threadIdx.x, kCols};
+  for (int64_t j = thread_index(); j < d; j += grid_stride())
+    out[j] = math::order_column_buffer(u + j, K, d, col, stat, trim, tau);
 }
 
 template <typename T>
@@ -50,6 +68,11 @@ void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderSt
                                                                    d, stat, trim, tau, o);
         }))
       return;
+    if (layout.shared) {
+      constexpr int threads = plan::shared_threads(sizeof(V));
+      launch<order_shared_kernel<T>>(dim3(blocks_for(d, threads)), dim3(threads), 0, s, u, K, d, stat, trim, tau, o);
+      return;
+    }
     V* scratch = static_cast<V*>(workspace);
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {  // chunks run in stream order, sharing the scratch
       const int64_t n = layout.cols < d - c0 ? layout.cols : d - c0;

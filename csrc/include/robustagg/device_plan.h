@@ -44,14 +44,24 @@ inline int64_t chunk_cols(int64_t d, int64_t bytes_per_column, int64_t multiple)
 // stack; python_tests/test_cuda_resources.py).
 constexpr int max_register_rows(int64_t value_bytes) { return value_bytes > 4 ? 16 : math::kRegRows; }
 
+// Beyond the registers, up to kSharedRows values: the thread's column in a
+// static shared-memory tile of kSharedRows x shared_threads(value) values
+// (32 KB per block); no workspace. Larger K: a [K, cols] scratch in global
+// memory, walked in chunks.
+constexpr int64_t kSharedRows = 128;
+constexpr int shared_threads(int64_t value_bytes) { return value_bytes > 4 ? 32 : 64; }
+
 struct OrderLayout {
   int64_t register_rows, cols;
+  bool shared;
   size_t bytes;
   OrderLayout(DType dtype, int64_t K, int64_t d) {
     register_rows = math::register_rows_for(K);
     if (register_rows > max_register_rows(value_bytes(dtype))) register_rows = 0;
-    cols = register_rows ? d : chunk_cols(d, K * value_bytes(dtype), 256);
-    bytes = register_rows ? 0 : align_up(static_cast<size_t>(K * cols * value_bytes(dtype)));
+    shared = !register_rows && K <= kSharedRows;
+    const bool scratch = !register_rows && !shared;
+    cols = scratch ? chunk_cols(d, K * value_bytes(dtype), 256) : d;
+    bytes = scratch ? align_up(static_cast<size_t>(K * cols * value_bytes(dtype))) : 0;
   }
 };
 
