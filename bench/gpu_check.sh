@@ -3,9 +3,10 @@
 # torch and nvcc already installed and no package registry. Under 10 minutes:
 #   1. build and install robustagg against the installed torch (CUDA kernels included);
 #   2. pytest -m cuda: every op on CUDA tensors vs the CPU kernels, the reference and the
-#      host-run device math; streams, graph capture, torch.compile, every rule;
+#      emulated launchers; streams, graph capture, torch.compile, every rule;
 #   3. compute-sanitizer memcheck and racecheck over bench/gpu_driver.py (every kernel);
-#   4. bench/results/<gpu>.md: every op vs the reference on the same GPU, GB/s, targets.
+#   4. bench/results/<gpu>.md: every op vs the reference on the same GPU, GB/s, targets;
+#      bench/results/<gpu>_model.md beside it: the cost model's estimate of the same build.
 # Whenever a GPU is available this runs first: fix what fails, commit the table.
 # Logs go to $OUT when set (the device tool), else to bench/results/gpu_logs/.
 set -uo pipefail
@@ -65,6 +66,8 @@ GPU=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).lower().replac
 "$PY" bench/gpu_table.py --out "bench/results/${GPU}.md" 2>&1 | tee "$LOGS/gpu_table.log" | tail -40
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "BENCHMARK FAILED"; status=1; }
 cp "bench/results/${GPU}.md" "$LOGS/" 2>/dev/null || true
+"$PY" bench/gpu_model.py --out "bench/results/${GPU}_model.md" > "$LOGS/gpu_model.log" 2>&1 \
+  && cp "bench/results/${GPU}_model.md" "$LOGS/" || echo "gpu_model failed (the estimate only; see gpu_model.log)"
 fi
 
 echo
