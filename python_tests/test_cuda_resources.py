@@ -49,12 +49,12 @@ def test_static_shared_memory_fits_without_an_opt_in():
 
 def _run_every_kernel():
     """Ops chosen so that every kernel of every .cu file launches at least once:
-    every dtype; K = 1..32 (each register network), 40 (the shared-memory
+    every dtype; K = 1..64 (each register network), 100 (the shared-memory
     columns) and 130 (the global scratch);
     K < 3 (the residual plain mean); weighted and counted sign ops; float
     blocks and double blocks of the pairwise kernels."""
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        for K in (1, 2, 3, 5, 9, 17, 33, 40, 130):
+        for K in (1, 2, 3, 5, 9, 17, 33, 100, 130):
             u = make_updates(K, 300, dtype, "normal", seed=K)
             w = torch.arange(1, K + 1, dtype=dtype)
             trim = (K - 1) // 2
@@ -96,7 +96,8 @@ def test_launch_bounds_match_the_blocks_launched():
         for bound, kernel in re.findall(r"__launch_bounds__\(([^)]*)\)\s*(\w+)\s*\(", text):
             blocks = re.findall(rf"launch<{kernel}\b[^(]*\(\s*[^,]+,\s*dim3\(([^)]*)\)", text)
             assert blocks, f"{path.name}: {kernel} is never launched"
-            assert all(b.strip() == bound.strip() for b in blocks), \
+            threads = bound.split(",")[0]  # the second argument is a minimum of blocks per SM, not a shape
+            assert all(b.strip() == threads.strip() for b in blocks), \
                 f"{path.name}: {kernel} bounded by {bound} but launched with {blocks}"
 
 
@@ -113,6 +114,7 @@ REGISTER_BUDGET = {
     "plain_mean_kernel": 40, "segment_kernel": 40, "rows_kernel": 32, "reduce_blocks_kernel": 32,
     "finish_kernel": 32, "cosine_kernel": 40, "client_weights_kernel": 40,
     "order_buffer_kernel": 64, "order_shared_kernel": 64, "order_registers_kernel": 128,
+    "order_registers_kernel<64,": 168,  # 64 floats in registers: one block of 256 per SM
     "pass1_kernel": 96, "pass2_kernel": 96, "line_kernel": 128, "partials_kernel": 168,
 }
 
@@ -120,9 +122,9 @@ REGISTER_BUDGET = {
 def test_every_kernel_stays_within_its_register_budget():
     bad = []
     for r in REPORT:
-        base = r.kernel.split("<")[0]
-        assert base in REGISTER_BUDGET, f"{r.kernel}: no register budget stated (REGISTER_BUDGET)"
-        budget = REGISTER_BUDGET[base]
+        keys = [key for key in REGISTER_BUDGET if r.kernel.split("<")[0] == key or r.kernel.startswith(key)]
+        assert keys, f"{r.kernel}: no register budget stated (REGISTER_BUDGET)"
+        budget = REGISTER_BUDGET[max(keys, key=len)]  # the most specific entry
         if r.registers > budget:
             bad.append(f"{_row(r)}: budget {budget} ({min(2048, REGISTER_FILE // budget)} threads per SM); "
                        f"now {min(2048, REGISTER_FILE // r.registers)}")

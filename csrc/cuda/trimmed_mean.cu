@@ -1,6 +1,7 @@
-// Kernel family 2 on CUDA: one thread per coordinate. K <= 32 (K <= 16 for
-// doubles, plan::max_register_rows): the K values of the thread's column on registers, padded with +inf to the next power of two
-// and sorted by that size's compile-time Batcher network (math/order.h); a
+// Kernel family 2 on CUDA: one thread per coordinate. K <= 64 (K <= 16 for
+// doubles, plan::max_register_rows): the K values of the thread's column on
+// registers, padded with +inf to the next power of two and sorted by that
+// size's compile-time Batcher network (math/order.h); a
 // NaN is replaced by +inf and accounted for afterwards (NaN sorts last).
 // Up to 128 values: the column in a static shared-memory tile (64 threads a
 // block for 4-byte values, 32 for doubles), sorted there by the run-time

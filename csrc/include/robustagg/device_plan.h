@@ -37,12 +37,12 @@ inline int64_t chunk_cols(int64_t d, int64_t bytes_per_column, int64_t multiple)
   return cols < d_up ? cols : d_up;
 }
 
-// Family 2: a thread's column in registers for K <= 32 values of 4 bytes
-// (float, and half/bfloat16 held as float), K <= 16 doubles; else a [K, cols]
-// scratch of values. 32 doubles are 64 registers before the network's own:
-// ptxas spills the 32-row double network on sm_80 (255 registers, 48-byte
-// stack; python_tests/test_cuda_resources.py).
-constexpr int max_register_rows(int64_t value_bytes) { return value_bytes > 4 ? 16 : math::kRegRows; }
+// Family 2: a thread's column in registers for K <= 64 values of 4 bytes
+// (float, and half/bfloat16 held as float), K <= 16 doubles. 32 doubles are
+// 64 registers before the network's own: ptxas spills the 32-row double
+// network on sm_80 (255 registers, 48-byte stack;
+// python_tests/test_cuda_resources.py).
+constexpr int max_register_rows(int64_t value_bytes) { return value_bytes > 4 ? 16 : math::kDeviceRegRows; }
 
 // Beyond the registers, up to kSharedRows values: the thread's column in a
 // static shared-memory tile of kSharedRows x shared_threads(value) values
@@ -56,8 +56,7 @@ struct OrderLayout {
   bool shared;
   size_t bytes;
   OrderLayout(DType dtype, int64_t K, int64_t d) {
-    register_rows = math::register_rows_for(K);
-    if (register_rows > max_register_rows(value_bytes(dtype))) register_rows = 0;
+    register_rows = math::register_rows_for(K, max_register_rows(value_bytes(dtype)));
     shared = !register_rows && K <= kSharedRows;
     const bool scratch = !register_rows && !shared;
     cols = scratch ? chunk_cols(d, K * value_bytes(dtype), 256) : d;
@@ -81,10 +80,16 @@ template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
         return true;
       }
       return false;
+    case 64:
+      if constexpr (kMax >= 64) {
+        f(std::integral_constant<int, 64>{});
+        return true;
+      }
+      return false;
     default: return false;
   }
 }
-static_assert(math::kRegRows == 32, "with_register_rows lists the register sizes up to kRegRows");
+static_assert(math::kDeviceRegRows == 64, "with_register_rows lists the register sizes up to kDeviceRegRows");
 
 // Family 3: per chunk a [5K, cols] double scratch (math::ResidualColumn);
 // line parameters and scales for all d (pass 2 reuses them); W partials of the
