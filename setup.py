@@ -4,12 +4,18 @@ Environment:
   ROBUSTAGG_CUDA        unset: build CUDA sources when nvcc is found; 0: CPU only;
                         1: a missing nvcc is an error.
   ROBUSTAGG_CUDA_ARCHS  e.g. "80;90" (default), compiled for each plus PTX of the last.
-  ROBUSTAGG_MARCH       -march value for the CPU kernels (default "native": this is
-                        a source build for this machine); set to "" for portable binaries.
+  ROBUSTAGG_MARCH       unset or "": portable. On x86-64 Linux the CPU kernels
+                        (csrc/cpu) are compiled three times, for baseline x86-64, AVX2
+                        and AVX-512, and the module picks one at run time by what the
+                        CPU supports (robustagg/cpu_isa.h); everything else is baseline.
+                        A value, e.g. "native": one copy of everything with that -march
+                        (a binary for this machine only).
   CUDA_HOME             CUDA toolkit root; else nvcc is looked up on PATH.
 """
 import glob
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -94,7 +100,7 @@ class BuildExt(build_ext):
         # CPU-only build must not be reused as "up to date" for a CUDA one.
         os.makedirs(self.build_temp, exist_ok=True)
         stamp = os.path.join(self.build_temp, "robustagg_config.txt")
-        config = repr((CUDA, cflags))
+        config = repr((CUDA, cflags, DISPATCH))
         if not os.path.exists(stamp) or open(stamp).read() != config:
             with open(stamp, "w") as f:
                 f.write(config)
@@ -139,26 +145,101 @@ class BuildExt(build_ext):
 
 # csrc/emulate: the .cu files compiled again by the host compiler under the CUDA
 # emulation (robustagg::device_math), in every build, GPU or not.
-cpu_sources = (sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-               + sorted(glob.glob(os.path.join("csrc", "emulate", "*.cpp")))
-               + [os.path.join("csrc", "bindings.cpp")])
-march = os.environ.get("ROBUSTAGG_MARCH", "native").strip()
-cflags = ["-O3", "-fno-math-errno", "-fvisibility=hidden", "-mprefer-vector-width=512",
+kernel_sources = sorted(f for f in glob.glob(os.path.join("csrc", "cpu", "*.cpp"))
+                        if os.path.basename(f) != "parallel.cpp")
+base_sources = ([os.path.join("csrc", "cpu", "parallel.cpp"), os.path.join("csrc", "cpu_isa.cpp")]
+                + sorted(glob.glob(os.path.join("csrc", "emulate", "*.cpp")))
+                + [os.path.join("csrc", "bindings.cpp")])
+march = os.environ.get("ROBUSTAGG_MARCH", "").strip()
+# -ffp-contract=off: no multiply-add is fused unless the source says so (as the
+# CUDA files, compiled with --fmad=false): every copy of the CPU kernels, the
+# emulated launchers and the device round alike.
+cflags = ["-O3", "-fno-math-errno", "-fvisibility=hidden", "-ffp-contract=off",
           "-Wno-psabi"]  # 64-byte vector values between inlined helpers: no ABI is crossed
+
+# The instruction sets of a portable build: name, flags (on top of -march=x86-64).
+ISAS = [
+    ("base", ["-mtune=generic"]),
+    ("avx2", ["-mavx2", "-mfma", "-mbmi", "-mbmi2", "-mf16c", "-mtune=haswell"]),
+    ("avx512", ["-mavx2", "-mfma", "-mbmi", "-mbmi2", "-mf16c", "-mavx512f", "-mavx512cd", "-mavx512bw",
+                "-mavx512dq", "-mavx512vl", "-mprefer-vector-width=512", "-mtune=skylake-avx512"]),
+]
+BINUTILS = {tool: shutil.which(tool) for tool in ("nm", "objcopy")}
+DISPATCH = (not march and sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+            and all(BINUTILS.values()))
 if march and sys.platform != "win32":
-    cflags.append(f"-march={march}")
+    cflags += [f"-march={march}", "-mprefer-vector-width=512"]
+elif DISPATCH:
+    cflags.append("-march=x86-64")
+
+
+def run(cmd, **kw):
+    out = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if out.returncode != 0:
+        sys.exit(f"robustagg: {' '.join(cmd[:3])} ... failed:\n{out.stdout}{out.stderr}")
+    return out.stdout
+
+
+def isa_objects(build, ext):
+    """The CPU kernels once per instruction set, each copy one relocatable
+    object: robustagg::cpu::* renamed robustagg::cpu_<isa>::* (the entry points
+    that robustagg/cpu_isa.h declares), every other symbol it defines made local
+    and suffixed .isa_<isa> (inline functions and template instantiations,
+    std:: ones included, are the copy's own: the final link cannot hand one
+    compiled for AVX-512 to baseline code), and its COMDAT groups dissolved
+    (a group is deduplicated by name at link time, whatever its symbol's binding)."""
+    objects = []
+    for isa, flags in ISAS:
+        objs = build.compiler.compile(
+            kernel_sources, output_dir=os.path.join(build.build_temp, "isa_" + isa),
+            include_dirs=ext.include_dirs, depends=ext.depends,
+            extra_postargs=list(ext.extra_compile_args) + flags)
+        merged = os.path.join(build.build_temp, f"cpu_{isa}.o")
+        run([build.compiler.compiler_so[0], "-r", "-nostdlib", "-o", merged, *objs])
+        renames, local = [], []
+        prefix = re.compile(r"^(_ZNK?9robustagg)3cpu(?=\d)")
+        for line in run([BINUTILS["nm"], "-P", "--defined-only", merged]).splitlines():
+            name, kind = line.split()[:2]
+            if kind in "aANn" or name.startswith("."):
+                continue
+            if kind.isupper() and prefix.match(name):
+                new_ns = f"cpu_{isa}"
+                renames.append(f"{name} {prefix.sub(lambda m: m.group(1) + str(len(new_ns)) + new_ns, name)}")
+            else:
+                renames.append(f"{name} {name}.isa_{isa}")
+                if kind.isupper() or kind in "uvw":
+                    local.append(name + f".isa_{isa}")
+        for fname, lines in (("renames", renames), ("local", local)):
+            with open(os.path.join(build.build_temp, f"cpu_{isa}.{fname}"), "w") as f:
+                f.write("\n".join(sorted(set(lines))) + "\n")
+        run([BINUTILS["objcopy"], "--remove-section=.group",
+             f"--redefine-syms={os.path.join(build.build_temp, f'cpu_{isa}.renames')}",
+             f"--localize-symbols={os.path.join(build.build_temp, f'cpu_{isa}.local')}", merged])
+        objects.append(merged)
+    return objects
+
+
+class PortableBuildExt(BuildExt):
+    def build_extension(self, ext):
+        if DISPATCH:
+            ext.extra_objects = list(ext.extra_objects or []) + isa_objects(self, ext)
+        super().build_extension(ext)
+
 
 ext = Pybind11Extension(
     "robustagg._C",
-    sources=cpu_sources,
+    sources=base_sources if DISPATCH else kernel_sources + base_sources,
     include_dirs=["csrc/include", "csrc/cpu", "csrc"],
     # Headers and CUDA files: a change to any of them rebuilds the module (the
     # per-coordinate math in csrc/include/robustagg/math is shared by every backend).
     depends=sorted(glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)
-                   + glob.glob(os.path.join("csrc", "cuda", "*.cu*"))),
+                   + glob.glob(os.path.join("csrc", "cuda", "*.cu*"))
+                   + (kernel_sources if DISPATCH else [])),
     cxx_std=17,
     extra_compile_args=cflags,
     extra_link_args=["-pthread"],
+    define_macros=[("ROBUSTAGG_CPU_DISPATCH", "1" if DISPATCH else "0")]
+    + ([("ROBUSTAGG_MARCH_STR", f'"{march}"')] if march else []),
 )
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
+setup(ext_modules=[ext], cmdclass={"build_ext": PortableBuildExt})

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "robustagg/common.h"
+#include "robustagg/cpu_isa.h"
 #include "emulate/emulation_control.h"
 #include "robustagg/device_plan.h"
 #include "robustagg/norms.h"
@@ -140,68 +141,68 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("sign_vote", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t w, uintptr_t out,
                         int threads) {
-    ra::cpu::sign_vote(ptr<const void>(u), dt(dtype), K, d, ptr<const double>(w), ptr<void>(out), threads);
+    ROBUSTAGG_CPU(sign_vote)(ptr<const void>(u), dt(dtype), K, d, ptr<const double>(w), ptr<void>(out), threads);
   }, nogil);
   m.def("robust_lr_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, double threshold,
                              uintptr_t w, uintptr_t out, uintptr_t flipped, int threads) {
-    ra::cpu::robust_lr_mean(ptr<const void>(u), dt(dtype), K, d, threshold, ptr<const double>(w),
+    ROBUSTAGG_CPU(robust_lr_mean)(ptr<const void>(u), dt(dtype), K, d, threshold, ptr<const double>(w),
                             ptr<void>(out), ptr<int64_t>(flipped), threads);
   }, nogil);
   m.def("trimmed_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, int64_t trim,
                            uintptr_t out, int threads) {
-    ra::cpu::trimmed_mean(ptr<const void>(u), dt(dtype), K, d, trim, ptr<void>(out), threads);
+    ROBUSTAGG_CPU(trimmed_mean)(ptr<const void>(u), dt(dtype), K, d, trim, ptr<void>(out), threads);
   }, nogil);
   m.def("median", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out, int threads) {
-    ra::cpu::median(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), threads);
+    ROBUSTAGG_CPU(median)(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), threads);
   }, nogil);
   m.def("masked_trimmed_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, double tau,
                                   int64_t trim, uintptr_t out, int threads) {
-    ra::cpu::masked_trimmed_mean(ptr<const void>(u), dt(dtype), K, d, tau, trim, ptr<void>(out), threads);
+    ROBUSTAGG_CPU(masked_trimmed_mean)(ptr<const void>(u), dt(dtype), K, d, tau, trim, ptr<void>(out), threads);
   }, nogil);
   m.def("closest_to_median_mean", [](uintptr_t u, int dtype, int64_t K, int64_t d, int64_t trim,
                                      uintptr_t out, int threads) {
-    ra::cpu::closest_to_median_mean(ptr<const void>(u), dt(dtype), K, d, trim, ptr<void>(out), threads);
+    ROBUSTAGG_CPU(closest_to_median_mean)(ptr<const void>(u), dt(dtype), K, d, trim, ptr<void>(out), threads);
   }, nogil);
   m.def("repeated_median_line", [](uintptr_t u, int dtype, int64_t K, int64_t d, int mode,
                                    uintptr_t slope, uintptr_t intercept, int threads) {
-    ra::cpu::repeated_median_line(ptr<const void>(u), dt(dtype), K, d,
+    ROBUSTAGG_CPU(repeated_median_line)(ptr<const void>(u), dt(dtype), K, d,
                                   static_cast<ra::InterceptMode>(mode), ptr<void>(slope),
                                   ptr<void>(intercept), threads);
   }, nogil);
   m.def("residual_reweight", [](uintptr_t u, int dtype, int64_t K, int64_t d, double lam,
                                 double delta, double power, int mode, uintptr_t client_weights,
                                 uintptr_t aggregate, int threads) {
-    ra::cpu::residual_reweight(ptr<const void>(u), dt(dtype), K, d, lam, delta, power,
+    ROBUSTAGG_CPU(residual_reweight)(ptr<const void>(u), dt(dtype), K, d, lam, delta, power,
                                static_cast<ra::InterceptMode>(mode), ptr<void>(client_weights),
                                ptr<void>(aggregate), threads);
   }, nogil);
   m.def("residual_client_sums", [](uintptr_t u, int dtype, int64_t K, int64_t d, double lam, double delta,
                                    int mode, uintptr_t sums, int threads) {
-    ra::cpu::residual_client_sums(ptr<const void>(u), dt(dtype), K, d, lam, delta,
+    ROBUSTAGG_CPU(residual_client_sums)(ptr<const void>(u), dt(dtype), K, d, lam, delta,
                                   static_cast<ra::InterceptMode>(mode), ptr<double>(sums), threads);
   }, nogil);
   m.def("residual_apply", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sums, double lam,
                              double delta, double power, int mode, uintptr_t cw, uintptr_t agg, int threads) {
-    ra::cpu::residual_apply(ptr<const void>(u), dt(dtype), K, d, ptr<const double>(sums), lam, delta, power,
+    ROBUSTAGG_CPU(residual_apply)(ptr<const void>(u), dt(dtype), K, d, ptr<const double>(sums), lam, delta, power,
                             static_cast<ra::InterceptMode>(mode), ptr<void>(cw), ptr<void>(agg), threads);
   }, nogil);
   m.def("pairwise_stats", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist,
                              uintptr_t gram, int threads) {
-    ra::cpu::pairwise_stats(ptr<const void>(u), dt(dtype), K, d, ptr<void>(sqdist), ptr<void>(gram), threads);
+    ROBUSTAGG_CPU(pairwise_stats)(ptr<const void>(u), dt(dtype), K, d, ptr<void>(sqdist), ptr<void>(gram), threads);
   }, nogil);
   m.def("pairwise_stats_f64", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t sqdist,
                                  uintptr_t gram, bool fast, int threads) {
-    ra::cpu::pairwise_stats_f64(ptr<const void>(u), dt(dtype), K, d, ptr<double>(sqdist), ptr<double>(gram), fast,
+    ROBUSTAGG_CPU(pairwise_stats_f64)(ptr<const void>(u), dt(dtype), K, d, ptr<double>(sqdist), ptr<double>(gram), fast,
                                 threads);
   }, nogil);
   m.def("sq_distances_to", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t point, uintptr_t out,
                               int threads) {
-    ra::cpu::sq_distances_to(ptr<const void>(u), dt(dtype), K, d, ptr<const void>(point), ptr<double>(out),
+    ROBUSTAGG_CPU(sq_distances_to)(ptr<const void>(u), dt(dtype), K, d, ptr<const void>(point), ptr<double>(out),
                              threads);
   }, nogil);
   m.def("cosine_similarity", [](uintptr_t u, int dtype, int64_t K, int64_t d, uintptr_t out,
                                 int threads) {
-    ra::cpu::cosine_similarity(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), threads);
+    ROBUSTAGG_CPU(cosine_similarity)(ptr<const void>(u), dt(dtype), K, d, ptr<void>(out), threads);
   }, nogil);
 
   py::module_ dm = m.def_submodule("device_math",
@@ -239,6 +240,33 @@ PYBIND11_MODULE(_C, m) {
     return old;
   });
   m.def("pool_size", &ra::pool_size);
+  // The copy of the CPU kernels in use and the ones this build holds
+  // (robustagg/cpu_isa.h); _set_cpu_isa chooses one (tests, ROBUSTAGG_CPU_ISA).
+  m.def("cpu_isa", [] { return std::string(ra::cpu_isa_name(ra::cpu_isa())); });
+  m.def("cpu_isas", [] {
+    py::dict out;
+    for (int i = 0; i < ra::kCpuIsaCount; ++i) {
+      const auto isa = static_cast<ra::CpuIsa>(i);
+      out[py::str(ra::cpu_isa_name(isa))] = py::make_tuple(ra::cpu_isa_built(isa), ra::cpu_isa_supported(isa));
+    }
+    return out;
+  }, "{name: (built, supported by this CPU)}");
+  m.def("_set_cpu_isa", [](const std::string& name) {
+    for (int i = 0; i < ra::kCpuIsaCount; ++i) {
+      const auto isa = static_cast<ra::CpuIsa>(i);
+      if (name == ra::cpu_isa_name(isa)) {
+        const std::string old = ra::cpu_isa_name(ra::cpu_isa());
+        ra::set_cpu_isa(isa);
+        return old;
+      }
+    }
+    throw py::value_error("unknown instruction set '" + name + "' (x86-64, avx2, avx512)");
+  });
+#ifdef ROBUSTAGG_MARCH_STR
+  m.attr("march") = ROBUSTAGG_MARCH_STR;
+#else
+  m.attr("march") = "";
+#endif
   m.attr("compiler") = compiler();
   m.attr("cxx_standard") = static_cast<int>(__cplusplus);
 #ifdef ROBUSTAGG_WITH_CUDA

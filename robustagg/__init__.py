@@ -14,7 +14,11 @@ def native_info() -> dict:
 
     Returns a dict with ``version``; ``backends`` (``"cpu"``, plus ``"cuda"``
     when CUDA kernels were compiled into this build); ``cuda_archs``;
-    ``compiler``; ``num_threads`` (what the CPU kernels will use); ``ops``:
+    ``compiler``; ``cpu_isa`` (the instruction set of the CPU kernels in use:
+    ``"x86-64"``, ``"avx2"`` or ``"avx512"`` in a portable build, chosen at
+    import by what the CPU supports or by ``ROBUSTAGG_CPU_ISA``; ``"-march=X"``
+    in a ``ROBUSTAGG_MARCH=X`` build) and ``cpu_isas`` (those a portable build
+    holds and this CPU runs); ``num_threads`` (what the CPU kernels will use); ``ops``:
     for every op and device, what is registered (``"native"`` or
     ``"reference"``, the pure-PyTorch fallback); ``cuda_fallback``
     (``"reference"`` when CUDA tensors are served by the reference); and
@@ -34,7 +38,8 @@ def native_info() -> dict:
                 "compute-sanitizer memcheck/racecheck, bench/results/<gpu>.md",
     }
     if C is None:
-        return {"version": __version__, "backends": [], "cuda_archs": [], "compiler": None,
+        return {"version": __version__, "backends": [], "cuda_archs": [], "compiler": None, "cpu_isa": None,
+                "cpu_isas": [],
                 "num_threads": ops.get_num_threads(), "ops": registered, "cuda_fallback": "reference",
                 "proven": proven, "error": str(ops._IMPORT_ERROR)}
     return {
@@ -42,6 +47,8 @@ def native_info() -> dict:
         "backends": ["cpu", "cuda"] if with_cuda else ["cpu"],
         "cuda_archs": [a for a in str(C.cuda_archs).split(",") if a],
         "compiler": C.compiler,
+        "cpu_isa": C.cpu_isa() if not C.march else f"-march={C.march}",
+        "cpu_isas": [name for name, (built, ok) in C.cpu_isas().items() if built and ok],
         "num_threads": ops.get_num_threads(),
         "ops": registered,
         "cuda_fallback": None if all(v["cuda"] == "native" for v in registered.values()) else "reference",

@@ -69,6 +69,29 @@ except ImportError as _err:  # a source tree without a build, or a broken instal
 else:
     _IMPORT_ERROR = None
 
+
+def _choose_cpu_isa() -> None:
+    """ROBUSTAGG_CPU_ISA=x86-64|avx2|avx512 picks the copy of the CPU kernels
+    (a portable build holds one per instruction set and otherwise takes the
+    best this CPU supports); an unknown, unbuilt or unsupported one is an error."""
+    want = os.environ.get("ROBUSTAGG_CPU_ISA", "").strip()
+    if not want or _C is None:
+        return
+    isas = _C.cpu_isas()
+    if want not in isas:
+        raise ImportError(f"ROBUSTAGG_CPU_ISA={want!r}: must be one of {', '.join(isas)}")
+    built, supported = isas[want]
+    if not built:
+        raise ImportError(f"ROBUSTAGG_CPU_ISA={want!r}: this build holds one copy of the CPU kernels "
+                          f"(-march={_C.march}); unset ROBUSTAGG_CPU_ISA")
+    if not supported:
+        raise ImportError(f"ROBUSTAGG_CPU_ISA={want!r}: this CPU cannot run it; it supports "
+                          f"{', '.join(k for k, (_, ok) in isas.items() if ok)}")
+    _C._set_cpu_isa(want)
+
+
+_choose_cpu_isa()
+
 __all__ = [
     "sign_vote",
     "robust_lr_mean",

@@ -1,3 +1,15 @@
+// The one file whose products may be fused into additions: the float blocks
+// (math::sq_diff_block, dot_block) are compute-bound, and a fused multiply-add
+// is 15-20% of their time on AVX2 and AVX-512 (bench/results/cpu_isa.md).
+// Its results (float blocks and float64 sums alike) then differ in the last
+// bits between the copies with FMA and the baseline one (and the device,
+// --fmad=false), all within their accuracy contracts (1e-6 for the float
+// blocks, about 1e-12 for float64).
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
 #include "robustagg/pairwise.h"
 
 #include "robustagg/math/pairwise.h"

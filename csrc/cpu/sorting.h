@@ -68,9 +68,20 @@ inline Network prune_network(const Network& net, int64_t n, int64_t lo, int64_t 
 // merging stages through memory.
 #if defined(__GNUC__)
 #define ROBUSTAGG_REGISTER_NETWORKS 1
+// One row's vector is one machine register of the instruction set this file is
+// compiled for (csrc/cpu is compiled once per instruction set, setup.py): a
+// wider generic vector would be split by the compiler into several, at a
+// great cost in compile time and code size.
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
 template <typename V> struct VecOf;
-template <> struct VecOf<float>  { typedef float  type __attribute__((vector_size(64))); };
-template <> struct VecOf<double> { typedef double type __attribute__((vector_size(64))); };
+template <> struct VecOf<float>  { typedef float  type __attribute__((vector_size(kVecBytes))); };
+template <> struct VecOf<double> { typedef double type __attribute__((vector_size(kVecBytes))); };
 
 }  // namespace cpu
 // GCC does not turn a vector `x < y ? x : y` into min/max instructions (it

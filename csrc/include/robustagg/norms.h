@@ -7,12 +7,13 @@
 #include "robustagg/common.h"
 
 namespace robustagg {
-namespace cpu {
-
-void sq_distances_to(const void* updates, DType dtype, int64_t K, int64_t d, const void* point, double* out,
-                     int num_threads);
-
-}  // namespace cpu
+// The CPU kernels: csrc/cpu is compiled once per x86-64 instruction set and
+// callers reach the one chosen at run time through ROBUSTAGG_CPU(name)
+// (robustagg/cpu_isa.h).
+#define ROBUSTAGG_NORMS_CPU_API                                                                                 \
+  void sq_distances_to(const void* updates, DType dtype, int64_t K, int64_t d, const void* point, double* out,  \
+      int num_threads);
+namespace cpu { ROBUSTAGG_NORMS_CPU_API }
 
 // CUDA twins (csrc/cuda/norms.cu): one block of math::kNormLanes threads per
 // (segment, row), the lanes reduced in shared memory, the [K, segments]

@@ -14,29 +14,28 @@
 #include "robustagg/common.h"
 
 namespace robustagg {
-namespace cpu {
-
-// sqdist[i, j] = sum_n (u[i, n] - u[j, n])^2; gram[i, j] = sum_n u[i, n] u[j, n].
-// Either output may be nullptr; both are computed in one pass when both are given.
-void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d,
-                    void* sqdist, void* gram, int num_threads);
-
-// As pairwise_stats, but both outputs are double [K, K] for every input type.
-// fast (float32/16/bf16 input only): both sums from the float blocks of
-// math/pairwise.h (sq_diff_block, dot_block), flushed to double: distances
-// within ~6.6e-7 relative, Gram entries within ~6.6e-7 |u_i| |u_j|. A float
-// square or product that overflows leaves a non-finite entry: the caller
-// checks and recomputes with fast = false (robustagg/ops.py does). Otherwise
-// every sum in double (~1e-12 relative).
-void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d,
-                        double* sqdist, double* gram, bool fast, int num_threads);
-
-// cos[i, j] = <u_i, u_j> / sqrt(|u_i|^2 |u_j|^2), clamped to [-1, 1]; exactly 1
-// for identical non-zero rows; 0 where either row is all zero (diagonal too).
-void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d,
-                       void* out, int num_threads);
-
-}  // namespace cpu
+// The CPU kernels: csrc/cpu is compiled once per x86-64 instruction set and
+// callers reach the one chosen at run time through ROBUSTAGG_CPU(name)
+// (robustagg/cpu_isa.h).
+#define ROBUSTAGG_PAIRWISE_CPU_API                                                        \
+  /* sqdist[i, j] = sum_n (u[i, n] - u[j, n])^2; gram[i, j] = sum_n u[i, n] u[j, n]. */   \
+  /* Either output may be nullptr; both are computed in one pass when both are given. */  \
+  void pairwise_stats(const void* updates, DType dtype, int64_t K, int64_t d,             \
+      void* sqdist, void* gram, int num_threads);                                         \
+  /* As pairwise_stats, but both outputs are double [K, K] for every input type. */       \
+  /* fast (float32/16/bf16 input only): both sums from the float blocks of */             \
+  /* math/pairwise.h (sq_diff_block, dot_block), flushed to double: distances */          \
+  /* within ~6.6e-7 relative, Gram entries within ~6.6e-7 |u_i| |u_j|. A float */         \
+  /* square or product that overflows leaves a non-finite entry: the caller */            \
+  /* checks and recomputes with fast = false (robustagg/ops.py does). Otherwise */        \
+  /* every sum in double (~1e-12 relative). */                                            \
+  void pairwise_stats_f64(const void* updates, DType dtype, int64_t K, int64_t d,         \
+      double* sqdist, double* gram, bool fast, int num_threads);                          \
+  /* cos[i, j] = <u_i, u_j> / sqrt(|u_i|^2 |u_j|^2), clamped to [-1, 1]; exactly 1 */     \
+  /* for identical non-zero rows; 0 where either row is all zero (diagonal too). */       \
+  void cosine_similarity(const void* updates, DType dtype, int64_t K, int64_t d,          \
+      void* out, int num_threads);
+namespace cpu { ROBUSTAGG_PAIRWISE_CPU_API }
 
 // CUDA twins (csrc/cuda/pairwise.cu) (also compiled for the CPU under
 // csrc/emulate/, as device_math): 32 x 32 client tiles staged through shared memory, each thread the

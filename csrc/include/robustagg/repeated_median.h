@@ -14,36 +14,35 @@ namespace robustagg {
 
 using InterceptMode = math::InterceptMode;
 
-namespace cpu {
-
-// Siegel's repeated medians on (rank, sorted value):
-//   slope     = med_i med_{j != i} (y_j - y_i) / (j - i)                    eq. (1)
-//   intercept = med_i med_{j != i} (j y_i - i y_j) / (j - i)   (Siegel)     eq. (2)
-//             = med(y) - slope (K - 1) / 2                      (Median)
-// K = 1: slope 0, intercept y_0. slope, intercept: out_t [d].
-void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d,
-                          InterceptMode mode, void* slope, void* intercept, int num_threads);
-
-// Algorithm 1 of residual_reweighting.txt. client_weights: out_t [K],
-// aggregate: out_t [d]. K < 3: plain mean, uniform weights. Two passes over
-// `updates`; the only temporaries are O(d) line parameters and O(K) sums.
-void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d,
-                       double lam, double delta, double power, InterceptMode mode,
-                       void* client_weights, void* aggregate, int num_threads);
-
-// Algorithm 1 in two parts, for coordinate shards (robustagg.distributed):
-// residual_client_sums writes the client sums W [K] (double) of eq. (10) over
-// this tensor's coordinates (zeros for K < 3); residual_apply takes the sums of
-// every shard, normalises them (eq. 11, with power) into client_weights and
-// writes this tensor's aggregate. residual_apply(u, residual_client_sums(u))
-// is residual_reweight(u), bitwise.
-void residual_client_sums(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,
-                          InterceptMode mode, double* client_sums, int num_threads);
-void residual_apply(const void* updates, DType dtype, int64_t K, int64_t d, const double* client_sums, double lam,
-                    double delta, double power, InterceptMode mode, void* client_weights, void* aggregate,
-                    int num_threads);
-
-}  // namespace cpu
+// The CPU kernels: csrc/cpu is compiled once per x86-64 instruction set and
+// callers reach the one chosen at run time through ROBUSTAGG_CPU(name)
+// (robustagg/cpu_isa.h).
+#define ROBUSTAGG_REPEATED_MEDIAN_CPU_API                                                                             \
+  /* Siegel's repeated medians on (rank, sorted value): */                                                            \
+  /* slope     = med_i med_{j != i} (y_j - y_i) / (j - i)                    eq. (1) */                               \
+  /* intercept = med_i med_{j != i} (j y_i - i y_j) / (j - i)   (Siegel)     eq. (2) */                               \
+  /* = med(y) - slope (K - 1) / 2                      (Median) */                                                    \
+  /* K = 1: slope 0, intercept y_0. slope, intercept: out_t [d]. */                                                   \
+  void repeated_median_line(const void* updates, DType dtype, int64_t K, int64_t d,                                   \
+      InterceptMode mode, void* slope, void* intercept, int num_threads);                                             \
+  /* Algorithm 1 of residual_reweighting.txt. client_weights: out_t [K], */                                           \
+  /* aggregate: out_t [d]. K < 3: plain mean, uniform weights. Two passes over */                                     \
+  /* `updates`; the only temporaries are O(d) line parameters and O(K) sums. */                                       \
+  void residual_reweight(const void* updates, DType dtype, int64_t K, int64_t d,                                      \
+      double lam, double delta, double power, InterceptMode mode,                                                     \
+      void* client_weights, void* aggregate, int num_threads);                                                        \
+  /* Algorithm 1 in two parts, for coordinate shards (robustagg.distributed): */                                      \
+  /* residual_client_sums writes the client sums W [K] (double) of eq. (10) over */                                   \
+  /* this tensor's coordinates (zeros for K < 3); residual_apply takes the sums of */                                 \
+  /* every shard, normalises them (eq. 11, with power) into client_weights and */                                     \
+  /* writes this tensor's aggregate. residual_apply(u, residual_client_sums(u)) */                                    \
+  /* is residual_reweight(u), bitwise. */                                                                             \
+  void residual_client_sums(const void* updates, DType dtype, int64_t K, int64_t d, double lam, double delta,         \
+      InterceptMode mode, double* client_sums, int num_threads);                                                      \
+  void residual_apply(const void* updates, DType dtype, int64_t K, int64_t d, const double* client_sums, double lam,  \
+      double delta, double power, InterceptMode mode, void* client_weights, void* aggregate,                          \
+      int num_threads);
+namespace cpu { ROBUSTAGG_REPEATED_MEDIAN_CPU_API }
 
 // CUDA twins (csrc/cuda/repeated_median.cu) (also compiled for the CPU under
 // csrc/emulate/, as device_math): one thread per coordinate, its sorted values, pair values

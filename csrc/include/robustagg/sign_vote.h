@@ -13,24 +13,24 @@
 #include "robustagg/common.h"
 
 namespace robustagg {
-namespace cpu {
-
-// out[j] = sum_k sgn(u[k, j])                 (int32_t* out) when weights == nullptr
-// out[j] = sum_k weights[k] * sgn(u[k, j])    (out_t* out)   otherwise
-void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d,
-               const double* weights, void* out, int num_threads);
-
-// RLR eq. (5)-(6): m[j] = sum_k w_k u[k, j] / sum_k w_k (uniform w when
-// weights == nullptr); out[j] = m[j] if |sum_k sgn(u[k, j])| >= threshold,
-// else -m[j]. The vote is the unweighted count of clients (theta is a number
-// of agents). NaN in a column makes m[j] NaN there. out: out_t [d].
-// flipped (nullable): the number of coordinates whose learning rate is -1,
-// counted in the same pass (RobustLR's info).
-void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d,
-                    double threshold, const double* weights, void* out, int64_t* flipped,
-                    int num_threads);
-
-}  // namespace cpu
+// The CPU kernels: csrc/cpu is compiled once per x86-64 instruction set and
+// callers reach the one chosen at run time through ROBUSTAGG_CPU(name)
+// (robustagg/cpu_isa.h).
+#define ROBUSTAGG_SIGN_VOTE_CPU_API                                                         \
+  /* out[j] = sum_k sgn(u[k, j])                 (int32_t* out) when weights == nullptr */  \
+  /* out[j] = sum_k weights[k] * sgn(u[k, j])    (out_t* out)   otherwise */                \
+  void sign_vote(const void* updates, DType dtype, int64_t K, int64_t d,                    \
+      const double* weights, void* out, int num_threads);                                   \
+  /* RLR eq. (5)-(6): m[j] = sum_k w_k u[k, j] / sum_k w_k (uniform w when */               \
+  /* weights == nullptr); out[j] = m[j] if |sum_k sgn(u[k, j])| >= threshold, */            \
+  /* else -m[j]. The vote is the unweighted count of clients (theta is a number */          \
+  /* of agents). NaN in a column makes m[j] NaN there. out: out_t [d]. */                   \
+  /* flipped (nullable): the number of coordinates whose learning rate is -1, */            \
+  /* counted in the same pass (RobustLR's info). */                                         \
+  void robust_lr_mean(const void* updates, DType dtype, int64_t K, int64_t d,               \
+      double threshold, const double* weights, void* out, int64_t* flipped,                 \
+      int num_threads);
+namespace cpu { ROBUSTAGG_SIGN_VOTE_CPU_API }
 
 // CUDA twins (csrc/cuda/sign_vote.cu) (also compiled for the CPU under
 // csrc/emulate/, as device_math): same contract, device pointers, launched on `stream`

@@ -14,29 +14,27 @@
 #include "robustagg/common.h"
 
 namespace robustagg {
-namespace cpu {
-
-// Drop `trim` smallest and `trim` largest values per coordinate (0 <= 2*trim < K)
-// and average the remaining K - 2*trim.
-void trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,
-                  int64_t trim, void* out, int num_threads);
-
-// Median per coordinate: the middle value for odd K, the midpoint of the two
-// middle values for even K (computed as a/2 + b/2, which cannot overflow).
-void median(const void* updates, DType dtype, int64_t K, int64_t d, void* out, int num_threads);
-
-// Invariant aggregator (Algorithm 1, Definitions 7-9): trimmed mean where
-// |sum_k sgn(u[k, j])| / K >= tau, else 0. sgn as in sign_vote.h.
-void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,
-                         double tau, int64_t trim, void* out, int num_threads);
-
-// Bulyan's coordinate step (El Mhamdi et al. 2018): the mean of the
-// K - 2*trim values nearest the median (math/order.h, OrderStat::Closest:
-// at equal distance the lower value is kept), 0 <= 2*trim < K.
-void closest_to_median_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim,
-                            void* out, int num_threads);
-
-}  // namespace cpu
+// The CPU kernels: csrc/cpu is compiled once per x86-64 instruction set and
+// callers reach the one chosen at run time through ROBUSTAGG_CPU(name)
+// (robustagg/cpu_isa.h).
+#define ROBUSTAGG_TRIMMED_MEAN_CPU_API                                                               \
+  /* Drop `trim` smallest and `trim` largest values per coordinate (0 <= 2*trim < K) */              \
+  /* and average the remaining K - 2*trim. */                                                        \
+  void trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,                          \
+      int64_t trim, void* out, int num_threads);                                                     \
+  /* Median per coordinate: the middle value for odd K, the midpoint of the two */                   \
+  /* middle values for even K (computed as a/2 + b/2, which cannot overflow). */                     \
+  void median(const void* updates, DType dtype, int64_t K, int64_t d, void* out, int num_threads);   \
+  /* Invariant aggregator (Algorithm 1, Definitions 7-9): trimmed mean where */                      \
+  /* |sum_k sgn(u[k, j])| / K >= tau, else 0. sgn as in sign_vote.h. */                              \
+  void masked_trimmed_mean(const void* updates, DType dtype, int64_t K, int64_t d,                   \
+      double tau, int64_t trim, void* out, int num_threads);                                         \
+  /* Bulyan's coordinate step (El Mhamdi et al. 2018): the mean of the */                            \
+  /* K - 2*trim values nearest the median (math/order.h, OrderStat::Closest: */                      \
+  /* at equal distance the lower value is kept), 0 <= 2*trim < K. */                                 \
+  void closest_to_median_mean(const void* updates, DType dtype, int64_t K, int64_t d, int64_t trim,  \
+      void* out, int num_threads);
+namespace cpu { ROBUSTAGG_TRIMMED_MEAN_CPU_API }
 
 // CUDA twins (csrc/cuda/trimmed_mean.cu) (also compiled for the CPU under
 // csrc/emulate/, as device_math): one thread per coordinate; K <= 32 on registers with the
