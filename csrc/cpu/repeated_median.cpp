@@ -88,7 +88,7 @@ void sort_with_index(double* __restrict__ val, double* __restrict__ idx, const N
     double* __restrict__ ib = idx + static_cast<int64_t>(c.second) * TL;
     for (int t = 0; t < TL; ++t) {
       const double x = va[t], y = vb[t], ix = ia[t], iy = ib[t];
-      const bool swap = (y < x) || (y == x && iy < ix);
+      const bool swap = math::rank_before(y, iy, x, ix);
       va[t] = swap ? y : x;  vb[t] = swap ? x : y;
       ia[t] = swap ? iy : ix; ib[t] = swap ? ix : iy;
     }

@@ -91,17 +91,35 @@ template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
 }
 static_assert(math::kDeviceRegRows == 64, "with_register_rows lists the register sizes up to kDeviceRegRows");
 
-// Family 3: per chunk a [5K, cols] double scratch (math::ResidualColumn);
-// line parameters and scales for all d (pass 2 reuses them); W partials of the
-// chunk's blocks [cols / kResidualBlock, K]; W and the client weights [K].
+// Family 3: a block of kResidualThreads threads walks kResidualBlock
+// coordinates in order (the CPU kernel's tasks: W's partial sums are the
+// same). Its working set for one coordinate (csrc/cuda/repeated_median.cu,
+// BlockColumn) is residual_tile_doubles(K) doubles: sorted values, client of
+// each rank, 2K row medians, a work row, the reciprocals of the rank gaps, and
+// each thread's row of K - 1 pair values. Up to kResidualTile doubles
+// (K <= 108) it is a static 32 KB
+// shared-memory tile; beyond, a slice of the workspace per block. Line
+// parameters and scales for all d (pass 2 reuses them); W partials of the
+// chunk's blocks [blocks_per_chunk, K]; W and the client weights [K].
+constexpr int kResidualThreads = 32;
+constexpr int64_t kResidualTile = 4096;
+constexpr int64_t residual_tile_doubles(int64_t K) {
+  return 6 * K + (K > 1 ? K - 1 : 1) * kResidualThreads;
+}
+
 struct ResidualLayout {
-  int64_t cols, blocks_per_chunk;
-  size_t scratch, beta0, beta1, tau, partial, W, cw, bytes;
+  int64_t cols, blocks_per_chunk, tile_doubles;
+  bool shared;
+  size_t tiles, beta0, beta1, tau, partial, W, cw, bytes;
   ResidualLayout(int64_t K, int64_t d) {
-    cols = chunk_cols(d, 5 * K * 8, math::kResidualBlock);
+    tile_doubles = residual_tile_doubles(K);
+    shared = tile_doubles <= kResidualTile;
+    // Per coordinate: its share of its block's W partials (and of its tile).
+    const int64_t per_block = K + (shared ? 0 : tile_doubles);
+    cols = chunk_cols(d, (per_block * 8 + math::kResidualBlock - 1) / math::kResidualBlock, math::kResidualBlock);
     blocks_per_chunk = cols / math::kResidualBlock;
     size_t off = 0;
-    scratch = off; off += align_up(static_cast<size_t>(5 * K * cols * 8));
+    tiles = off;   off += align_up(static_cast<size_t>(shared ? 0 : blocks_per_chunk * tile_doubles * 8));
     beta0 = off;   off += align_up(static_cast<size_t>(d * 8));
     beta1 = off;   off += align_up(static_cast<size_t>(d * 8));
     tau = off;     off += align_up(static_cast<size_t>(d * 8));
@@ -112,13 +130,14 @@ struct ResidualLayout {
   }
 };
 
-// The pointers of a ResidualLayout in a workspace.
+// The pointers of a ResidualLayout in a workspace (tiles: null when shared).
 struct ResidualWorkspace {
-  double *scratch, *beta0, *beta1, *tau, *partial, *W, *cw;
+  double *tiles, *beta0, *beta1, *tau, *partial, *W, *cw;
   ResidualWorkspace(const ResidualLayout& l, void* workspace) {
     char* base = static_cast<char*>(workspace);
     const auto at = [base](size_t offset) { return reinterpret_cast<double*>(base + offset); };
-    scratch = at(l.scratch); beta0 = at(l.beta0); beta1 = at(l.beta1); tau = at(l.tau);
+    tiles = l.shared ? nullptr : at(l.tiles);
+    beta0 = at(l.beta0); beta1 = at(l.beta1); tau = at(l.tau);
     partial = at(l.partial); W = at(l.W); cw = at(l.cw);
   }
 };

@@ -72,6 +72,9 @@ template <typename V> ROBUSTAGG_HD inline bool is_finite(V x) { return (x * V(0)
 template <typename V> ROBUSTAGG_HD inline V abs_value(V x) { return x < V(0) ? -x : x; }
 ROBUSTAGG_HD inline double sqrt_rn(double x) { return ::sqrt(x); }  // IEEE on both sides
 ROBUSTAGG_HD inline double pow_d(double x, double y) { return ::pow(x, y); }
+// x y + z rounded once: the device's instruction, the CPU's (or libm's, which
+// uses the instruction where the CPU has it) elsewhere.
+ROBUSTAGG_HD inline double fma_d(double x, double y, double z) { return ::fma(x, y, z); }
 template <typename V> ROBUSTAGG_HD inline V infinity_of();
 template <> ROBUSTAGG_HD inline float infinity_of<float>() { return bits_to_float(0x7f800000u); }
 template <> ROBUSTAGG_HD inline double infinity_of<double>() { return double(bits_to_float(0x7f800000u)); }

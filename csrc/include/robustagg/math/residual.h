@@ -20,18 +20,26 @@ namespace math {
 enum class InterceptMode : int { Siegel = 0, Median = 1 };
 
 // a / b given rb = 1 / b correctly rounded, for b a normal number whose
-// reciprocal is normal too. On a CPU with a fused multiply-add this is
-// Markstein's correction step: q = a rb is within an ulp, r = a - b q is exact,
-// and q + r rb rounds to exactly the IEEE quotient a / b (zeros keep their
-// sign; an infinite or NaN a, or an overflowing q, gives q; quotients in the
-// subnormal range may differ in the last place). Elsewhere, and on the device
-// (whose double division is IEEE-rounded and not slower than this), it is the
-// division itself.
+// reciprocal is normal too: Markstein's correction step, q = a rb is within an
+// ulp, r = a - b q is exact, and q + r rb rounds to exactly the IEEE quotient
+// a / b (zeros keep their sign; an infinite or NaN a, or an overflowing q,
+// gives q; quotients in the subnormal range may differ in the last place).
+// Three double operations where the device's IEEE division takes about 12 (a
+// reciprocal, Newton steps, a fix-up): the repeated medians' K (K - 1) pair
+// values per coordinate are its largest cost. Used on the device, by the
+// emulated launchers and by CPU copies with a fused multiply-add; a CPU copy
+// without one (the baseline x86-64 copy) divides, which differs only for
+// subnormal quotients.
+#if ROBUSTAGG_DEVICE_PASS || defined(ROBUSTAGG_EMULATE_CUDA) || defined(__FMA__)
+#define ROBUSTAGG_DIV_RCP_FMA 1
+#else
+#define ROBUSTAGG_DIV_RCP_FMA 0
+#endif
 ROBUSTAGG_HD inline double div_rcp(double a, double b, double rb) {
-#if defined(__FMA__) && !ROBUSTAGG_DEVICE_PASS
+#if ROBUSTAGG_DIV_RCP_FMA
   const double q = a * rb;
-  const double r = __builtin_fma(-q, b, a);
-  const double q2 = __builtin_fma(r, rb, q);
+  const double r = fma_d(-q, b, a);
+  const double q2 = fma_d(r, rb, q);
   return (r == 0.0 || q2 != q2) ? q : q2;
 #else
   (void)rb;
@@ -99,16 +107,16 @@ ROBUSTAGG_HD inline void client_weights_from_sums(const double* W, int64_t K, do
 }
 
 // ---------------------------------------------------------------------------
-// One coordinate on one thread (the CUDA kernels, on the GPU or emulated). The
-// column's scratch is 5 strided rows of K doubles each: sorted values, client
-// index of each rank, pair values, per-rank medians, residuals/confidences.
+// The pieces of a coordinate's selection (the CUDA kernels, on the GPU or
+// emulated; the CPU kernel selects on float keys first, csrc/cpu).
 
-struct ResidualColumn {
-  Strided<double> y, idx, pairs, meds, conf;
-  ROBUSTAGG_HD ResidualColumn(double* base, int64_t K, int64_t stride)
-      : y{base, stride}, idx{base + 1 * K * stride, stride}, pairs{base + 2 * K * stride, stride},
-        meds{base + 3 * K * stride, stride}, conf{base + 4 * K * stride, stride} {}
-};
+// The sort order of a column: by value, then by client index. Every key is
+// distinct, so the sorted column (and a value's rank) is unique: the stable
+// order of a sort by value.
+template <typename I>
+ROBUSTAGG_HD inline bool rank_before(double a, I ia, double b, I ib) {
+  return a < b || (a == b && ia < ib);
+}
 
 // Strict weak order with NaN above everything (torch.sort's order).
 ROBUSTAGG_HD inline bool nan_last_less(double a, double b) { return a < b || (b != b && a == a); }
@@ -143,106 +151,6 @@ ROBUSTAGG_HD inline double select_median(Strided<double> a, int64_t n) {
   double m = a[0];  // the largest of a[0..hi), all of which are <= b
   for (int64_t k = 1; k < hi; ++k) m = nan_last_less(m, a[k]) ? a[k] : m;
   return midpoint(m, b);
-}
-
-// Loads the column u[k * d], k < K, as doubles into col.y with client indices
-// in col.idx and sorts them by (value, client index): every key is distinct,
-// so the network's result is the stable order. Returns whether all K values
-// are finite; if not, the values are zeroed first (callers mask the column).
-template <typename T>
-ROBUSTAGG_HD inline bool load_sorted_column(const T* u, int64_t K, int64_t d, ResidualColumn& col) {
-  double probe = 0.0;
-  for (int64_t k = 0; k < K; ++k) {
-    const double v = static_cast<double>(load(u + k * d));
-    col.y[k] = v;
-    col.idx[k] = static_cast<double>(k);
-    probe += v * 0.0;
-  }
-  const bool finite = probe == probe;
-  if (!finite)
-    for (int64_t k = 0; k < K; ++k) col.y[k] = 0.0;
-  Strided<double> y = col.y, idx = col.idx;
-  for_each_batcher(K, 1, [&y, &idx](int64_t i, int64_t j) {
-    const double x0 = y[i], x1 = y[j], i0 = idx[i], i1 = idx[j];
-    const bool swap = (x1 < x0) || (x1 == x0 && i1 < i0);
-    y[i] = swap ? x1 : x0; y[j] = swap ? x0 : x1;
-    idx[i] = swap ? i1 : i0; idx[j] = swap ? i0 : i1;
-  });
-  return finite;
-}
-
-// Siegel's repeated-median line of the sorted col.y: eq. (1) and (2).
-ROBUSTAGG_HD inline void fit_line_column(ResidualColumn& col, int64_t K, InterceptMode mode, double& slope,
-                                         double& intercept) {
-  if (K == 1) { slope = 0.0; intercept = col.y[0]; return; }
-  for (int pass = 0; pass < (mode == InterceptMode::Siegel ? 2 : 1); ++pass) {
-    for (int64_t i = 0; i < K; ++i) {
-      int64_t row = 0;
-      for (int64_t j = 0; j < K; ++j) {
-        if (j == i) continue;
-        const int64_t a = i < j ? i : j, b = i < j ? j : i;
-        const double dx = static_cast<double>(b - a), rdx = 1.0 / dx;
-        col.pairs[row++] = pass == 0 ? pair_slope(col.y[a], col.y[b], dx, rdx)
-                                     : pair_intercept(col.y[a], col.y[b], static_cast<double>(a),
-                                                      static_cast<double>(b), rdx);
-      }
-      col.meds[i] = select_median(col.pairs, K - 1);
-    }
-    (pass == 0 ? slope : intercept) = select_median(col.meds, K);
-  }
-  if (mode == InterceptMode::Median) {  // the authors' code: med(y) - slope (K - 1) / 2
-    const double a = col.y[(K - 1) / 2], b = col.y[K / 2];
-    const double med = (K % 2 == 1) ? b : midpoint(a, b);
-    intercept = med - slope * (0.5 * static_cast<double>(K - 1));
-  }
-}
-
-// Pass 1 of Algorithm 1 for one coordinate whose sorted values and line are
-// in col: residuals, their scale tau (eq. 3-4), the confidences (in col.conf,
-// by rank) and their unbiased standard deviation sigma (eq. 10). Returns sigma.
-ROBUSTAGG_HD inline double confidences_column(ResidualColumn& col, int64_t K, double b0, double b1, double lam,
-                                              double delta, double& tau) {
-  for (int64_t x = 0; x < K; ++x) {
-    const double r = col.y[x] - (b0 + b1 * x);
-    col.conf[x] = r;
-    col.pairs[x] = abs_value(r);
-  }
-  tau = residual_scale_factor(K) * select_median(col.pairs, K);  // eq. (3)-(4)
-  const double Z = band_limit(lam, K);
-  double mean = 0.0;
-  for (int64_t x = 0; x < K; ++x) {
-    const double w = confidence<false>(col.conf[x], tau, 0.0, rank_sqrt_one_minus_h(x, K), 0.0, Z, delta);
-    col.conf[x] = w;
-    mean += w;
-  }
-  mean /= static_cast<double>(K);
-  double var = 0.0;
-  for (int64_t x = 0; x < K; ++x) {
-    const double dev = col.conf[x] - mean;
-    var += dev * dev;
-  }
-  return sqrt_rn(var / static_cast<double>(K - 1));
-}
-
-// Pass 2 for one coordinate: sum_x cw[client of rank x] * corrected value
-// (eq. 9), ranks in order; a non-finite column gives the weighted sum of its
-// raw values, clients in order.
-template <typename T>
-ROBUSTAGG_HD inline double corrected_sum_column(const T* u, int64_t K, int64_t d, ResidualColumn& col,
-                                                const double* cw, double b0, double b1, double tau,
-                                                double lam, double delta) {
-  double acc = 0.0;
-  if (!load_sorted_column(u, K, d, col)) {
-    for (int64_t k = 0; k < K; ++k) acc += cw[k] * static_cast<double>(load(u + k * d));
-    return acc;
-  }
-  const double Z = band_limit(lam, K);
-  for (int64_t x = 0; x < K; ++x) {
-    const double y = col.y[x], line = b0 + b1 * static_cast<double>(x);
-    const double w = confidence<false>(y - line, tau, 0.0, rank_sqrt_one_minus_h(x, K), 0.0, Z, delta);
-    acc += cw[static_cast<int64_t>(col.idx[x])] * corrected_value(y, line, w);
-  }
-  return acc;
 }
 
 // Degenerate K < 3: the plain mean of the column, clients in order.
