@@ -117,7 +117,11 @@ REGISTER_BUDGET = {
     "order_registers_kernel<64,": 168,  # 64 floats in registers: one block of 256 per SM
     # Residual passes: blocks of 32 threads with a 32 KB shared tile, 6 blocks per SM by shared memory;
     # up to 168 registers the register file allows them all (6 x 32 x 168 < 65536).
-    "pass1_kernel": 168, "pass2_kernel": 168, "line_kernel": 168, "partials_kernel": 168,
+    "pass1_kernel": 168, "pass2_kernel": 168, "line_kernel": 168,
+    # pairwise tiles, the exact double path: one block of 256 per SM (up to 255 registers);
+    # the float blocks: two blocks of 256 per SM (__launch_bounds__(256, 2))
+    "partials_kernel": 200,
+    "partials_kernel<float, true>": 128, "partials_kernel<Half, true>": 128, "partials_kernel<BFloat16, true>": 128,
 }
 
 

@@ -3,7 +3,8 @@
 // and one segment of d (math::PairwiseSegments); it stages 32 columns of its
 // 64 rows at a time through shared memory (a warp reads 32 consecutive
 // coordinates of one row: coalesced) and each of its 256 threads adds the
-// blocked sums of four pairs with math::pair_block, exactly the sums that
+// blocked sums of four pairs with math::pair_block (float blocks: a fused
+// multiply-add per step, math::madd), exactly the sums that
 // math::pair_partials forms (and the emulated launchers check). The [segments, K, K]
 // double partials are then added in segment order: deterministic.
 #include "robustagg/pairwise.h"
@@ -24,8 +25,11 @@ static_assert(kCols == 2 * math::kSqBlock, "a staged round is two blocks of the 
 // Invariant: in each round, A[r][c] / B[r][c] hold column c0 + c of rows
 // I0 + r / J0 + r (zero outside [s0, s1) and past K), and every thread has
 // added the blocks of its four pairs up to column c0.
+// Two blocks per SM for the float blocks (ptxas keeps them within 128
+// registers without a spill; the cost model's issue time counts on the 16
+// warps); the exact double path needs more and keeps one.
 template <typename T, bool kFloatBlocks>
-__global__ void __launch_bounds__(kPairThreads) partials_kernel(
+__global__ void __launch_bounds__(kPairThreads, kFloatBlocks ? 2 : 1) partials_kernel(
     const T* __restrict__ u,  // [K, d]
     int64_t K, int64_t d, int64_t seg_len, int tiles, bool want_dist, bool want_gram,
     const int32_t* __restrict__ only_if,                               // see pairwise.h

@@ -14,9 +14,18 @@ namespace math {
 // steps) added at the end, and flushes the block into a double accumulator.
 // All terms are non-negative, so the relative error of an entry is bounded by
 // about (kSqBlock / 2 + 3) * 2^-24 ~ 6.6e-7 (difference, square, chain, the
-// final add; the double sums add ~1e-16): inside the 1e-6 contract. Identical
+// final add; the double sums add ~1e-16; a fused square-and-add rounds once
+// where the unfused one rounds twice): inside the 1e-6 contract. Identical
 // rows give exactly 0.
 constexpr int kSqBlock = 16;
+
+// s + x y with one rounding on a GPU thread (and in the emulated launchers,
+// which must round as it does: libm's fmaf, the CPU's instruction where it
+// has one). On the CPU's vectors of float lanes the product and the sum are
+// written out and csrc/cpu/pairwise.cpp lets the compiler fuse them where the
+// instruction set has a fused multiply-add (every copy but the baseline one).
+ROBUSTAGG_HD inline float madd(float x, float y, float s) { return ::fmaf(x, y, s); }
+template <typename R> ROBUSTAGG_HD inline R madd(R x, R y, R s) { return s + x * y; }
 
 // The block's float sum for one lane (R = float on a GPU thread, a vector of
 // float lanes on the CPU): a(s), b(s) load step s of the two rows.
@@ -27,8 +36,8 @@ ROBUSTAGG_HD inline R sq_diff_block(LoadA a, LoadB b) {
   for (int s = 0; s < kSqBlock; s += 2) {
     const R x = a(s) - b(s);
     const R y = a(s + 1) - b(s + 1);
-    s0 += x * x;
-    s1 += y * y;
+    s0 = madd(x, x, s0);
+    s1 = madd(y, y, s1);
   }
   return s0 + s1;
 }
@@ -44,8 +53,8 @@ ROBUSTAGG_HD inline R dot_block(LoadA a, LoadB b) {
   R s0 = R{}, s1 = R{};
   ROBUSTAGG_UNROLL
   for (int s = 0; s < kSqBlock; s += 2) {
-    s0 += a(s) * b(s);
-    s1 += a(s + 1) * b(s + 1);
+    s0 = madd(R(a(s)), R(b(s)), s0);
+    s1 = madd(R(a(s + 1)), R(b(s + 1)), s1);
   }
   return s0 + s1;
 }
