@@ -1,5 +1,5 @@
 // Row statistics on CUDA: one block of math::kNormLanes threads per (row,
-// segment); thread l adds lane l of math/norms.h (coalesced: consecutive threads
+// segment), segment-major; thread l adds lane l of math/norms.h (coalesced: consecutive threads
 // read consecutive coordinates), the block reduces the lanes with the tree of
 // math::lane_tree (one level per __syncthreads), and a second kernel adds the
 // [K, segments] partials in segment order. Bitwise the CPU kernel's result.
@@ -19,7 +19,10 @@ __global__ void __launch_bounds__(math::kNormLanes) segment_kernel(const T* __re
                                                                    const T* __restrict__ point,
                                                                    double* __restrict__ part) {  // [K, S]
   __shared__ double lanes[math::kNormLanes];
-  const int64_t k = blockIdx.x / S, s = blockIdx.x % S;
+  // Blocks in segment-major order: the K blocks of one segment are launched
+  // together, so the point's segment comes from DRAM once and from L2 for the
+  // other rows (row-major order read it once per row when d outgrows L2).
+  const int64_t K = gridDim.x / S, s = blockIdx.x / K, k = blockIdx.x % K;
   const int64_t s0 = s * math::kNormSegment, s1 = s0 + math::kNormSegment < d ? s0 + math::kNormSegment : d;
   const int l = threadIdx.x;
   lanes[l] = math::sq_dev_lane(u + k * d, point, s0, s1, l);
