@@ -114,7 +114,7 @@ REGISTER_BUDGET = {
     "plain_mean_kernel": 40, "segment_kernel": 40, "rows_kernel": 32, "reduce_blocks_kernel": 32,
     "finish_kernel": 32, "cosine_kernel": 40, "client_weights_kernel": 40,
     "order_buffer_kernel": 64, "order_shared_kernel": 64, "order_registers_kernel": 128,
-    "order_registers_kernel<64,": 168,  # 64 floats in registers: one block of 256 per SM
+    "order_registers_kernel<64,": 168,  # 64 floats in registers: 3 blocks of 128 per SM
     # Residual passes: blocks of 32 threads with a 32 KB shared tile, 6 blocks per SM by shared memory;
     # up to 168 registers the register file allows them all (6 x 32 x 168 < 65536).
     "pass1_kernel": 168, "pass2_kernel": 168, "line_kernel": 168,

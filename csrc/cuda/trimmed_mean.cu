@@ -65,8 +65,11 @@ void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderSt
     const T* u = static_cast<const T*>(updates);
     V* o = static_cast<V*>(out);
     if (plan::with_register_rows<plan::max_register_rows(sizeof(V))>(layout.register_rows, [&](auto rows) {
-          launch<order_registers_kernel<decltype(rows)::value, T>>(dim3(blocks_for(d)), dim3(kThreads), 0, s, u, K,
-                                                                   d, stat, trim, tau, o);
+          // The 64-row network takes about 160 registers a thread: blocks of 128 let 3 of them
+          // (384 threads) share an SM's registers, where blocks of 256 fit once (256 threads).
+          constexpr int threads = decltype(rows)::value >= 64 ? 128 : kThreads;
+          launch<order_registers_kernel<decltype(rows)::value, T>>(dim3(blocks_for(d, threads)), dim3(threads), 0, s,
+                                                                   u, K, d, stat, trim, tau, o);
         }))
       return;
     if (layout.shared) {
