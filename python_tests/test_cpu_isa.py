@@ -156,3 +156,17 @@ def test_no_code_outside_the_avx_copies_uses_an_avx_instruction():
     assert outside == [], outside[:10]
     assert in_avx2 == [], in_avx2[:10]
     assert copies["avx2"] > 1000 and copies["avx512"] > 1000, copies  # the copies are there, and vectorised
+
+
+@needs_portable
+def test_robustagg_cpu_isa_picks_a_copy_or_names_itself_in_the_error(tmp_path):
+    import sys
+    code = "import robustagg; print(robustagg.native_info()['cpu_isa'])"
+    env = {k: v for k, v in os.environ.items() if k != "ROBUSTAGG_CPU_ISA"}
+    ok = subprocess.run([sys.executable, "-c", code], env={**env, "ROBUSTAGG_CPU_ISA": "x86-64"}, cwd=tmp_path,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.split() == ["x86-64"], ok.stderr[-2000:]
+    bad = subprocess.run([sys.executable, "-c", code], env={**env, "ROBUSTAGG_CPU_ISA": "sse9"}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    assert "ROBUSTAGG_CPU_ISA='sse9': must be one of x86-64, avx2, avx512" in bad.stderr, bad.stderr[-2000:]

@@ -17,7 +17,8 @@ def native_info() -> dict:
     ``compiler``; ``cpu_isa`` (the instruction set of the CPU kernels in use:
     ``"x86-64"``, ``"avx2"`` or ``"avx512"`` in a portable build, chosen at
     import by what the CPU supports or by ``ROBUSTAGG_CPU_ISA``; ``"-march=X"``
-    in a ``ROBUSTAGG_MARCH=X`` build) and ``cpu_isas`` (those a portable build
+    in a ``ROBUSTAGG_MARCH=X`` build; a note where the build has one copy with
+    the compiler's default flags, as off x86-64 Linux) and ``cpu_isas`` (those a portable build
     holds and this CPU runs); ``num_threads`` (what the CPU kernels will use); ``ops``:
     for every op and device, what is registered (``"native"`` or
     ``"reference"``, the pure-PyTorch fallback); ``cuda_fallback``
@@ -47,7 +48,8 @@ def native_info() -> dict:
         "backends": ["cpu", "cuda"] if with_cuda else ["cpu"],
         "cuda_archs": [a for a in str(C.cuda_archs).split(",") if a],
         "compiler": C.compiler,
-        "cpu_isa": C.cpu_isa() if not C.march else f"-march={C.march}",
+        "cpu_isa": (f"-march={C.march}" if C.march else C.cpu_isa()
+                    if any(built for built, _ in C.cpu_isas().values()) else "one copy, the compiler's default flags"),
         "cpu_isas": [name for name, (built, ok) in C.cpu_isas().items() if built and ok],
         "num_threads": ops.get_num_threads(),
         "ops": registered,

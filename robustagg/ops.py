@@ -82,8 +82,9 @@ def _choose_cpu_isa() -> None:
         raise ImportError(f"ROBUSTAGG_CPU_ISA={want!r}: must be one of {', '.join(isas)}")
     built, supported = isas[want]
     if not built:
+        flags = f"-march={_C.march}" if _C.march else "the compiler's default flags"
         raise ImportError(f"ROBUSTAGG_CPU_ISA={want!r}: this build holds one copy of the CPU kernels "
-                          f"(-march={_C.march}); unset ROBUSTAGG_CPU_ISA")
+                          f"({flags}); unset ROBUSTAGG_CPU_ISA")
     if not supported:
         raise ImportError(f"ROBUSTAGG_CPU_ISA={want!r}: this CPU cannot run it; it supports "
                           f"{', '.join(k for k, (_, ok) in isas.items() if ok)}")
