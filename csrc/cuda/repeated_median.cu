@@ -116,6 +116,22 @@ __device__ inline void line_from_medians(int64_t K, math::InterceptMode mode, Bl
   }
 }
 
+// Loads, ranks and fits coordinate j (its line in line[0] = intercept,
+// line[1] = slope, each written by the thread that chose it). Returns whether
+// the column is finite.
+template <typename T>
+__device__ bool fit_coordinate(const T* __restrict__ u, int64_t K, int64_t d, int64_t j, math::InterceptMode mode,
+                               int64_t rows, BlockColumn& c, int* bad, double* line) {
+  const bool finite = load_ranked_column(u, K, d, j, c, bad);
+  row_medians(K, rows, c);
+  line_from_medians(K, mode, c, line);
+  return finite;
+}
+
+// The block's coordinates of the chunk's n: [group_begin(), group_end(n)), in order.
+__device__ inline int64_t group_begin() { return static_cast<int64_t>(blockIdx.x) * kGroup; }
+__device__ inline int64_t group_end(int64_t n) { return group_begin() + kGroup < n ? group_begin() + kGroup : n; }
+
 inline int64_t rows_wanted(int64_t K, math::InterceptMode mode) {
   return K < 2 ? 0 : (mode == math::InterceptMode::Siegel ? 2 * K : K);
 }
@@ -132,12 +148,9 @@ __global__ void __launch_bounds__(kRT) line_kernel(const T* __restrict__ u,  // 
   __shared__ double line[2];
   BlockColumn c(block_tile(tile, tiles, tile_doubles), K);
   set_gap_reciprocals(K, c);
-  const int64_t t_end = (static_cast<int64_t>(blockIdx.x) + 1) * kGroup < n ? (blockIdx.x + 1) * kGroup : n;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * kGroup; t < t_end; ++t) {
+  for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = load_ranked_column(u, K, d, j, c, bad);
-    row_medians(K, rows, c);
-    line_from_medians(K, mode, c, line);
+    const bool finite = fit_coordinate(u, K, d, j, mode, rows, c, bad, line);
     // The thread that chose a value stores it (no barrier: the next
     // coordinate's first writes to the tile and line come after its barriers).
     const double nan = math::quiet_nan<double>();
@@ -165,12 +178,9 @@ __global__ void __launch_bounds__(kRT) pass1_kernel(
   for (int64_t k = threadIdx.x; k < K; k += kRT) W[k] = 0.0;
   set_gap_reciprocals(K, c);
   const double Z = math::band_limit(lam, K), scale = math::residual_scale_factor(K);
-  const int64_t t_end = (static_cast<int64_t>(blockIdx.x) + 1) * kGroup < n ? (blockIdx.x + 1) * kGroup : n;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * kGroup; t < t_end; ++t) {
+  for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = load_ranked_column(u, K, d, j, c, bad);
-    row_medians(K, rows, c);
-    line_from_medians(K, mode, c, line);
+    const bool finite = fit_coordinate(u, K, d, j, mode, rows, c, bad, line);
     __syncthreads();  // the line
     const double b0 = line[0], b1 = line[1];
     for (int64_t x = threadIdx.x; x < K; x += kRT) {  // residuals, and their magnitudes for eq. (4)
@@ -246,8 +256,7 @@ __global__ void __launch_bounds__(kRT) pass2_kernel(
   __shared__ int bad[kRT];
   BlockColumn c(block_tile(tile, tiles, tile_doubles), K);
   const double Z = math::band_limit(lam, K);
-  const int64_t t_end = (static_cast<int64_t>(blockIdx.x) + 1) * kGroup < n ? (blockIdx.x + 1) * kGroup : n;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * kGroup; t < t_end; ++t) {
+  for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
     const bool finite = load_ranked_column(u, K, d, j, c, bad);
     const double b0 = beta0[j], b1 = beta1[j], tj = tau[j];
