@@ -36,22 +36,20 @@ CASES = [  # name, K, d, dtype, call
 ]
 
 WORKER = r"""
-import json, statistics, sys, time
+import json, sys
 import torch
 import robustagg
 from robustagg import ops
 isa, repeats, cases = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+sys.path.insert(0, sys.argv[4])
+from _timing import median_seconds
 if isa != "-":
     ops._C._set_cpu_isa(isa)
 out = {"isa": robustagg.native_info().get("cpu_isa", "-march=native"), "file": robustagg.__file__, "times": []}
 for name, K, d, dtype, call in cases:
     u = torch.randn(K, d, generator=torch.Generator().manual_seed(0), dtype=getattr(torch, dtype))
     f = eval("lambda u: " + call)
-    f(u)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter(); f(u); ts.append(time.perf_counter() - t)
-    out["times"].append(statistics.median(ts))
+    out["times"].append(median_seconds(lambda: f(u), repeats=repeats, warmup=1))
 print(json.dumps(out))
 """
 
@@ -61,7 +59,8 @@ def run(pythonpath, isa, repeats):
     env.pop("ROBUSTAGG_CPU_ISA", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    out = subprocess.run([sys.executable, "-c", WORKER, isa, str(repeats), json.dumps(CASES)], env=env,
+    out = subprocess.run([sys.executable, "-c", WORKER, isa, str(repeats), json.dumps(CASES),
+                          os.path.dirname(os.path.abspath(__file__))], env=env,
                          capture_output=True, text=True, cwd="/")
     if out.returncode != 0:
         sys.exit(f"worker failed ({pythonpath or 'this build'}, {isa}):\n{out.stderr[-3000:]}")
