@@ -68,6 +68,12 @@ def _run_every_kernel():
             ops.run_device_math("pairwise_stats", u)
             ops.run_device_math("cosine_similarity", u)
             ops.run_device_math("pairwise_sq_distances", u)
+        # Order statistics: every register network (1, 2, 4, 8, 16, 24, ..., 64, 80, ..., 128 rows),
+        # Closest's window kernels, both shared tiles (128 and 256 rows) and the global scratch.
+        for K in (1, 2, 3, 5, 9, 17, 25, 33, 41, 49, 57, 65, 81, 97, 113, 200, 257):
+            u = make_updates(K, 40, dtype, "normal", seed=K)
+            ops.run_device_math("trimmed_mean", u, (K - 1) // 2)
+            ops.run_device_math("closest_to_median_mean", u, (K - 1) // 2)
 
 
 def test_every_kernel_runs_emulated_with_a_block_that_fits_its_registers():
@@ -114,7 +120,11 @@ REGISTER_BUDGET = {
     "plain_mean_kernel": 40, "segment_kernel": 40, "rows_kernel": 32, "reduce_blocks_kernel": 32,
     "finish_kernel": 32, "cosine_kernel": 40, "client_weights_kernel": 40,
     "order_buffer_kernel": 64, "order_shared_kernel": 64, "order_registers_kernel": 128,
-    "order_registers_kernel<64,": 168,  # 64 floats in registers: 3 blocks of 128 per SM
+    # Up to 168 registers, 3 blocks of 128 per SM: 112 or 128 floats in registers, and Closest's
+    # window (a second copy of the rows) at 24 rows (sm_80), 56 and 64.
+    "order_registers_kernel<112,": 168, "order_registers_kernel<128,": 168,
+    "order_registers_kernel<24, true,": 168, "order_registers_kernel<56, true,": 168,
+    "order_registers_kernel<64, true,": 168,
     # Residual passes: blocks of 32 threads with a 32 KB shared tile, 6 blocks per SM by shared memory;
     # up to 168 registers the register file allows them all (6 x 32 x 168 < 65536).
     "pass1_kernel": 168, "pass2_kernel": 168, "line_kernel": 168,

@@ -113,6 +113,41 @@ def test_sign_and_order_device_math_is_bitwise_the_cpu_kernel_and_matches_refere
     assert_close(got, getattr(reference, name)(u, *_args(name, K)), dtype, f"{name} vs reference")
 
 
+# Every register network (math::register_rows_for: 16, 24, ..., 64, 80, ..., 128
+# rows) at its smallest and largest K, Closest's window kernels up to 64 rows
+# and the shared tile past them, and the 256-row shared tile of 4-byte values.
+ORDER_NETWORK_KS = [16, 17, 24, 25, 40, 41, 57, 64, 65, 80, 81, 96, 97, 112, 113, 128, 129, 256]
+
+
+@pytest.mark.parametrize("K", ORDER_NETWORK_KS)
+@pytest.mark.parametrize("dtype,kind", [(torch.float32, "normal"), (torch.float32, "non_finite"),
+                                        (torch.float32, "ties"), (torch.bfloat16, "normal"),
+                                        (torch.float64, "normal")])
+def test_every_order_network_size_is_bitwise_the_cpu_kernel(K, dtype, kind):
+    u = _updates(K, 37, dtype, kind, seed=K)
+    for name in ORDER_OPS[2:]:
+        got = _device(name, u, *_args(name, K))
+        _bitwise(got, getattr(ops, name)(u, *_args(name, K)), f"{name} K={K} vs CPU kernel")
+        assert_close(got, getattr(reference, name)(u, *_args(name, K)), dtype, f"{name} K={K} vs reference")
+
+
+def test_order_kernels_chosen_by_k():
+    """The launch each K gets: registers up to 128 4-byte values (Closest's window
+    up to 64), then the 128- and 256-row shared tiles, then global scratch."""
+    def launched(K, name, dtype=torch.float32):
+        _C.device_math._launches(True)
+        ops.run_device_math(name, make_updates(K, 5, dtype, "normal", seed=1), *_args(name, K))
+        return sorted(_C.device_math._launches(True))
+    assert launched(100, "trimmed_mean") == ["order_registers_kernel<112, false, float>"]
+    assert launched(20, "median", torch.bfloat16) == ["order_registers_kernel<24, false, BFloat16>"]
+    assert launched(64, "closest_to_median_mean") == ["order_registers_kernel<64, true, float>"]
+    assert launched(65, "closest_to_median_mean") == ["order_shared_kernel<128, float>"]
+    assert launched(129, "trimmed_mean") == ["order_shared_kernel<256, float>"]
+    assert launched(129, "trimmed_mean", torch.float64) == ["order_buffer_kernel<double>"]
+    assert launched(17, "trimmed_mean", torch.float64) == ["order_shared_kernel<128, double>"]
+    assert launched(257, "trimmed_mean") == ["order_buffer_kernel<float>"]
+
+
 @pytest.mark.parametrize("name,K,d,dtype,kind", list(_grid(RESIDUAL_OPS, 3 * 10**7)))
 def test_repeated_median_device_math_is_bitwise_the_cpu_kernel_and_matches_reference(name, K, d, dtype, kind):
     u = _updates(K, d, dtype, kind, seed=K * 1000 + d)

@@ -44,7 +44,13 @@ __global__ void __launch_bounds__(kPairThreads, kFloatBlocks ? 2 : 1) partials_k
   const int tj = ti + rest;
   const int64_t I0 = static_cast<int64_t>(ti) * kTile, J0 = static_cast<int64_t>(tj) * kTile;
   const int64_t seg = blockIdx.y, s0 = seg * seg_len, s1 = s0 + seg_len < d ? s0 + seg_len : d;
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  // A warp holds two columns tx (and tx + 16) of the J tile and all 32 rows
+  // of the I tile: past K its columns are padding, and a thread whose
+  // columns (or rows) are all padding skips the sums (a warp-uniform branch
+  // once the J tile ends within it), so the last tile of K = 100 (4 rows)
+  // costs 2 warps of 8, not 8. The barriers stay outside the branch.
+  const int ty = threadIdx.x % 16, tx = threadIdx.x / 16;
+  const bool busy = I0 + ty < K && J0 + tx < K;
   double acc_d[2][2] = {{0.0, 0.0}, {0.0, 0.0}}, acc_g[2][2] = {{0.0, 0.0}, {0.0, 0.0}};
   for (int64_t c0 = s0; c0 < s1; c0 += kCols) {
     for (int e = threadIdx.x; e < kTile * kCols; e += kPairThreads) {
@@ -54,7 +60,7 @@ __global__ void __launch_bounds__(kPairThreads, kFloatBlocks ? 2 : 1) partials_k
       B[r][c] = (in_col && J0 + r < K) ? V(math::load(u + (J0 + r) * d + c0 + c)) : V(0);
     }
     __syncthreads();
-    for (int half = 0; half < kCols && c0 + half < s1; half += math::kSqBlock)
+    for (int half = 0; busy && half < kCols && c0 + half < s1; half += math::kSqBlock)
 #pragma unroll
       for (int a = 0; a < 2; ++a)
 #pragma unroll

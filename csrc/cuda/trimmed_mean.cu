@@ -1,12 +1,15 @@
-// Kernel family 2 on CUDA: one thread per coordinate. K <= 64 (K <= 16 for
+// Kernel family 2 on CUDA: one thread per coordinate. K <= 128 (K <= 16 for
 // doubles, plan::max_register_rows): the K values of the thread's column on
-// registers, padded with +inf to the next power of two and sorted by that
-// size's compile-time Batcher network (math/order.h); a
-// NaN is replaced by +inf and accounted for afterwards (NaN sorts last).
-// Up to 128 values: the column in a static shared-memory tile (64 threads a
-// block for 4-byte values, 32 for doubles), sorted there by the run-time
-// network. Larger K: the column in a [K, cols] global scratch (consecutive
-// threads own consecutive scratch columns: coalesced).
+// registers, padded with +inf to math::register_rows_for(K) rows (a power of
+// two up to 16, then a multiple of 8) and sorted by that size's compile-time
+// network (math/order.h); a NaN is replaced by +inf and accounted for
+// afterwards (NaN sorts last). Closest's window (a second register copy of
+// the column) is compiled only into its own kernels, up to kWindowRows.
+// Otherwise, up to 128 values (256 of 4 bytes): the column in a static 32 KB
+// shared-memory tile (64 threads a block for 4-byte values, 32 for doubles;
+// 32 threads for 256 4-byte values), sorted there by the run-time network.
+// Larger K: the column in a [K, cols] global scratch (consecutive threads own
+// consecutive scratch columns: coalesced).
 // Results are bitwise those of the CPU kernels, up to the sign of a zero.
 #include "robustagg/trimmed_mean.h"
 
@@ -18,25 +21,28 @@ namespace robustagg {
 namespace ROBUSTAGG_CUDA_NS {
 namespace {
 
-template <int kRows, typename T>
+constexpr int kWindowRows = 64;  // Closest on registers up to here: 2 x 64 values fit in 168 registers
+
+template <int kRows, bool kWindow, typename T>
 __global__ void order_registers_kernel(const T* __restrict__ u,  // [K, d]
                                        int64_t K, int64_t d, math::OrderStat stat, int64_t trim, double tau,
                                        val_t<T>* __restrict__ out) {  // [d]
   for (int64_t j = thread_index(); j < d; j += grid_stride())
-    out[j] = math::order_column_registers<kRows>(u + j, K, d, stat, trim, tau);
+    out[j] = math::order_column_registers<kRows, val_t<T>, kWindow>([=](int k) { return math::load(u + k * d + j); },
+                                                                    K, stat, trim, tau);
 }
 
-// K <= plan::kSharedRows beyond the registers: each thread's column in a
-// static shared tile (column t at col[k * threads + t]: consecutive threads,
-// consecutive banks), sorted by the run-time network there. A thread touches
-// only its own column: no barrier.
-template <typename T>
+// K <= kRows (plan::shared_rows_for) beyond the registers: each thread's
+// column in a static 32 KB shared tile (column t at col[k * threads + t]:
+// consecutive threads, consecutive banks), sorted by the run-time network
+// there. A thread touches only its own column: no barrier.
+template <int kRows, typename T>
 __global__ void order_shared_kernel(const T* __restrict__ u,  // [K, d]
                                     int64_t K, int64_t d, math::OrderStat stat, int64_t trim, double tau,
                                     val_t<T>* __restrict__ out) {  // [d]
   using V = val_t<T>;
-  constexpr int kCols = plan::shared_threads(sizeof(V));
-  __shared__ V tile[plan::kSharedRows * kCols];
+  constexpr int kCols = plan::shared_threads(sizeof(V), kRows);
+  __shared__ V tile[kRows * kCols];
   const math::Strided<V> col{tile + threadIdx.x, kCols};
   for (int64_t j = thread_index(); j < d; j += grid_stride())
     out[j] = math::order_column_buffer(u + j, K, d, col, stat, trim, tau);
@@ -64,18 +70,37 @@ void order(const void* updates, DType dtype, int64_t K, int64_t d, math::OrderSt
     using V = val_t<T>;
     const T* u = static_cast<const T*>(updates);
     V* o = static_cast<V*>(out);
-    if (plan::with_register_rows<plan::max_register_rows(sizeof(V))>(layout.register_rows, [&](auto rows) {
-          // The 64-row network takes about 160 registers a thread: blocks of 128 let 3 of them
-          // (384 threads) share an SM's registers, where blocks of 256 fit once (256 threads).
-          constexpr int threads = decltype(rows)::value >= 64 ? 128 : kThreads;
-          launch<order_registers_kernel<decltype(rows)::value, T>>(dim3(blocks_for(d, threads)), dim3(threads), 0, s,
-                                                                   u, K, d, stat, trim, tau, o);
-        }))
+    const bool window = stat == math::OrderStat::Closest;
+    const bool registers = plan::with_register_rows<plan::max_register_rows(sizeof(V))>(
+        window && layout.register_rows > kWindowRows ? 0 : layout.register_rows, [&](auto rows) {
+          constexpr int n = decltype(rows)::value;
+          // Past 16 rows a thread may take more than 128 registers (Closest's window at 24 rows
+          // on sm_80: 148): blocks of 128 let 3 or more share an SM's registers (at 168
+          // registers: 3 x 128 = 384 threads, where blocks of 256 would fit once).
+          constexpr int threads = n > 16 ? 128 : kThreads;
+          if (window) {
+            if constexpr (n <= kWindowRows)
+              launch<order_registers_kernel<n, true, T>>(dim3(blocks_for(d, threads)), dim3(threads), 0, s, u, K,
+                                                         d, stat, trim, tau, o);
+          } else {
+            launch<order_registers_kernel<n, false, T>>(dim3(blocks_for(d, threads)), dim3(threads), 0, s, u, K, d,
+                                                        stat, trim, tau, o);
+          }
+        });
+    if (registers) return;
+    if (layout.shared_rows == plan::kSharedRows) {  // also Closest past kWindowRows
+      constexpr int threads = plan::shared_threads(sizeof(V), plan::kSharedRows);
+      launch<order_shared_kernel<plan::kSharedRows, T>>(dim3(blocks_for(d, threads)), dim3(threads), 0, s, u, K, d,
+                                                        stat, trim, tau, o);
       return;
-    if (layout.shared) {
-      constexpr int threads = plan::shared_threads(sizeof(V));
-      launch<order_shared_kernel<T>>(dim3(blocks_for(d, threads)), dim3(threads), 0, s, u, K, d, stat, trim, tau, o);
-      return;
+    }
+    if constexpr (sizeof(V) <= 4) {
+      if (layout.shared_rows == 2 * plan::kSharedRows) {
+        constexpr int threads = plan::shared_threads(sizeof(V), 2 * plan::kSharedRows);
+        launch<order_shared_kernel<2 * plan::kSharedRows, T>>(dim3(blocks_for(d, threads)), dim3(threads), 0, s, u,
+                                                              K, d, stat, trim, tau, o);
+        return;
+      }
     }
     V* scratch = static_cast<V*>(workspace);
     for (int64_t c0 = 0; c0 < d; c0 += layout.cols) {  // chunks run in stream order, sharing the scratch

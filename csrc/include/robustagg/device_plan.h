@@ -37,27 +37,35 @@ inline int64_t chunk_cols(int64_t d, int64_t bytes_per_column, int64_t multiple)
   return cols < d_up ? cols : d_up;
 }
 
-// Family 2: a thread's column in registers for K <= 64 values of 4 bytes
+// Family 2: a thread's column in registers for K <= 128 values of 4 bytes
 // (float, and half/bfloat16 held as float), K <= 16 doubles. 32 doubles are
 // 64 registers before the network's own: ptxas spills the 32-row double
 // network on sm_80 (255 registers, 48-byte stack;
 // python_tests/test_cuda_resources.py).
 constexpr int max_register_rows(int64_t value_bytes) { return value_bytes > 4 ? 16 : math::kDeviceRegRows; }
 
-// Beyond the registers, up to kSharedRows values: the thread's column in a
-// static shared-memory tile of kSharedRows x shared_threads(value) values
-// (32 KB per block); no workspace. Larger K: a [K, cols] scratch in global
-// memory, walked in chunks.
+// Beyond the registers the thread's column in a static shared-memory tile of
+// 32 KB per block (no workspace): kSharedRows rows x shared_threads(value,
+// rows) threads, 128 rows (64 threads of floats, 32 of doubles) or, for
+// 4-byte values, 256 rows (32 threads). Larger K: a [K, cols] scratch in
+// global memory, walked in chunks.
 constexpr int64_t kSharedRows = 128;
-constexpr int shared_threads(int64_t value_bytes) { return value_bytes > 4 ? 32 : 64; }
+constexpr int64_t kSharedTileBytes = 32 * 1024;
+constexpr int64_t shared_rows_for(int64_t value_bytes, int64_t K) {
+  return K <= kSharedRows ? kSharedRows : (value_bytes <= 4 && K <= 2 * kSharedRows ? 2 * kSharedRows : 0);
+}
+constexpr int shared_threads(int64_t value_bytes, int64_t rows = kSharedRows) {
+  return static_cast<int>(kSharedTileBytes / (rows * value_bytes));
+}
 
 struct OrderLayout {
-  int64_t register_rows, cols;
+  int64_t register_rows, shared_rows, cols;
   bool shared;
   size_t bytes;
   OrderLayout(DType dtype, int64_t K, int64_t d) {
     register_rows = math::register_rows_for(K, max_register_rows(value_bytes(dtype)));
-    shared = !register_rows && K <= kSharedRows;
+    shared_rows = shared_rows_for(value_bytes(dtype), K);
+    shared = !register_rows && shared_rows;
     const bool scratch = !register_rows && !shared;
     cols = scratch ? chunk_cols(d, K * value_bytes(dtype), 256) : d;
     bytes = scratch ? align_up(static_cast<size_t>(K * cols * value_bytes(dtype))) : 0;
@@ -65,31 +73,30 @@ struct OrderLayout {
 };
 
 // Calls f(std::integral_constant<int, rows>{}) for the register rows of an
-// OrderLayout (1, 2, 4, ..., kMax: one instantiation each); false for 0 (the
-// buffer path).
-template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
-  switch (rows) {
-    case 1: f(std::integral_constant<int, 1>{}); return true;
-    case 2: f(std::integral_constant<int, 2>{}); return true;
-    case 4: f(std::integral_constant<int, 4>{}); return true;
-    case 8: f(std::integral_constant<int, 8>{}); return true;
-    case 16: f(std::integral_constant<int, 16>{}); return true;
-    case 32:
-      if constexpr (kMax >= 32) {
-        f(std::integral_constant<int, 32>{});
-        return true;
-      }
-      return false;
-    case 64:
-      if constexpr (kMax >= 64) {
-        f(std::integral_constant<int, 64>{});
-        return true;
-      }
-      return false;
-    default: return false;
+// OrderLayout (math::register_rows_for: 1, 2, 4, 8, 16, 24, ..., 64, 80, ...,
+// 128 up to kMax; one instantiation each); false for 0 (the buffer path).
+constexpr int register_rows_size(int i) { return i < 5 ? 1 << i : i < 11 ? 16 + (i - 4) * 8 : 64 + (i - 10) * 16; }
+template <int kMax, int I, typename F> bool with_register_rows_at(int64_t rows, F& f) {
+  constexpr int n = register_rows_size(I);
+  if constexpr (n <= kMax) {
+    if (rows == n) {
+      f(std::integral_constant<int, n>{});
+      return true;
+    }
   }
+  return false;
 }
-static_assert(math::kDeviceRegRows == 64, "with_register_rows lists the register sizes up to kDeviceRegRows");
+template <int kMax, typename F, int... I>
+bool with_register_rows_in(int64_t rows, F& f, std::integer_sequence<int, I...>) {
+  return (with_register_rows_at<kMax, I>(rows, f) || ...);
+}
+template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
+  return with_register_rows_in<kMax>(rows, f, std::make_integer_sequence<int, 15>{});
+}
+static_assert(register_rows_size(14) == math::kDeviceRegRows, "with_register_rows lists the sizes up to kDeviceRegRows");
+static_assert(math::register_rows_for(100, 128) == 112 && math::register_rows_for(17, 128) == 24 &&
+                  math::register_rows_for(65, 128) == 80 && math::register_rows_for(9, 128) == 16,
+              "register_rows_for and register_rows_size list the same sizes");
 
 // Family 3: a block of kResidualThreads threads walks kResidualBlock
 // coordinates in order (the CPU kernel's tasks: W's partial sums are the

@@ -44,12 +44,16 @@ ROBUSTAGG_HD constexpr void for_each_batcher(int64_t n, int64_t first_stage, Emi
 
 // Register networks, generated at compile time: the CPU lanes use up to
 // kRegRows rows (a block of vector registers), a GPU thread up to
-// kDeviceRegRows (plan::max_register_rows: float-sized values only).
+// kDeviceRegRows (plan::max_register_rows: float-sized values only). The
+// network of n rows is Batcher's on the next power of two without the
+// comparators that touch a row >= n: rows past K hold +inf, the largest
+// value, so those comparators never move anything and the rest sort n rows.
 constexpr int kRegRows = 32;
-constexpr int kDeviceRegRows = 64;
+constexpr int kDeviceRegRows = 128;
+constexpr int kMaxComparators = 1471;  // Batcher on 128 inputs (64: 543, 32: 191)
 
 struct Cmp { int8_t a, b; };
-struct FixedNet { Cmp c[544]; int size; };  // Batcher on 64 inputs has 543 comparators (32: 191)
+struct FixedNet { Cmp c[kMaxComparators]; int size; };
 
 constexpr FixedNet make_fixed_net(int n, bool median_only) {
   FixedNet net{};
@@ -60,7 +64,7 @@ constexpr FixedNet make_fixed_net(int n, bool median_only) {
   if (!median_only || n < 1) return net;
   bool needed[kDeviceRegRows] = {};
   needed[(n - 1) / 2] = needed[n / 2] = true;
-  bool keep[544] = {};
+  bool keep[kMaxComparators] = {};
   for (int q = net.size - 1; q >= 0; --q)
     if (needed[net.c[q].a] || needed[net.c[q].b]) needed[net.c[q].a] = needed[net.c[q].b] = keep[q] = true;
   FixedNet pruned{};
@@ -146,7 +150,11 @@ enum class OrderStat : int { Trimmed = 0, Median = 1, Masked = 2, Closest = 3 };
 // order, as the CPU kernel sums them (so the last bit does not depend on the
 // order of the clients). kRows > 0: the sorted values are registers s[0..kRows)
 // (rows >= K are padding) and every loop is unrolled; kRows = 0: K values.
-template <int kRows, typename V, typename Acc>
+//
+// kWindow = false compiles the register path without Closest's window (its
+// barrel shifter holds a second copy of the kRows registers): the device's
+// larger register networks are instantiated so, and never given Closest.
+template <int kRows, typename V, typename Acc, bool kWindow = true>
 ROBUSTAGG_HD inline V order_finish(const Acc& s, int64_t K, int64_t nan_count, OrderStat stat,
                                    int64_t trim, double tau, int64_t votes) {
   const int64_t n = kRows > 0 ? kRows : K;
@@ -171,7 +179,9 @@ ROBUSTAGG_HD inline V order_finish(const Acc& s, int64_t K, int64_t nan_count, O
     const int64_t keep = K - 2 * trim;
     const double m = median;
     first = 0;
-    if constexpr (kRows > 0) {
+    if constexpr (kRows > 0 && !kWindow) {
+      first = trim;  // not reached: callers route Closest elsewhere (trimmed_mean.cu)
+    } else if constexpr (kRows > 0) {
       // Registers are never indexed at run time (that would put them in local
       // memory on the device): above[p] = s[p + keep] is formed by a barrel
       // shifter, one stage per bit of keep, each a select between
@@ -208,27 +218,24 @@ ROBUSTAGG_HD inline V order_finish(const Acc& s, int64_t K, int64_t nan_count, O
   return static_cast<V>(acc / static_cast<double>(K - 2 * trim));
 }
 
-// One coordinate, K <= kRows values on registers (one GPU thread): the column
-// u[k * d], k < K, padded with +inf to kRows rows and sorted by the full
-// compile-time network of kRows (a power of two, so the network of each size
-// serves every K up to it).
-template <int kRows, typename T>
-ROBUSTAGG_HD inline typename Traits<T>::val_t order_column_registers(const T* u, int64_t K, int64_t d,
-                                                                     OrderStat stat, int64_t trim,
-                                                                     double tau) {
-  using V = typename Traits<T>::val_t;
+// One coordinate, K <= kRows values on registers (one GPU thread): the
+// column's K values, value(k) for k < K (as V), padded with +inf to kRows
+// rows (register_rows_for) and sorted by the compile-time network of kRows
+// rows. kWindow: see order_finish.
+template <int kRows, typename V, bool kWindow, typename Value>
+ROBUSTAGG_HD inline V order_column_registers(Value value, int64_t K, OrderStat stat, int64_t trim, double tau) {
   V r[kRows];
   int64_t nan_count = 0, votes = 0;
   const V inf = infinity_of<V>();
   ROBUSTAGG_UNROLL
   for (int k = 0; k < kRows; ++k) {
-    const V x = k < K ? load(u + k * d) : inf;
+    const V x = k < K ? value(k) : inf;
     votes += k < K ? sgn(x) : 0;
     nan_count += is_nan(x);
     r[k] = is_nan(x) ? inf : x;
   }
   sort_fixed<V, kRows>(r);
-  return order_finish<kRows, V>(r, K, nan_count, stat, trim, tau, votes);
+  return order_finish<kRows, V, V[kRows], kWindow>(r, K, nan_count, stat, trim, tau, votes);
 }
 
 // One coordinate, any K, sorted in a buffer `buf` of K values (a per-thread
@@ -252,13 +259,19 @@ ROBUSTAGG_HD inline typename Traits<T>::val_t order_column_buffer(const T* u, in
   return order_finish<0, V>(buf, K, nan_count, stat, trim, tau, votes);
 }
 
-// Rows of the register network that serve K (the next power of two), or 0
-// when K needs the buffer path.
-ROBUSTAGG_HD inline int register_rows_for(int64_t K, int max_rows) {
+// Rows of the register network that serve K, or 0 when K needs the buffer
+// path: the next power of two up to 16, then the next multiple of 8 up to 64
+// and of 16 beyond (one compiled network per size, the build's time: K pays
+// at most 7, then 15 rows of padding; at K = 100, 1264 comparators where the
+// 128-row network has 1471).
+ROBUSTAGG_HD constexpr int register_rows_step(int64_t K) { return K <= 64 ? 8 : 16; }
+ROBUSTAGG_HD constexpr int register_rows_for(int64_t K, int max_rows) {
   if (K > max_rows) return 0;
   int n = 1;
-  while (n < K) n <<= 1;
-  return n;
+  while (n < K && n < 16) n <<= 1;
+  if (n >= K) return n;
+  const int64_t step = register_rows_step(K);
+  return static_cast<int>((K + step - 1) / step * step);
 }
 
 }  // namespace math
