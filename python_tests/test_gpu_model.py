@@ -37,3 +37,15 @@ def test_every_row_is_estimated_from_this_build(tmp_path):
     text = out.read_text()
     for row in gpu_model.ROWS:
         assert f"`{row.kernel}`" in text
+
+
+def test_register_rows_are_the_launched_networks():
+    # gpu_model.register_rows mirrors math::register_rows_for: the model must
+    # count the network the launcher runs, for every K on registers.
+    import torch
+    from robustagg import ops
+    for K in range(1, 129):
+        _C.device_math._launches(True)
+        ops.run_device_math("trimmed_mean", torch.randn(K, 3), 0)
+        (name,) = _C.device_math._launches(True)
+        assert name == f"order_registers_kernel<{gpu_model.register_rows(K)}, false, float>", (K, name)

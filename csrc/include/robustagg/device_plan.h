@@ -60,27 +60,24 @@ constexpr int shared_threads(int64_t value_bytes, int64_t rows = kSharedRows) {
 
 struct OrderLayout {
   int64_t register_rows, shared_rows, cols;
-  bool shared;
   size_t bytes;
   OrderLayout(DType dtype, int64_t K, int64_t d) {
     register_rows = math::register_rows_for(K, max_register_rows(value_bytes(dtype)));
     shared_rows = shared_rows_for(value_bytes(dtype), K);
-    shared = !register_rows && shared_rows;
-    const bool scratch = !register_rows && !shared;
+    const bool scratch = !register_rows && !shared_rows;
     cols = scratch ? chunk_cols(d, K * value_bytes(dtype), 256) : d;
     bytes = scratch ? align_up(static_cast<size_t>(K * cols * value_bytes(dtype))) : 0;
   }
 };
 
 // Calls f(std::integral_constant<int, rows>{}) for the register rows of an
-// OrderLayout (math::register_rows_for: 1, 2, 4, 8, 16, 24, ..., 64, 80, ...,
-// 128 up to kMax; one instantiation each); false for 0 (the buffer path).
-constexpr int register_rows_size(int i) { return i < 5 ? 1 << i : i < 11 ? 16 + (i - 4) * 8 : 64 + (i - 10) * 16; }
-template <int kMax, int I, typename F> bool with_register_rows_at(int64_t rows, F& f) {
-  constexpr int n = register_rows_size(I);
-  if constexpr (n <= kMax) {
-    if (rows == n) {
-      f(std::integral_constant<int, n>{});
+// OrderLayout: one instantiation for each size n <= kMax that
+// math::register_rows_for gives (register_rows_for(n) == n: 1, 2, 4, 8, 16,
+// 24, ..., 64, 80, ..., 128); false for 0 (the buffer path).
+template <int kMax, int N, typename F> bool with_register_rows_at(int64_t rows, F& f) {
+  if constexpr (math::register_rows_for(N, kMax) == N) {
+    if (rows == N) {
+      f(std::integral_constant<int, N>{});
       return true;
     }
   }
@@ -88,15 +85,11 @@ template <int kMax, int I, typename F> bool with_register_rows_at(int64_t rows, 
 }
 template <int kMax, typename F, int... I>
 bool with_register_rows_in(int64_t rows, F& f, std::integer_sequence<int, I...>) {
-  return (with_register_rows_at<kMax, I>(rows, f) || ...);
+  return (with_register_rows_at<kMax, I + 1>(rows, f) || ...);
 }
 template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
-  return with_register_rows_in<kMax>(rows, f, std::make_integer_sequence<int, 15>{});
+  return with_register_rows_in<kMax>(rows, f, std::make_integer_sequence<int, kMax>{});
 }
-static_assert(register_rows_size(14) == math::kDeviceRegRows, "with_register_rows lists the sizes up to kDeviceRegRows");
-static_assert(math::register_rows_for(100, 128) == 112 && math::register_rows_for(17, 128) == 24 &&
-                  math::register_rows_for(65, 128) == 80 && math::register_rows_for(9, 128) == 16,
-              "register_rows_for and register_rows_size list the same sizes");
 
 // Family 3: a block of kResidualThreads threads walks kResidualBlock
 // coordinates in order (the CPU kernel's tasks: W's partial sums are the
