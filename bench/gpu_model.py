@@ -174,26 +174,122 @@ def _order_shared(K, trim):
                      f"of the run-time network x {LOOP_STEP} integer operations (no division)")
 
 
+def select_visits(values, r: int, value: bool = False):
+    """Values visited by math::select_rank (quickselect with Tukey's ninther
+    from 9 values up) to find rank r (with value=True: and the value found),
+    a port for counting, as batcher_comparators is of the networks."""
+    a = list(values)
+
+    def med3(p0, p1, p2):
+        if p1 < p0:
+            p0, p1 = p1, p0
+        if p2 < p1:
+            p1 = max(p2, p0)
+        return p1
+
+    lo_b, hi_b, visits = 0, len(a) - 1, 0
+    while lo_b < hi_b:
+        m = hi_b - lo_b
+        mid, e = lo_b + m // 2, m // 8
+        pivot = (med3(med3(a[lo_b], a[lo_b + e], a[lo_b + 2 * e]), med3(a[mid - e], a[mid], a[mid + e]),
+                      med3(a[hi_b - 2 * e], a[hi_b - e], a[hi_b])) if e > 0 else med3(a[lo_b], a[mid], a[hi_b]))
+        lt = i = lo_b
+        gt = hi_b
+        while i <= gt:
+            v = a[i]
+            visits += 1
+            if v < pivot:
+                a[i], a[lt] = a[lt], v
+                lt += 1
+                i += 1
+            elif pivot < v:
+                a[i], a[gt] = a[gt], v
+                gt -= 1
+            else:
+                i += 1
+        if r < lt:
+            hi_b = lt - 1
+        elif r > gt:
+            lo_b = gt + 1
+        else:
+            break
+    return (visits, a[r]) if value else visits
+
+
+def residual_selections(K: int, columns: int = 40, seed: int = 0) -> Dict[str, float]:
+    """Quickselect visits per value on the residual kernel's arrays, from
+    Gaussian columns: the rows' float keys (mean, and the slowest of a warp's
+    32 rows, which the warp waits for), and arrays of K values (one lane: the
+    residual scale; the slowest of 8: the outer bounds)."""
+    g = torch.Generator().manual_seed(seed)
+    rows, flat = [], []
+    x = torch.arange(K, dtype=torch.float64)
+    for _ in range(columns):
+        y = torch.sort(torch.randn(K, generator=g, dtype=torch.float64)).values
+        for i in range(0, K, max(1, K // 10)):
+            j = torch.tensor([jj for jj in range(K) if jj != i])
+            a, b = torch.minimum(j, torch.tensor(i)), torch.maximum(j, torch.tensor(i))
+            rows.append(((y[b] - y[a]) / (b - a)).float().tolist())
+            rows.append(((x[b] * y[a] - x[a] * y[b]) / (b - a)).float().tolist())
+        flat.append(torch.randn(K, generator=g, dtype=torch.float64).abs().tolist())
+    n = K - 1
+    row_visits = torch.tensor([select_visits(r, n // 2) for r in rows], dtype=torch.float64) / n
+    flat_visits = torch.tensor([select_visits(f, K // 2) for f in flat], dtype=torch.float64) / K
+
+    def slowest(v, lanes):
+        pick = torch.randint(len(v), (500, lanes), generator=g)
+        return v[pick].max(dim=1).values.mean().item()
+
+    return dict(row=row_visits.mean().item(), row_warp=slowest(row_visits, 32), flat=flat_visits.mean().item(),
+                flat_8=slowest(flat_visits, 8))
+
+
+EXACT_ROWS_K100 = 4  # rows computed in double per coordinate at K = 100 (mean, Gaussian columns; ~12 quantised)
+
+
 def _residual(K, _):
-    # pass1_kernel + pass2_kernel (csrc/cuda/repeated_median.cu): a block of 32
-    # threads per 128 coordinates, in order; per coordinate the column ranked by
-    # counting in each pass (K^2 compares), 2K rows of K - 1 pair values (an
-    # IEEE double division each) selected in the thread's column of the shared
-    # tile, three selections of K values, K confidences; nothing but the
-    # column, the line and the W partials in DRAM.
-    pairs = 2 * K * (K - 1)
-    selections = 2 * K + 1
-    compares = (2 * K * 3.4 * (K - 1)) + 3 * 3.4 * K     # expected quickselect compares
-    ranks = 2 * K * K                                     # rank by counting, both passes
-    return Cost(dram_bytes=2 * 4 * K + 4 + 2 * 3 * 8 + 8 * K / 128, loads_in_flight=K / 32,
-                ops={"fp64": pairs * (MARKSTEIN + 2) + compares * 3 + ranks * 2 + 20 * K,
-                     "shared": pairs * 2 + compares * 1.5 + ranks + 6 * K,
-                     "int": compares * 2 + ranks * 2 + pairs * 2},
-                note=f"{pairs} pair values (each symmetric pair twice: a thread's row is its own), each a product "
-                     f"and Markstein's correction ({MARKSTEIN} fp64) instead of a division ({F64_DIV}), "
-                     f"{selections} quickselects of K - 1 or K doubles in the thread's column of the 32 KB shared "
-                     f"tile (~{compares:,.0f} compares), the column ranked by counting in both passes "
-                     f"({ranks:,} compares); DRAM: the column twice, the line, the block's W partials")
+    # pass1_kernel + pass2_kernel (csrc/cuda/repeated_median.cu): one warp (a
+    # block of 32) per 128 coordinates, in order. Counted in warp slots: a
+    # phase costs its busiest lane's work times 32, so the phases on a few
+    # lanes (8 for the outer bounds, up to 16 for the exact rows, 2 for the
+    # outer ranks, 1 for the residual scale, sigma and pass 2's sum) are
+    # charged for the whole warp, and the rows' selections for the slowest
+    # of the warp's 32 rows. Per value visited by a quickselect: a load,
+    # two compares under the NaN-last order, half a swap (a load, two
+    # stores) and the loop's index arithmetic.
+    W, n, rows = 32, K - 1, 2 * K
+    v = residual_selections(K)
+    ops = {"fp64": 0.0, "int": 0.0, "shared": 0.0}
+    phases: Dict[str, float] = {}
+
+    def add(what, lane_iterations, **per):  # what = "": more of the phase before
+        for p, x in per.items():
+            ops[p] += W * lane_iterations * x
+        what = what or list(phases)[-1]
+        phases[what] = phases.get(what, 0.0) + W * lane_iterations * sum(per.values())
+
+    it = lambda m: -(-m // W)  # noqa: E731  (a lane's share of m items)
+    interval = dict(fp64=12 if n % 2 else 26, shared=2)  # key_low and key_high of the middle key(s)
+    add("load and rank (both passes)", 2 * (it(K) * (1 + K) + W), fp64=2, int=3, shared=1)
+    add("float keys", it(rows) * n, fp64=6, int=6, shared=4)
+    add("their selection", it(rows) * v["row_warp"] * n, int=7, shared=2.5)
+    add("outer bounds (8 lanes)", 1, **{p: K * x for p, x in interval.items()})
+    add("", v["flat_8"] * K, fp64=4, int=3, shared=5)
+    add("rows to refine", it(rows), fp64=interval["fp64"] + 4, int=4, shared=2)
+    add("exact rows (16 lanes a round)", -(-EXACT_ROWS_K100 // 16) * n, fp64=9, int=5, shared=5)
+    add("", -(-EXACT_ROWS_K100 // 16) * v["row_warp"] * n, fp64=4, int=3, shared=5)
+    add("outer ranks (2 lanes)", 2 * K, fp64=interval["fp64"] + 2, int=2, shared=3)
+    add("residuals, confidences, W", it(K) * 3, fp64=12, int=2, shared=5)
+    add("scale and sigma (1 lane)", v["flat"] * K, fp64=4, int=3, shared=5)
+    add("", 2 * K, fp64=2, int=1, shared=2)
+    add("pass 2 (the sum on 1 lane)", it(K) + K, fp64=15, int=2, shared=4)
+    by_phase = "; ".join(f"{what} {slots:,.0f}" for what, slots in phases.items())
+    return Cost(dram_bytes=2 * 4 * K + 4 + 2 * 3 * 8 + 8 * K / 128, loads_in_flight=K / 32, ops=ops,
+                note=f"{rows * n:,} float keys ({rows} rows of {n}: the ranked column's pair values, the product "
+                     f"num x 1/dx rounded to float) selected in each thread's column of the 19 KB shared tile "
+                     f"(quickselect with the ninther: {v['row']:.2f} values visited per key on average, "
+                     f"{v['row_warp']:.2f} in the slowest of a warp's 32 rows), the outer bounds from the rows' "
+                     f"intervals, about {EXACT_ROWS_K100} rows again in double; warp slots by phase: {by_phase}")
 
 
 def _pairwise(K, _):

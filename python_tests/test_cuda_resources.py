@@ -125,8 +125,8 @@ REGISTER_BUDGET = {
     "order_registers_kernel<112,": 168, "order_registers_kernel<128,": 168,
     "order_registers_kernel<24, true,": 168, "order_registers_kernel<56, true,": 168,
     "order_registers_kernel<64, true,": 168,
-    # Residual passes: blocks of 32 threads with a 32 KB shared tile, 6 blocks per SM by shared memory;
-    # up to 168 registers the register file allows them all (6 x 32 x 168 < 65536).
+    # Residual passes: blocks of 32 threads with a 19 KB shared tile, 11 blocks per SM by shared memory;
+    # up to 168 registers the register file allows them all (11 x 32 x 168 < 65536).
     "pass1_kernel": 168, "pass2_kernel": 168, "line_kernel": 168,
     # pairwise tiles, the exact double path: one block of 256 per SM (up to 255 registers);
     # the float blocks: two blocks of 256 per SM (__launch_bounds__(256, 2))

@@ -82,7 +82,7 @@ def test_selftest_kernels_are_reported_with_kernel_and_line(driver):
     src = DRIVER.read_text().splitlines()
     line_of = {name: 1 + next(i for i, l in enumerate(src) if l.startswith(f"__global__ void {name}("))
                for name in ["barrier_in_branch", "barrier_after_exit", "two_barriers", "partial_shuffle",
-                            "shuffle_without_lanes"]}
+                            "shuffle_without_lanes", "broken_invariant"]}
     expect = {
         "barrier_in_branch": ["barrier_in_branch", "divergent barrier",
                               f"driver.cpp:{line_of['barrier_in_branch'] + 1}", "(16, 0, 0) has exited"],
@@ -92,6 +92,8 @@ def test_selftest_kernels_are_reported_with_kernel_and_line(driver):
                          f"waits at __syncthreads() at driver.cpp:{line_of['two_barriers'] + 2}"],
         "partial_shuffle": ["shuffle at driver.cpp", "not executed by every lane", "(31, 0, 0) has exited"],
         "shuffle_without_lanes": ["lane 16 of warp 0 does not exist"],
+        "broken_invariant": ["broken_invariant, block (1, 0, 0), thread (5, 0, 0): five is not allowed",
+                             f"driver.cpp:{line_of['broken_invariant'] + 2}"],
         "block_too_large": ["empty_kernel", "invalid launch", "exceeds 1024 threads"],
         "grid_y_too_large": ["invalid launch", "65535"],
         "dynamic_shared_too_large": ["invalid launch", "48 KB"],

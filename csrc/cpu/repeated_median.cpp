@@ -194,17 +194,13 @@ void median_intercept(const Workspace& ws, const double* __restrict__ slope, dou
 }
 
 // ---------------------------------------------------------------------------
-// The float-key path of the repeated medians (use_float_keys: K above 64).
-// A network over doubles costs two vector min/max per comparator and lane
-// group; over floats it does twice the lanes per instruction. Each pair value
-// gets a float key within a float ulp of it (pair_key), so a row's middle keys
-// bound its median to an interval of about an ulp (a point when the key is
-// zero, as in zero-heavy rows). The outer median's ranks are bound the same
-// way by the rows' interval ends, and only the rows whose interval meets that
-// bound (typically one per rank) are recomputed in double and selected
-// exactly. The result is bitwise the double path's: medians are exact order
-// statistics, whatever selects them (python_tests/test_device_math.py checks
-// it against the emulated launchers, which select in double).
+// The float-key path of the repeated medians (use_float_keys: K above 64;
+// the keys, their bounds and the rows' intervals are math/residual.h's, as the
+// CUDA kernels use them). A network over doubles costs two vector min/max per
+// comparator and lane group; over floats it does twice the lanes per
+// instruction. The result is bitwise the double path's: medians are exact
+// order statistics, whatever selects them (python_tests/test_device_math.py
+// checks the two paths, and the emulated launchers, against each other).
 
 enum class Pair { Slope, Intercept };
 
@@ -221,44 +217,9 @@ inline double pair_value(double ya, double yb, int64_t a, int64_t b, double rdx)
   return math::div_rcp(pair_numerator<kPair>(ya, yb, a, b), static_cast<double>(b - a), rdx);
 }
 
-// A pair value's float key: q = num / den rounded to float, where q may be the
-// product num * rdx (within 2.5 double ulps of the quotient: the key bounds
-// below allow for it). A key is zero exactly when the pair value is (num = 0):
-// a nonzero q that rounds to zero becomes the smallest denormal of its sign.
-// So keys keep the sign of the values, and a zero key is exact (zero-heavy
-// rows, as in sparse updates, need no refinement). The compiler vectorises it.
-inline float pair_key(double num, double den, double rdx) {
-#if defined(__FMA__)
-  (void)den;
-  const double q = num * rdx;
-#else
-  (void)rdx;
-  const double q = num / den;
-#endif
-  const float f = static_cast<float>(q);
-  const float d = std::numeric_limits<float>::denorm_min();
-  const float tiny = num > 0.0 ? d : -d;
-  return ((f == 0.0f) & (num != 0.0)) ? tiny : f;
-}
-
-// The pair values with key f lie in [key_low(f), key_high(f)]: 0 for a zero
-// key; otherwise on the key's side of zero, within half a float ulp of q (at
-// most |f| 2^-24) plus q's error, or within 2^-126 of 0 (which covers flushed
-// denormals too), and beyond FLT_MAX when f is infinite. Both bounds are
-// nondecreasing in f, as order statistics of bounds need; the margin exceeds
-// the double rounding of the subtraction, so they hold as computed.
-inline double key_low(float f) {
-  const double x = f;
-  const double w = x - (std::abs(x) * 0x1p-23 + 0x1p-126);
-  if (std::isinf(x)) return x > 0 ? static_cast<double>(std::numeric_limits<float>::max()) : x;
-  return x > 0 ? std::max(0.0, w) : (x == 0 ? 0.0 : w);
-}
-inline double key_high(float f) {
-  const double x = f;
-  const double w = x + (std::abs(x) * 0x1p-23 + 0x1p-126);
-  if (std::isinf(x)) return x < 0 ? -static_cast<double>(std::numeric_limits<float>::max()) : x;
-  return x < 0 ? std::min(0.0, w) : (x == 0 ? 0.0 : w);
-}
+using math::key_high;
+using math::key_low;
+using math::pair_key;
 
 // The value of rank r in v[0..n) given that it lies in [lo, hi]: counted below
 // lo, selected among the few values inside (all of them, with nth_element, if
@@ -315,8 +276,9 @@ class KeyedMedian {
         const int64_t at = i * TL + t;
         ks_.mid_lo[at] = A;
         ks_.mid_hi[at] = B;
-        ks_.lo[at] = lo == hi ? key_low(A) : math::midpoint(key_low(A), key_low(B));
-        ks_.hi[at] = lo == hi ? key_high(A) : math::midpoint(key_high(A), key_high(B));
+        const math::Interval in = math::key_interval(A, B, lo == hi);
+        ks_.lo[at] = in.lo;
+        ks_.hi[at] = in.hi;
       }
     }
     // The outer ranks' bounds: the same ranks of the rows' lower and upper ends.
@@ -394,7 +356,7 @@ bool fit_line_keyed(Workspace& ws, InterceptMode mode, double* __restrict__ slop
   const double* y = ws.val.data();
   double big = 0.0;
   for (int64_t k = 0; k < K * TL; ++k) big = std::max(big, std::abs(y[k]));
-  if (!(big < 0x1p400)) return false;
+  if (!(big < math::kKeyedMagnitude)) return false;
   // Many equal nonzero values (quantised updates) tie many rows' medians at
   // inexact keys, all of which would be refined: the double path is faster.
   int64_t tied = 0;

@@ -39,6 +39,21 @@ inline int64_t max_blocks() {
 
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
+// A kernel's can't-happen check on a proven invariant that the kernel also
+// survives (by a slower exact path): nothing on the GPU; under the emulation
+// it fails the launch (emu::kernel_invariant_failed), so the tests see a bug
+// or a removed barrier that the fallback would otherwise hide.
+#if defined(ROBUSTAGG_EMULATE_CUDA)
+#define ROBUSTAGG_KERNEL_INVARIANT(ok, what) \
+  do {                                        \
+    if (!(ok)) ::robustagg::emu::kernel_invariant_failed(what, __FILE__, __LINE__); \
+  } while (0)
+#else
+#define ROBUSTAGG_KERNEL_INVARIANT(ok, what) \
+  do {                                        \
+  } while (0)
+#endif
+
 // Blocks for n work items: at least 1, at most max_blocks(). A kernel launched
 // with blocks_for must loop (grid-stride) over its items.
 inline unsigned blocks_for(int64_t n, int threads = kThreads) {

@@ -1,20 +1,26 @@
-// Kernel family 3 on CUDA: a block of plan::kResidualThreads (32) threads
-// walks plan's kResidualBlock (128) coordinates in order, one coordinate at a
-// time, its working set in a static 32 KB shared tile (K <= 108; beyond, a
-// slice of the workspace per block). Per coordinate: the column is loaded and
-// ranked (value, then client: every thread ranks K / 32 values by counting),
-// each thread takes rows of Siegel's repeated medians (row i of the slopes or
-// of the intercepts: its K - 1 pair values in its own column of the tile,
-// each the IEEE quotient by math::div_rcp's product and correction, and their
-// exact median by math::select_median), two
-// threads take the medians of the row medians, and the residuals, their
-// scale, the confidences and sigma follow on the tile. No pair value, sorted
-// column or residual touches global memory; global traffic is the column's K
-// values, three doubles of line and scale, and the block's W partials (K
-// doubles, written once per coordinate by the thread of each rank). W of
-// eq. (10) is summed per block in coordinate order and then over blocks in
-// order, as the CPU kernel's tasks sum it (bitwise). Barriers: each one below
-// separates a phase's writes from the next phase's reads by other threads.
+// Kernel family 3 on CUDA: a block of plan::kResidualThreads (32, one warp)
+// threads walks plan's kResidualBlock (128) coordinates in order, one
+// coordinate at a time, its working set in a static shared tile
+// (plan::kResidualTile doubles, K <= 102; beyond, a slice of the workspace per
+// block). Per coordinate: the column is loaded and ranked (value, then client:
+// every thread ranks K / 32 values by counting); each thread takes rows of
+// Siegel's repeated medians (row i of the slopes or of the intercepts), writes
+// the row's K - 1 pair values as float keys (math::pair_key) in its own column
+// of the tile and selects the two middle keys, which bound the row's median
+// to an interval about a float ulp wide (math::key_interval); eight threads
+// select the bounds of the outer median's two ranks from the rows' interval
+// ends; the rows whose interval meets those bounds (typically one or two per
+// rank) are computed again in double (math::div_rcp) by 16 threads and
+// selected exactly, and one thread per statistic takes the outer rank among
+// them (the CPU kernel's float-key path, the same functions). The residuals,
+// their scale, the confidences and sigma follow on the tile. No pair value,
+// key, sorted column or residual touches global memory; global traffic is the
+// column's K values, three doubles of line and scale, and the block's W
+// partials (K doubles, written once per coordinate by the thread of each
+// rank). W of eq. (10) is summed per block in coordinate order and then over
+// blocks in order, as the CPU kernel's tasks sum it (bitwise). Barriers: each
+// one below separates a phase's writes from the next phase's reads by other
+// threads.
 #include "robustagg/repeated_median.h"
 
 #include "launch.cuh"
@@ -26,17 +32,36 @@ namespace ROBUSTAGG_CUDA_NS {
 namespace {
 
 constexpr int kRT = plan::kResidualThreads;
+constexpr int kExact = plan::kResidualExactRows;  // rows selected in double at a time
 constexpr int64_t kGroup = math::kResidualBlock;  // coordinates per block, in order
 
 // One coordinate's working set (plan::residual_tile_doubles(K) doubles):
-// sorted values, client of each rank, row medians (slopes then intercepts),
-// a row of K values, 1 / dx for the rank gaps dx < K (set once per block),
-// and the threads' pair rows (thread t's row is strided by kRT from rows + t;
-// the first K entries also hold the raw column, then the absolute residuals).
+// sorted values, client of each rank, 1 / dx for the rank gaps dx < K (set
+// once per block), the exact row medians (2K; pass 1's work row afterwards),
+// each row's two middle keys (4K floats), the rows to compute exactly (2K
+// ints), and the rows' area: the threads' columns of K - 1 keys (thread t's
+// strided by kRT from keys + t); after the keys, the same bytes as doubles
+// hold the outer bounds' copies, then kExact columns of K - 1 exact pair
+// values (strided by kExact from rows + e), then the candidates of the outer
+// ranks; the first K doubles also hold the raw column, then the absolute
+// residuals.
 struct BlockColumn {
-  double *ys, *idx, *meds, *work, *rdx, *rows;
+  double *ys, *idx, *rdx, *meds, *work, *rows;
+  float *mids, *keys;
+  int* list;
   __device__ BlockColumn(double* base, int64_t K)
-      : ys(base), idx(base + K), meds(base + 2 * K), work(base + 4 * K), rdx(base + 5 * K), rows(base + 6 * K) {}
+      : ys(base), idx(base + K), rdx(base + 2 * K), meds(base + 3 * K), work(base + 3 * K), rows(base + 8 * K),
+        mids(reinterpret_cast<float*>(base + 5 * K)), keys(reinterpret_cast<float*>(base + 8 * K)),
+        list(reinterpret_cast<int*>(base + 7 * K)) {}
+};
+static_assert(kRT == 2 * kExact, "a thread's column of float keys is half an exact column of doubles");
+
+// What the block decides about the coordinate's selection (static shared).
+struct FitState {
+  double bound[8];  // per statistic k: bound[4k + 2w + q], rank q (olo, ohi) of the rows' lower (w = 0) or upper ends
+  int forced[2];    // per statistic: every row in double (values past the keys' range, or bounds that did not hold)
+  int ok[2];        // per statistic: the outer rank was among the candidates
+  int listed;       // rows in BlockColumn::list
 };
 
 // 1 / dx, correctly rounded, for dx < K: each pair value is then a product
@@ -51,23 +76,29 @@ __device__ inline double* block_tile(double* shared_tile, double* tiles, int64_t
   return tiles ? tiles + static_cast<int64_t>(blockIdx.x) * tile_doubles : shared_tile;
 }
 
+// A loaded column: whether its K values are all finite (else it is ranked as
+// zeros and callers mask it), and whether its pair values may take float keys.
+struct Loaded {
+  bool finite, keyed;
+};
+
 // Loads coordinate j's column (the raw values in c.rows[0, K)) and ranks it
-// into c.ys / c.idx; a column with NaN or Inf is ranked as zeros (callers
-// mask it). Returns whether all K values are finite. bad: kRT flags.
+// into c.ys / c.idx. bad: kRT flags.
 template <typename T>
-__device__ bool load_ranked_column(const T* __restrict__ u, int64_t K, int64_t d, int64_t j, BlockColumn& c,
-                                   int* bad) {
+__device__ Loaded load_ranked_column(const T* __restrict__ u, int64_t K, int64_t d, int64_t j, BlockColumn& c,
+                                     int* bad) {
   int mine = 0;
   for (int64_t k = threadIdx.x; k < K; k += kRT) {
     const double v = static_cast<double>(load(u + k * d + j));
     c.rows[k] = v;
-    mine |= !(v * 0.0 == 0.0);
+    const int non_finite = !(v * 0.0 == 0.0), past_keys = !(math::abs_value(v) < math::kKeyedMagnitude);
+    mine |= non_finite | (past_keys << 1);
   }
   bad[threadIdx.x] = mine;
   __syncthreads();  // the raw column and every thread's flag
   int any = 0;
   for (int t = 0; t < kRT; ++t) any |= bad[t];
-  const bool finite = any == 0;
+  const bool finite = (any & 1) == 0;
   for (int64_t k = threadIdx.x; k < K; k += kRT) {
     const double v = finite ? c.rows[k] : 0.0;
     int64_t rank = 0;
@@ -76,56 +107,165 @@ __device__ bool load_ranked_column(const T* __restrict__ u, int64_t K, int64_t d
     c.idx[rank] = static_cast<double>(k);
   }
   __syncthreads();  // the ranked column
-  return finite;
+  return {finite, !finite || any == 0};
 }
 
-// Row r < rows_wanted of the repeated medians into c.meds[r]: r < K is row r
-// of the slopes (eq. 1), K <= r < 2K row r - K of the intercepts (eq. 2).
-__device__ inline void row_medians(int64_t K, int64_t rows_wanted, BlockColumn& c) {
-  const math::Strided<double> mine{c.rows + threadIdx.x, kRT};
-  for (int64_t r = threadIdx.x; r < rows_wanted; r += kRT) {
-    const int64_t i = r < K ? r : r - K;
+// The interval of row r's median, from its middle keys.
+__device__ inline math::Interval row_interval(const BlockColumn& c, int64_t r, int64_t K) {
+  return math::key_interval(c.mids[2 * r], c.mids[2 * r + 1], (K - 1) % 2 == 1);
+}
+
+// Row r < rows of the repeated medians: r < K is row r of the slopes (eq. 1),
+// K <= r < 2K row r - K of the intercepts (eq. 2). Each thread writes its
+// rows' keys in its column and selects their two middle keys into c.mids.
+__device__ inline void row_keys(int64_t K, int64_t rows, BlockColumn& c) {
+  const math::Strided<float> mine{c.keys + threadIdx.x, kRT};
+  for (int64_t r = threadIdx.x; r < rows; r += kRT) {
+    const bool slope = r < K;
+    const int64_t i = slope ? r : r - K;
     int64_t n = 0;
     for (int64_t j = 0; j < K; ++j) {
       if (j == i) continue;
       const int64_t a = i < j ? i : j, b = i < j ? j : i;
-      const double dx = static_cast<double>(b - a), rdx = c.rdx[b - a];
-      mine[n++] = r < K ? math::pair_slope(c.ys[a], c.ys[b], dx, rdx)
-                        : math::pair_intercept(c.ys[a], c.ys[b], static_cast<double>(a), static_cast<double>(b),
-                                               rdx);
+      const double num = slope ? math::slope_numerator(c.ys[a], c.ys[b])
+                               : math::intercept_numerator(c.ys[a], c.ys[b], static_cast<double>(a),
+                                                           static_cast<double>(b));
+      mine[n++] = math::pair_key(num, static_cast<double>(b - a), c.rdx[b - a]);
     }
-    c.meds[r] = math::select_median(mine, K - 1);
+    const math::Middle<float> m = math::select_middle(mine, K - 1);
+    c.mids[2 * r] = m.lo;
+    c.mids[2 * r + 1] = m.hi;
   }
-  __syncthreads();  // every row median
+  __syncthreads();  // every row's middle keys
 }
 
-// Siegel's line of the ranked column from its row medians: thread 0 the slope
-// (and the authors' intercept, Median mode), thread 1 the Siegel intercept.
-__device__ inline void line_from_medians(int64_t K, math::InterceptMode mode, BlockColumn& c, double* line) {
-  if (threadIdx.x == 0) {
-    const double slope = K == 1 ? 0.0 : math::select_median(math::Strided<double>{c.meds, 1}, K);
-    line[1] = slope;
-    if (K == 1) line[0] = c.ys[0];
-    else if (mode == math::InterceptMode::Median) {  // med(y) - slope (K - 1) / 2
-      const double a = c.ys[(K - 1) / 2], b = c.ys[K / 2];
-      const double med = (K % 2 == 1) ? b : math::midpoint(a, b);
-      line[0] = med - slope * (0.5 * static_cast<double>(K - 1));
-    }
-  } else if (threadIdx.x == 1 && K > 1 && mode == math::InterceptMode::Siegel) {
-    line[0] = math::select_median(math::Strided<double>{c.meds + K, 1}, K);
+// Row r's median in double, exactly.
+__device__ inline double exact_row(int64_t K, int64_t r, const BlockColumn& c, math::Strided<double> col) {
+  const bool slope = r < K;
+  const int64_t i = slope ? r : r - K;
+  int64_t n = 0;
+  for (int64_t j = 0; j < K; ++j) {
+    if (j == i) continue;
+    const int64_t a = i < j ? i : j, b = i < j ? j : i;
+    const double dx = static_cast<double>(b - a), rdx = c.rdx[b - a];
+    col[n++] = slope ? math::pair_slope(c.ys[a], c.ys[b], dx, rdx)
+                     : math::pair_intercept(c.ys[a], c.ys[b], static_cast<double>(a), static_cast<double>(b), rdx);
   }
+  return math::select_median(col, K - 1);
 }
 
-// Loads, ranks and fits coordinate j (its line in line[0] = intercept,
-// line[1] = slope, each written by the thread that chose it). Returns whether
-// the column is finite.
+// Statistic k's bounds (threads 0 .. 4 kinds - 1, one bound each, on its own
+// copy of the ends): the outer ranks of the rows' lower and upper ends bound
+// the outer ranks of the rows' medians.
+__device__ inline void outer_bounds(int64_t K, int64_t kinds, bool keyed, BlockColumn& c, FitState& s) {
+  const int t = threadIdx.x;
+  if (t < kinds) s.forced[t] = !keyed;
+  if (t == 0) s.listed = 0;
+  if (t < 4 * kinds && keyed) {
+    const int64_t k = t / 4, w = (t / 2) % 2, q = t % 2;
+    double* copy = c.rows + t * K;
+    for (int64_t i = 0; i < K; ++i) {
+      const math::Interval in = row_interval(c, k * K + i, K);
+      copy[i] = w == 0 ? in.lo : in.hi;
+    }
+    s.bound[t] = math::select_rank(math::Strided<double>{copy, 1}, K, q == 1 ? K / 2 : (K - 1) / 2);
+  }
+  __syncthreads();  // the bounds
+}
+
+// Whether row r's median may be an outer rank of its statistic: its interval
+// meets the bounds of either rank (every row, when the statistic is forced).
+__device__ inline bool meets_bounds(int64_t K, int64_t r, const BlockColumn& c, const FitState& s) {
+  const int64_t k = r / K;
+  if (s.forced[k]) return true;
+  const math::Interval in = row_interval(c, r, K);
+  const double* b = s.bound + 4 * k;
+  return (!(in.hi < b[0]) && in.lo <= b[2]) || (!(in.hi < b[1]) && in.lo <= b[3]);
+}
+
+// Every row whose median is wanted exactly (it meets the bounds and its
+// interval is not a point) into c.list (in any order: each row's median is
+// its own), then the exact medians into c.meds, kExact threads at a time.
+__device__ inline void exact_rows(int64_t K, int64_t rows, BlockColumn& c, FitState& s) {
+  for (int64_t r = threadIdx.x; r < rows; r += kRT) {
+    if (!meets_bounds(K, r, c, s)) continue;
+    const math::Interval in = row_interval(c, r, K);
+    if (in.lo != in.hi) c.list[atomicAdd(&s.listed, 1)] = static_cast<int>(r);
+  }
+  __syncthreads();  // the list
+  const int listed = s.listed;
+  if (threadIdx.x < kExact) {
+    const math::Strided<double> col{c.rows + threadIdx.x, kExact};
+    for (int e = threadIdx.x; e < listed; e += kExact) c.meds[c.list[e]] = exact_row(K, c.list[e], c, col);
+  }
+  __syncthreads();  // every exact row median
+}
+
+// Statistic k's outer median (thread k): rank q of its rows' medians is rank
+// q - below among the candidates (rows not below the lower bound that meet
+// the upper one: interval points, or exact medians). False when the rank is
+// not among them (never while the keys' bounds hold): the statistic is then
+// forced. cand: K doubles of the thread's own.
+__device__ inline bool outer_median(int64_t K, int64_t k, const BlockColumn& c, const FitState& s, double* cand,
+                                    double* out) {
+  double v_lo = 0.0, v_hi = 0.0;  // ranks olo and ohi
+  for (int q = 0; q < 2; ++q) {
+    const int64_t r = q == 1 ? K / 2 : (K - 1) / 2;
+    const bool all = s.forced[k] != 0;
+    const double L = s.bound[4 * k + q], U = s.bound[4 * k + 2 + q];
+    int64_t below = 0, nc = 0;
+    for (int64_t i = 0; i < K; ++i) {
+      const int64_t row = k * K + i;
+      const math::Interval in = row_interval(c, row, K);
+      if (!all && in.hi < L) ++below;
+      else if (all || in.lo <= U) cand[nc++] = in.lo == in.hi ? in.lo : c.meds[row];
+    }
+    if (r < below || r >= below + nc) return false;
+    const double v = math::select_rank(math::Strided<double>{cand, 1}, nc, r - below);
+    if (q == 0) v_lo = v;
+    else v_hi = v;
+  }
+  *out = K % 2 == 1 ? v_hi : math::midpoint(v_lo, v_hi);
+  return true;
+}
+
+// Loads, ranks and fits coordinate j: line[0] = intercept, line[1] = slope,
+// each written by the thread that chose it (thread 0 the slope and the
+// authors' intercept, thread 1 the Siegel intercept). Returns whether the
+// column is finite.
 template <typename T>
 __device__ bool fit_coordinate(const T* __restrict__ u, int64_t K, int64_t d, int64_t j, math::InterceptMode mode,
-                               int64_t rows, BlockColumn& c, int* bad, double* line) {
-  const bool finite = load_ranked_column(u, K, d, j, c, bad);
-  row_medians(K, rows, c);
-  line_from_medians(K, mode, c, line);
-  return finite;
+                               int64_t rows, BlockColumn& c, int* bad, FitState& s, double* line) {
+  const Loaded col = load_ranked_column(u, K, d, j, c, bad);
+  if (K == 1) {
+    if (threadIdx.x == 0) { line[1] = 0.0; line[0] = c.ys[0]; }
+    return col.finite;
+  }
+  const int64_t kinds = rows / K;
+  row_keys(K, rows, c);
+  outer_bounds(K, kinds, col.keyed, c, s);
+  for (int attempt = 0; attempt < 2; ++attempt) {  // the second only if bounds did not hold
+    exact_rows(K, rows, c, s);
+    const int t = threadIdx.x;
+    if (t < kinds) {
+      double med;
+      s.ok[t] = outer_median(K, t, c, s, c.rows + t * K, &med);
+      ROBUSTAGG_KERNEL_INVARIANT(s.ok[t], "the outer rank is not among the candidates");
+      s.forced[t] |= !s.ok[t];
+      if (s.ok[t] && t == 1) line[0] = med;
+      if (s.ok[t] && t == 0) {
+        line[1] = med;
+        if (mode == math::InterceptMode::Median) {  // med(y) - slope (K - 1) / 2
+          const double a = c.ys[(K - 1) / 2], b = c.ys[K / 2];
+          line[0] = ((K % 2 == 1) ? b : math::midpoint(a, b)) - med * (0.5 * static_cast<double>(K - 1));
+        }
+      }
+      if (t == 0) s.listed = 0;
+    }
+    __syncthreads();  // the outer medians and whether they held
+    if (s.ok[0] && (kinds < 2 || s.ok[1])) break;
+  }
+  return col.finite;
 }
 
 // The block's coordinates of the chunk's n: [group_begin(), group_end(n)), in order.
@@ -146,11 +286,12 @@ __global__ void __launch_bounds__(kRT) line_kernel(const T* __restrict__ u,  // 
   __shared__ double tile[plan::kResidualTile];
   __shared__ int bad[kRT];
   __shared__ double line[2];
+  __shared__ FitState state;
   BlockColumn c(block_tile(tile, tiles, tile_doubles), K);
   set_gap_reciprocals(K, c);
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = fit_coordinate(u, K, d, j, mode, rows, c, bad, line);
+    const bool finite = fit_coordinate(u, K, d, j, mode, rows, c, bad, state, line);
     // The thread that chose a value stores it (no barrier: the next
     // coordinate's first writes to the tile and line come after its barriers).
     const double nan = math::quiet_nan<double>();
@@ -173,6 +314,7 @@ __global__ void __launch_bounds__(kRT) pass1_kernel(
   __shared__ double tile[plan::kResidualTile];
   __shared__ int bad[kRT];
   __shared__ double line[4];  // intercept, slope, tau, sigma
+  __shared__ FitState state;
   BlockColumn c(block_tile(tile, tiles, tile_doubles), K);
   double* W = partial + static_cast<int64_t>(blockIdx.x) * K;
   for (int64_t k = threadIdx.x; k < K; k += kRT) W[k] = 0.0;
@@ -180,9 +322,8 @@ __global__ void __launch_bounds__(kRT) pass1_kernel(
   const double Z = math::band_limit(lam, K), scale = math::residual_scale_factor(K);
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = fit_coordinate(u, K, d, j, mode, rows, c, bad, line);
-    __syncthreads();  // the line
-    const double b0 = line[0], b1 = line[1];
+    const bool finite = fit_coordinate(u, K, d, j, mode, rows, c, bad, state, line);
+    const double b0 = line[0], b1 = line[1];  // written before the fit's last barrier
     for (int64_t x = threadIdx.x; x < K; x += kRT) {  // residuals, and their magnitudes for eq. (4)
       const double r = c.ys[x] - (b0 + b1 * x);
       c.work[x] = r;
@@ -258,7 +399,7 @@ __global__ void __launch_bounds__(kRT) pass2_kernel(
   const double Z = math::band_limit(lam, K);
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = load_ranked_column(u, K, d, j, c, bad);
+    const bool finite = load_ranked_column(u, K, d, j, c, bad).finite;
     const double b0 = beta0[j], b1 = beta1[j], tj = tau[j];
     for (int64_t x = threadIdx.x; x < K; x += kRT) {
       if (finite) {

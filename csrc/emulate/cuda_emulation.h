@@ -90,6 +90,11 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, size_t dynamic_shared_b
 
 
 void sync_threads(const char* file, int line);
+// A kernel's own can't-happen check (a proven invariant, whose violation the
+// GPU build survives by a slower exact path): under the emulation it fails the
+// launch, naming the kernel, the thread and the line, so that a bug, or a
+// removed barrier that the fallback would hide, is seen.
+void kernel_invariant_failed(const char* what, const char* file, int line);
 enum class ShuffleKind : int { Index = 0, Up = 1, Down = 2, Xor = 3 };
 uint64_t shuffle(unsigned mask, uint64_t bits, ShuffleKind kind, int arg, int width, const char* file, int line);
 

@@ -254,6 +254,12 @@ class Runner {
     return f.result;
   }
 
+  void fail_invariant(const char* what, const char* file, int line) {
+    const uint3 b = state_.block_idx;
+    grid_->fail(std::string(grid_->kernel) + ", block " + coords(b) + ", thread " + coords(fibers_[current_].idx) +
+                ": " + what + " at " + where(file, line));
+  }
+
   static Runner& of_this_thread() {
     thread_local Runner runner;
     return runner;
@@ -430,6 +436,10 @@ int64_t& max_grid_blocks() {
 }
 
 void sync_threads(const char* file, int line) { Runner::of_this_thread().wait_barrier(file, line); }
+
+void kernel_invariant_failed(const char* what, const char* file, int line) {
+  Runner::of_this_thread().fail_invariant(what, file, line);
+}
 
 uint64_t shuffle(unsigned mask, uint64_t bits, ShuffleKind kind, int arg, int width, const char* file, int line) {
   return Runner::of_this_thread().wait_shuffle(mask, bits, kind, arg, width, file, line);

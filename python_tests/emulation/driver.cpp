@@ -59,6 +59,10 @@ __global__ void partial_shuffle(int* out) {
 __global__ void shuffle_without_lanes(int* out) {  // launched with 16 threads
   out[threadIdx.x] = __shfl_down_sync(0xffffffffu, static_cast<int>(threadIdx.x), 1);
 }
+__global__ void broken_invariant(int* out) {  // thread 5 of block 1 finds its invariant false
+  out[threadIdx.x] = 1;
+  ROBUSTAGG_KERNEL_INVARIANT(!(blockIdx.x == 1 && threadIdx.x == 5), "five is not allowed");
+}
 __global__ void empty_kernel(int*) {}
 __global__ void racy_neighbour(int* out) {  // no barrier between the write and the read
   __shared__ int s[64];
@@ -97,6 +101,7 @@ int selftest() {
   report<two_barriers>("two_barriers", dim3(1), dim3(32), 0, out.data());
   report<partial_shuffle>("partial_shuffle", dim3(1), dim3(32), 0, out.data());
   report<shuffle_without_lanes>("shuffle_without_lanes", dim3(1), dim3(16), 0, out.data());
+  report<broken_invariant>("broken_invariant", dim3(2), dim3(32), 0, out.data());
   report<empty_kernel>("block_too_large", dim3(1), dim3(2048), 0, out.data());
   report<empty_kernel>("grid_y_too_large", dim3(1, 70000), dim3(32), 0, out.data());
   report<empty_kernel>("dynamic_shared_too_large", dim3(1), dim3(32), 64 * 1024, out.data());

@@ -91,20 +91,23 @@ template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
   return with_register_rows_in<kMax>(rows, f, std::make_integer_sequence<int, kMax>{});
 }
 
-// Family 3: a block of kResidualThreads threads walks kResidualBlock
-// coordinates in order (the CPU kernel's tasks: W's partial sums are the
-// same). Its working set for one coordinate (csrc/cuda/repeated_median.cu,
-// BlockColumn) is residual_tile_doubles(K) doubles: sorted values, client of
-// each rank, 2K row medians, a work row, the reciprocals of the rank gaps, and
-// each thread's row of K - 1 pair values. Up to kResidualTile doubles
-// (K <= 108) it is a static 32 KB
-// shared-memory tile; beyond, a slice of the workspace per block. Line
+// Family 3: a block of kResidualThreads threads (one warp) walks
+// kResidualBlock coordinates in order (the CPU kernel's tasks: W's partial
+// sums are the same). Its working set for one coordinate
+// (csrc/cuda/repeated_median.cu, BlockColumn) is residual_tile_doubles(K)
+// doubles: sorted values, client of each rank, the reciprocals of the rank
+// gaps, 2K exact row medians, 2K rows' two middle float keys, a list of 2K
+// rows, and the rows' area: each thread's column of K - 1 float keys (the
+// same bytes as kResidualExactRows columns of K - 1 doubles). Up to
+// kResidualTile doubles (K <= 102) it is a static 19 KB shared-memory tile
+// (11 blocks per SM); beyond, a slice of the workspace per block. Line
 // parameters and scales for all d (pass 2 reuses them); W partials of the
 // chunk's blocks [blocks_per_chunk, K]; W and the client weights [K].
 constexpr int kResidualThreads = 32;
-constexpr int64_t kResidualTile = 4096;
+constexpr int kResidualExactRows = kResidualThreads / 2;
+constexpr int64_t kResidualTile = 2432;
 constexpr int64_t residual_tile_doubles(int64_t K) {
-  return 6 * K + (K > 1 ? K - 1 : 1) * kResidualThreads;
+  return 8 * K + (K > 1 ? K - 1 : 1) * kResidualExactRows;
 }
 
 struct ResidualLayout {

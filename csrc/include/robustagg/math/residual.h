@@ -108,7 +108,7 @@ ROBUSTAGG_HD inline void client_weights_from_sums(const double* W, int64_t K, do
 
 // ---------------------------------------------------------------------------
 // The pieces of a coordinate's selection (the CUDA kernels, on the GPU or
-// emulated; the CPU kernel selects on float keys first, csrc/cpu).
+// emulated; the CPU kernel sorts and selects with networks, csrc/cpu).
 
 // The sort order of a column: by value, then by client index. Every key is
 // distinct, so the sorted column (and a value's rank) is unique: the stable
@@ -119,39 +119,128 @@ ROBUSTAGG_HD inline bool rank_before(double a, I ia, double b, I ib) {
 }
 
 // Strict weak order with NaN above everything (torch.sort's order).
-ROBUSTAGG_HD inline bool nan_last_less(double a, double b) { return a < b || (b != b && a == a); }
+template <typename V> ROBUSTAGG_HD inline bool nan_last_less(V a, V b) { return a < b || (b != b && a == a); }
 
-// The median of a[0..n) (midpoint of the two middle values for even n) under
-// the NaN-last order, by quickselect; reorders a. Exact: any selection gives
-// the same order statistics.
-ROBUSTAGG_HD inline double select_median(Strided<double> a, int64_t n) {
-  const int64_t hi = n / 2;
+// The median of three values under the NaN-last order.
+template <typename V> ROBUSTAGG_HD inline V median_of_three(V p0, V p1, V p2) {
+  if (nan_last_less(p1, p0)) { const V t = p0; p0 = p1; p1 = t; }
+  if (nan_last_less(p2, p1)) { p1 = p2; if (nan_last_less(p1, p0)) p1 = p0; }
+  return p1;
+}
+
+// The value of rank r (0-based) of a[0..n) under the NaN-last order, by
+// quickselect; reorders a so that a[0..r) hold no value above it. Exact: any
+// selection gives the same order statistic. The pivot is Tukey's ninther (the
+// median of three medians of three, spread over the range) from 9 values up:
+// on the rows of the repeated medians (pair values of a sorted column, in
+// order of the other point) it visits about 2.1 values per value on average
+// and 2.7 in the slowest of 32 rows, against 3.5 and 6.3 with the median of
+// the first, middle and last (bench/gpu_model.py counts it): the threads of a
+// warp select their own rows in step, so the slowest row sets the time.
+template <typename V> ROBUSTAGG_HD inline V select_rank(Strided<V> a, int64_t n, int64_t r) {
   int64_t lo_b = 0, hi_b = n - 1;
-  while (lo_b < hi_b) {  // invariant: position hi lies in [lo_b, hi_b]
-    // median of three as the pivot value: deterministic, and good on sorted input
-    const int64_t mid = lo_b + (hi_b - lo_b) / 2;
-    double p0 = a[lo_b], p1 = a[mid], p2 = a[hi_b];
-    if (nan_last_less(p1, p0)) { const double t = p0; p0 = p1; p1 = t; }
-    if (nan_last_less(p2, p1)) { p1 = p2; if (nan_last_less(p1, p0)) p1 = p0; }
-    const double pivot = p1;
+  while (lo_b < hi_b) {  // invariant: position r lies in [lo_b, hi_b]
+    const int64_t m = hi_b - lo_b, mid = lo_b + m / 2, e = m / 8;
+    const V pivot = e > 0 ? median_of_three(median_of_three(a[lo_b], a[lo_b + e], a[lo_b + 2 * e]),
+                                            median_of_three(a[mid - e], a[mid], a[mid + e]),
+                                            median_of_three(a[hi_b - 2 * e], a[hi_b - e], a[hi_b]))
+                          : median_of_three(a[lo_b], a[mid], a[hi_b]);
     // three-way partition of [lo_b, hi_b]: < pivot | == pivot | > pivot
     int64_t lt = lo_b, i = lo_b, gt = hi_b;
     while (i <= gt) {
-      const double v = a[i];
+      const V v = a[i];
       if (nan_last_less(v, pivot)) { a[i] = a[lt]; a[lt] = v; ++lt; ++i; }
       else if (nan_last_less(pivot, v)) { a[i] = a[gt]; a[gt] = v; --gt; }
       else ++i;
     }
-    if (hi < lt) hi_b = lt - 1;
-    else if (hi > gt) lo_b = gt + 1;
-    else break;  // a[hi] equals the pivot
+    if (r < lt) hi_b = lt - 1;
+    else if (r > gt) lo_b = gt + 1;
+    else break;  // a[r] equals the pivot
   }
-  const double b = a[hi];
-  if (n % 2 == 1) return b;
-  double m = a[0];  // the largest of a[0..hi), all of which are <= b
-  for (int64_t k = 1; k < hi; ++k) m = nan_last_less(m, a[k]) ? a[k] : m;
-  return midpoint(m, b);
+  return a[r];
 }
+
+// The two middle values of a[0..n), ranks (n - 1) / 2 and n / 2 (one value
+// twice for odd n); reorders a.
+template <typename V> struct Middle { V lo, hi; };
+template <typename V> ROBUSTAGG_HD inline Middle<V> select_middle(Strided<V> a, int64_t n) {
+  const int64_t hi = n / 2;
+  const V b = select_rank(a, n, hi);
+  if (n % 2 == 1) return {b, b};
+  V m = a[0];  // the largest of a[0..hi), all of which are <= b
+  for (int64_t k = 1; k < hi; ++k) m = nan_last_less(m, a[k]) ? a[k] : m;
+  return {m, b};
+}
+
+// The median of a[0..n) (midpoint of the two middle values for even n) under
+// the NaN-last order; reorders a.
+ROBUSTAGG_HD inline double select_median(Strided<double> a, int64_t n) {
+  const Middle<double> m = select_middle(a, n);
+  return n % 2 == 1 ? m.hi : midpoint(m.lo, m.hi);
+}
+
+// ---------------------------------------------------------------------------
+// Float keys of the pair values (the CPU kernel above K = 64, every CUDA
+// thread): a row's K - 1 keys are selected as floats (half the bytes, and
+// compares on the single-precision side), which bounds the row's median to an
+// interval about a float ulp wide (a point when the key is zero, as in
+// zero-heavy rows). The outer median's ranks are bounded the same way by the
+// rows' interval ends, and only the rows whose interval meets those bounds
+// (typically one or two per rank) are computed again in double and selected
+// exactly. The result is bitwise the all-double selection's: medians are exact
+// order statistics, whatever selects them.
+
+// A pair value's float key: q = num / den rounded to float, where q may be the
+// product num * rdx (within 2.5 double ulps of the quotient: the key bounds
+// below allow for it). A key is zero exactly when the pair value is (num = 0):
+// a nonzero q that rounds to zero becomes the smallest denormal of its sign.
+// So keys keep the sign of the values, and a zero key is exact (zero-heavy
+// rows, as in sparse updates, need no refinement). Branch-free: CPU lanes
+// vectorise it.
+ROBUSTAGG_HD inline float pair_key(double num, double den, double rdx) {
+#if ROBUSTAGG_DIV_RCP_FMA
+  (void)den;
+  const double q = num * rdx;
+#else
+  (void)rdx;
+  const double q = num / den;
+#endif
+  const float f = static_cast<float>(q);
+  const float d = 1.40129846e-45f;  // the smallest float denormal
+  const float tiny = num > 0.0 ? d : -d;
+  return ((f == 0.0f) & (num != 0.0)) ? tiny : f;
+}
+
+// The pair values with key f lie in [key_low(f), key_high(f)]: 0 for a zero
+// key; otherwise on the key's side of zero, within half a float ulp of q (at
+// most |f| 2^-24) plus q's error, or within 2^-126 of 0 (which covers flushed
+// denormals too), and beyond FLT_MAX when f is infinite. Both bounds are
+// nondecreasing in f, as order statistics of bounds need; the margin exceeds
+// the double rounding of the subtraction, so they hold as computed.
+constexpr double kFloatMax = 3.4028234663852886e38;
+ROBUSTAGG_HD inline double key_low(float f) {
+  const double x = f;
+  if (!(abs_value(x) <= kFloatMax)) return x > 0 ? kFloatMax : x;
+  const double w = x - (abs_value(x) * 0x1p-23 + 0x1p-126);
+  return x > 0 ? (0.0 < w ? w : 0.0) : (x == 0 ? 0.0 : w);
+}
+ROBUSTAGG_HD inline double key_high(float f) {
+  const double x = f;
+  if (!(abs_value(x) <= kFloatMax)) return x < 0 ? -kFloatMax : x;
+  const double w = x + (abs_value(x) * 0x1p-23 + 0x1p-126);
+  return x < 0 ? (w < 0.0 ? w : 0.0) : (x == 0 ? 0.0 : w);
+}
+
+// The interval of a row's median from its two middle keys A <= B (odd: one).
+struct Interval { double lo, hi; };
+ROBUSTAGG_HD inline Interval key_interval(float A, float B, bool odd) {
+  if (odd) return {key_low(A), key_high(A)};
+  return {midpoint(key_low(A), key_low(B)), midpoint(key_high(A), key_high(B))};
+}
+
+// Values above this magnitude may give overflowing pair values, whose keys
+// the bounds above do not cover: such columns select in double.
+constexpr double kKeyedMagnitude = 0x1p400;
 
 // Degenerate K < 3: the plain mean of the column, clients in order.
 template <typename T>
