@@ -273,12 +273,18 @@ def _residual(K, _):
     add("load and rank (both passes)", 2 * (it(K) * (1 + K) + W), fp64=2, int=3, shared=1)
     add("float keys", it(rows) * n, fp64=6, int=6, shared=4)
     add("their selection", it(rows) * v["row_warp"] * n, int=7, shared=2.5)
-    add("outer bounds (8 lanes)", 1, **{p: K * x for p, x in interval.items()})
-    add("", v["flat_8"] * K, fp64=4, int=3, shared=5)
+    if n % 2:  # one middle key a row: 2 lanes a statistic select the keys' outer ranks as floats
+        add("outer bounds (4 lanes)", v["flat_8"] * K, int=7, shared=2.5)
+        add("", K, shared=2)
+        add("", 2, fp64=12)
+    else:      # 4 lanes a statistic select the interval ends, in double
+        add("outer bounds (8 lanes)", 1, **{p: K * x for p, x in interval.items()})
+        add("", v["flat_8"] * K, fp64=4, int=3, shared=5)
     add("rows to refine", it(rows), fp64=interval["fp64"] + 4, int=4, shared=2)
-    add("exact rows (16 lanes a round)", -(-EXACT_ROWS_K100 // 16) * n, fp64=9, int=5, shared=5)
-    add("", -(-EXACT_ROWS_K100 // 16) * v["row_warp"] * n, fp64=4, int=3, shared=5)
-    add("outer ranks (2 lanes)", 2 * K, fp64=interval["fp64"] + 2, int=2, shared=3)
+    # each exact value compared with the bounds of the row's middle keys; the
+    # few inside them (about 2) kept and selected
+    add("exact rows (16 lanes a round)", -(-EXACT_ROWS_K100 // 16) * n, fp64=11, int=5, shared=3.2)
+    add("outer ranks (2 lanes, one pass)", K, fp64=interval["fp64"] + 4, int=4, shared=4)
     add("residuals, confidences, W", it(K) * 3, fp64=12, int=2, shared=5)
     add("scale and sigma (1 lane)", v["flat"] * K, fp64=4, int=3, shared=5)
     add("", 2 * K, fp64=2, int=1, shared=2)
@@ -289,7 +295,7 @@ def _residual(K, _):
                      f"num x 1/dx rounded to float) selected in each thread's column of the 19 KB shared tile "
                      f"(quickselect with the ninther: {v['row']:.2f} values visited per key on average, "
                      f"{v['row_warp']:.2f} in the slowest of a warp's 32 rows), the outer bounds from the rows' "
-                     f"intervals, about {EXACT_ROWS_K100} rows again in double; warp slots by phase: {by_phase}")
+                     f"intervals (K even: the keys' outer ranks), about {EXACT_ROWS_K100} rows again in double (only their values within the bounds of the middle keys selected); warp slots by phase: {by_phase}")
 
 
 def _pairwise(K, _):

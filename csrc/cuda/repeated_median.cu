@@ -7,12 +7,13 @@
 // Siegel's repeated medians (row i of the slopes or of the intercepts), writes
 // the row's K - 1 pair values as float keys (math::pair_key) in its own column
 // of the tile and selects the two middle keys, which bound the row's median
-// to an interval about a float ulp wide (math::key_interval); eight threads
+// to an interval about a float ulp wide (math::key_interval); a few threads
 // select the bounds of the outer median's two ranks from the rows' interval
-// ends; the rows whose interval meets those bounds (typically one or two per
-// rank) are computed again in double (math::div_rcp) by 16 threads and
-// selected exactly, and one thread per statistic takes the outer rank among
-// them (the CPU kernel's float-key path, the same functions). The residuals,
+// ends (outer_bounds); the rows whose interval meets those bounds (typically
+// one or two per rank) are computed again in double (math::div_rcp) by 16
+// threads, which select among the values within the bounds of the row's
+// middle keys, and one thread per statistic takes the outer ranks among them
+// (the CPU kernel's float-key path, the same functions). The residuals,
 // their scale, the confidences and sigma follow on the tile. No pair value,
 // key, sorted column or residual touches global memory; global traffic is the
 // column's K values, three doubles of line and scale, and the block's W
@@ -139,29 +140,68 @@ __device__ inline void row_keys(int64_t K, int64_t rows, BlockColumn& c) {
   __syncthreads();  // every row's middle keys
 }
 
-// Row r's median in double, exactly.
-__device__ inline double exact_row(int64_t K, int64_t r, const BlockColumn& c, math::Strided<double> col) {
-  const bool slope = r < K;
-  const int64_t i = slope ? r : r - K;
-  int64_t n = 0;
-  for (int64_t j = 0; j < K; ++j) {
-    if (j == i) continue;
-    const int64_t a = i < j ? i : j, b = i < j ? j : i;
-    const double dx = static_cast<double>(b - a), rdx = c.rdx[b - a];
-    col[n++] = slope ? math::pair_slope(c.ys[a], c.ys[b], dx, rdx)
-                     : math::pair_intercept(c.ys[a], c.ys[b], static_cast<double>(a), static_cast<double>(b), rdx);
-  }
-  return math::select_median(col, K - 1);
+// Pair value j of row i (j != i), in double, exactly: eq. (1) for the
+// slopes, eq. (2) for the intercepts.
+__device__ inline double exact_pair(bool slope, int64_t i, int64_t j, const BlockColumn& c) {
+  const int64_t a = i < j ? i : j, b = i < j ? j : i;
+  const double rdx = c.rdx[b - a];
+  return slope ? math::pair_slope(c.ys[a], c.ys[b], static_cast<double>(b - a), rdx)
+               : math::pair_intercept(c.ys[a], c.ys[b], static_cast<double>(a), static_cast<double>(b), rdx);
 }
 
-// Statistic k's bounds (threads 0 .. 4 kinds - 1, one bound each, on its own
-// copy of the ends): the outer ranks of the rows' lower and upper ends bound
-// the outer ranks of the rows' medians.
+// Row r's median in double, exactly. Keyed: only the values within the
+// bounds of its middle keys, [key_low(A), key_high(B)], are kept and
+// selected (a few, where the row's K - 1 values need a quickselect); the
+// middle ranks lie there while the keys' bounds hold. Otherwise (a forced
+// statistic) every value.
+__device__ inline double exact_row(int64_t K, int64_t r, bool keyed, const BlockColumn& c,
+                                   math::Strided<double> col) {
+  const bool slope = r < K;
+  const int64_t i = slope ? r : r - K, n = K - 1, lo = (n - 1) / 2, hi = n / 2;
+  if (keyed) {
+    const double low = math::key_low(c.mids[2 * r]), high = math::key_high(c.mids[2 * r + 1]);
+    int64_t below = 0, inside = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      if (j == i) continue;
+      const double v = exact_pair(slope, i, j, c);
+      if (v < low) ++below;
+      else if (v <= high) col[inside++] = v;
+    }
+    const bool held = below <= lo && hi < below + inside;
+    ROBUSTAGG_KERNEL_INVARIANT(held, "a row's middle ranks are not within its keys' bounds");
+    if (held) {
+      const double b = math::select_rank(col, inside, hi - below);
+      if (lo == hi) return b;
+      double m = col[0];  // rank lo: the largest of col[0 .. hi - below), all <= b
+      for (int64_t k = 1; k < hi - below; ++k) m = math::nan_last_less(m, col[k]) ? col[k] : m;
+      return math::midpoint(m, b);
+    }
+  }
+  int64_t m = 0;
+  for (int64_t j = 0; j < K; ++j)
+    if (j != i) col[m++] = exact_pair(slope, i, j, c);
+  return math::select_median(col, n);
+}
+
+// Statistic k's bounds, from its rows' intervals: the outer ranks olo and
+// ohi of the rows' lower and upper ends bound those of the rows' medians.
+// With an odd number of values per row (even K) an interval's ends are
+// nondecreasing functions of the one middle key, so the bounds are key_low
+// and key_high of the keys' outer ranks: two threads per statistic select
+// floats. Otherwise four per statistic select the ends, in double.
 __device__ inline void outer_bounds(int64_t K, int64_t kinds, bool keyed, BlockColumn& c, FitState& s) {
   const int t = threadIdx.x;
   if (t < kinds) s.forced[t] = !keyed;
   if (t == 0) s.listed = 0;
-  if (t < 4 * kinds && keyed) {
+  const bool one_key = (K - 1) % 2 == 1;
+  if (keyed && one_key && t < 2 * kinds) {
+    const int64_t k = t / 2, q = t % 2;
+    float* copy = c.keys + t * K;
+    for (int64_t i = 0; i < K; ++i) copy[i] = c.mids[2 * (k * K + i)];
+    const float A = math::select_rank(math::Strided<float>{copy, 1}, K, q == 1 ? K / 2 : (K - 1) / 2);
+    s.bound[4 * k + q] = math::key_low(A);
+    s.bound[4 * k + 2 + q] = math::key_high(A);
+  } else if (keyed && !one_key && t < 4 * kinds) {
     const int64_t k = t / 4, w = (t / 2) % 2, q = t % 2;
     double* copy = c.rows + t * K;
     for (int64_t i = 0; i < K; ++i) {
@@ -196,36 +236,45 @@ __device__ inline void exact_rows(int64_t K, int64_t rows, BlockColumn& c, FitSt
   const int listed = s.listed;
   if (threadIdx.x < kExact) {
     const math::Strided<double> col{c.rows + threadIdx.x, kExact};
-    for (int e = threadIdx.x; e < listed; e += kExact) c.meds[c.list[e]] = exact_row(K, c.list[e], c, col);
+    for (int e = threadIdx.x; e < listed; e += kExact) {
+      const int64_t r = c.list[e];
+      c.meds[r] = exact_row(K, r, s.forced[r / K] == 0, c, col);
+    }
   }
   __syncthreads();  // every exact row median
 }
 
 // Statistic k's outer median (thread k): rank q of its rows' medians is rank
 // q - below among the candidates (rows not below the lower bound that meet
-// the upper one: interval points, or exact medians). False when the rank is
-// not among them (never while the keys' bounds hold): the statistic is then
-// forced. cand: K doubles of the thread's own.
+// the upper one: interval points, or exact medians). Both ranks in one pass
+// over the rows. False when a rank is not among them (never while the keys'
+// bounds hold): the statistic is then forced. cand: 2K doubles of the
+// thread's own.
 __device__ inline bool outer_median(int64_t K, int64_t k, const BlockColumn& c, const FitState& s, double* cand,
                                     double* out) {
-  double v_lo = 0.0, v_hi = 0.0;  // ranks olo and ohi
-  for (int q = 0; q < 2; ++q) {
-    const int64_t r = q == 1 ? K / 2 : (K - 1) / 2;
-    const bool all = s.forced[k] != 0;
-    const double L = s.bound[4 * k + q], U = s.bound[4 * k + 2 + q];
-    int64_t below = 0, nc = 0;
-    for (int64_t i = 0; i < K; ++i) {
-      const int64_t row = k * K + i;
-      const math::Interval in = row_interval(c, row, K);
-      if (!all && in.hi < L) ++below;
-      else if (all || in.lo <= U) cand[nc++] = in.lo == in.hi ? in.lo : c.meds[row];
-    }
-    if (r < below || r >= below + nc) return false;
-    const double v = math::select_rank(math::Strided<double>{cand, 1}, nc, r - below);
-    if (q == 0) v_lo = v;
-    else v_hi = v;
+  const int64_t r0 = (K - 1) / 2, r1 = K / 2;
+  const bool all = s.forced[k] != 0, two = r0 != r1;
+  const double* b = s.bound + 4 * k;
+  double *c0 = cand, *c1 = cand + K;
+  int64_t below0 = 0, below1 = 0, n0 = 0, n1 = 0;
+  for (int64_t i = 0; i < K; ++i) {
+    const int64_t row = k * K + i;
+    const math::Interval in = row_interval(c, row, K);
+    const double v = in.lo == in.hi ? in.lo : c.meds[row];  // read only for candidates
+    if (!all && in.hi < b[0]) ++below0;
+    else if (all || in.lo <= b[2]) c0[n0++] = v;
+    if (!two) continue;
+    if (!all && in.hi < b[1]) ++below1;
+    else if (all || in.lo <= b[3]) c1[n1++] = v;
   }
-  *out = K % 2 == 1 ? v_hi : math::midpoint(v_lo, v_hi);
+  if (r0 < below0 || r0 >= below0 + n0) return false;
+  const double v0 = math::select_rank(math::Strided<double>{c0, 1}, n0, r0 - below0);
+  if (!two) {
+    *out = v0;
+    return true;
+  }
+  if (r1 < below1 || r1 >= below1 + n1) return false;
+  *out = math::midpoint(v0, math::select_rank(math::Strided<double>{c1, 1}, n1, r1 - below1));
   return true;
 }
 
@@ -249,7 +298,7 @@ __device__ bool fit_coordinate(const T* __restrict__ u, int64_t K, int64_t d, in
     const int t = threadIdx.x;
     if (t < kinds) {
       double med;
-      s.ok[t] = outer_median(K, t, c, s, c.rows + t * K, &med);
+      s.ok[t] = outer_median(K, t, c, s, c.rows + 2 * t * K, &med);
       ROBUSTAGG_KERNEL_INVARIANT(s.ok[t], "the outer rank is not among the candidates");
       s.forced[t] |= !s.ok[t];
       if (s.ok[t] && t == 1) line[0] = med;
