@@ -254,9 +254,7 @@ def _residual(K, _):
     # lanes (8 for the outer bounds, up to 16 for the exact rows, 2 for the
     # outer ranks, 1 for the residual scale, sigma and pass 2's sum) are
     # charged for the whole warp, and the rows' selections for the slowest
-    # of the warp's 32 rows. Per value visited by a quickselect: a load,
-    # two compares under the NaN-last order, half a swap (a load, two
-    # stores) and the loop's index arithmetic.
+    # of the warp's 32 rows.
     W, n, rows = 32, K - 1, 2 * K
     v = residual_selections(K)
     ops = {"fp64": 0.0, "int": 0.0, "shared": 0.0}
@@ -271,10 +269,16 @@ def _residual(K, _):
     it = lambda m: -(-m // W)  # noqa: E731  (a lane's share of m items)
     interval = dict(fp64=12 if n % 2 else 26, shared=2)  # key_low and key_high of the middle key(s)
     add("load and rank (both passes)", 2 * (it(K) * (1 + K) + W), fp64=2, int=3, shared=1)
-    add("float keys", it(rows) * n, fp64=6, int=6, shared=4)
-    add("their selection", it(rows) * v["row_warp"] * n, int=7, shared=2.5)
+    # a key: the numerator (1 fp64 for a slope, 5 for an intercept), the
+    # product, the conversion and the zero test; the loop, the reciprocal's
+    # address, the denormal select; a broadcast load, a per-lane reciprocal
+    # (2 words) and the store
+    add("float keys", it(rows) * n, fp64=6, int=5, shared=4)
+    # a visit: a load, two plain compares (keys are never NaN), the branch
+    # and indices, half a swap (a load, two stores)
+    add("their selection", it(rows) * v["row_warp"] * n, int=5, shared=2.5)
     if n % 2:  # one middle key a row: 2 lanes a statistic select the keys' outer ranks as floats
-        add("outer bounds (4 lanes)", v["flat_8"] * K, int=7, shared=2.5)
+        add("outer bounds (4 lanes)", v["flat_8"] * K, int=5, shared=2.5)
         add("", K, shared=2)
         add("", 2, fp64=12)
     else:      # 4 lanes a statistic select the interval ends, in double

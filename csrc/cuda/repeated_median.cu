@@ -124,16 +124,19 @@ __device__ inline void row_keys(int64_t K, int64_t rows, BlockColumn& c) {
   for (int64_t r = threadIdx.x; r < rows; r += kRT) {
     const bool slope = r < K;
     const int64_t i = slope ? r : r - K;
-    int64_t n = 0;
-    for (int64_t j = 0; j < K; ++j) {
-      if (j == i) continue;
-      const int64_t a = i < j ? i : j, b = i < j ? j : i;
-      const double num = slope ? math::slope_numerator(c.ys[a], c.ys[b])
-                               : math::intercept_numerator(c.ys[a], c.ys[b], static_cast<double>(a),
-                                                           static_cast<double>(b));
-      mine[n++] = math::pair_key(num, static_cast<double>(b - a), c.rdx[b - a]);
+    const double yi = c.ys[i], xi = static_cast<double>(i);
+    // the points before i (pair (j, i)), then after it (pair (i, j)): value n of the row is j = n + (n >= i)
+    for (int64_t j = 0; j < i; ++j) {
+      const double num = slope ? math::slope_numerator(c.ys[j], yi)
+                               : math::intercept_numerator(c.ys[j], yi, static_cast<double>(j), xi);
+      mine[j] = math::pair_key(num, static_cast<double>(i - j), c.rdx[i - j]);
     }
-    const math::Middle<float> m = math::select_middle(mine, K - 1);
+    for (int64_t j = i + 1; j < K; ++j) {
+      const double num = slope ? math::slope_numerator(yi, c.ys[j])
+                               : math::intercept_numerator(yi, c.ys[j], xi, static_cast<double>(j));
+      mine[j - 1] = math::pair_key(num, static_cast<double>(j - i), c.rdx[j - i]);
+    }
+    const math::Middle<float> m = math::select_middle(mine, K - 1, math::PlainLess());
     c.mids[2 * r] = m.lo;
     c.mids[2 * r + 1] = m.hi;
   }
@@ -198,7 +201,8 @@ __device__ inline void outer_bounds(int64_t K, int64_t kinds, bool keyed, BlockC
     const int64_t k = t / 2, q = t % 2;
     float* copy = c.keys + t * K;
     for (int64_t i = 0; i < K; ++i) copy[i] = c.mids[2 * (k * K + i)];
-    const float A = math::select_rank(math::Strided<float>{copy, 1}, K, q == 1 ? K / 2 : (K - 1) / 2);
+    const float A = math::select_rank(math::Strided<float>{copy, 1}, K, q == 1 ? K / 2 : (K - 1) / 2,
+                                      math::PlainLess());
     s.bound[4 * k + q] = math::key_low(A);
     s.bound[4 * k + 2 + q] = math::key_high(A);
   } else if (keyed && !one_key && t < 4 * kinds) {

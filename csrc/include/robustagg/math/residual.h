@@ -120,11 +120,19 @@ ROBUSTAGG_HD inline bool rank_before(double a, I ia, double b, I ib) {
 
 // Strict weak order with NaN above everything (torch.sort's order).
 template <typename V> ROBUSTAGG_HD inline bool nan_last_less(V a, V b) { return a < b || (b != b && a == a); }
+struct NanLastLess {
+  template <typename V> ROBUSTAGG_HD bool operator()(V a, V b) const { return nan_last_less(a, b); }
+};
+// The plain order, for values that cannot be NaN (the float keys: finite or
+// infinite, never NaN; a forced column's keys, which may be, are not used).
+struct PlainLess {
+  template <typename V> ROBUSTAGG_HD bool operator()(V a, V b) const { return a < b; }
+};
 
 // The median of three values under the NaN-last order.
-template <typename V> ROBUSTAGG_HD inline V median_of_three(V p0, V p1, V p2) {
-  if (nan_last_less(p1, p0)) { const V t = p0; p0 = p1; p1 = t; }
-  if (nan_last_less(p2, p1)) { p1 = p2; if (nan_last_less(p1, p0)) p1 = p0; }
+template <typename V, typename Less> ROBUSTAGG_HD inline V median_of_three(V p0, V p1, V p2, Less less) {
+  if (less(p1, p0)) { const V t = p0; p0 = p1; p1 = t; }
+  if (less(p2, p1)) { p1 = p2; if (less(p1, p0)) p1 = p0; }
   return p1;
 }
 
@@ -137,20 +145,21 @@ template <typename V> ROBUSTAGG_HD inline V median_of_three(V p0, V p1, V p2) {
 // and 2.7 in the slowest of 32 rows, against 3.5 and 6.3 with the median of
 // the first, middle and last (bench/gpu_model.py counts it): the threads of a
 // warp select their own rows in step, so the slowest row sets the time.
-template <typename V> ROBUSTAGG_HD inline V select_rank(Strided<V> a, int64_t n, int64_t r) {
+template <typename V, typename Less = NanLastLess>
+ROBUSTAGG_HD inline V select_rank(Strided<V> a, int64_t n, int64_t r, Less less = Less()) {
   int64_t lo_b = 0, hi_b = n - 1;
   while (lo_b < hi_b) {  // invariant: position r lies in [lo_b, hi_b]
     const int64_t m = hi_b - lo_b, mid = lo_b + m / 2, e = m / 8;
-    const V pivot = e > 0 ? median_of_three(median_of_three(a[lo_b], a[lo_b + e], a[lo_b + 2 * e]),
-                                            median_of_three(a[mid - e], a[mid], a[mid + e]),
-                                            median_of_three(a[hi_b - 2 * e], a[hi_b - e], a[hi_b]))
-                          : median_of_three(a[lo_b], a[mid], a[hi_b]);
+    const V pivot = e > 0 ? median_of_three(median_of_three(a[lo_b], a[lo_b + e], a[lo_b + 2 * e], less),
+                                            median_of_three(a[mid - e], a[mid], a[mid + e], less),
+                                            median_of_three(a[hi_b - 2 * e], a[hi_b - e], a[hi_b], less), less)
+                          : median_of_three(a[lo_b], a[mid], a[hi_b], less);
     // three-way partition of [lo_b, hi_b]: < pivot | == pivot | > pivot
     int64_t lt = lo_b, i = lo_b, gt = hi_b;
     while (i <= gt) {
       const V v = a[i];
-      if (nan_last_less(v, pivot)) { a[i] = a[lt]; a[lt] = v; ++lt; ++i; }
-      else if (nan_last_less(pivot, v)) { a[i] = a[gt]; a[gt] = v; --gt; }
+      if (less(v, pivot)) { a[i] = a[lt]; a[lt] = v; ++lt; ++i; }
+      else if (less(pivot, v)) { a[i] = a[gt]; a[gt] = v; --gt; }
       else ++i;
     }
     if (r < lt) hi_b = lt - 1;
@@ -163,12 +172,13 @@ template <typename V> ROBUSTAGG_HD inline V select_rank(Strided<V> a, int64_t n,
 // The two middle values of a[0..n), ranks (n - 1) / 2 and n / 2 (one value
 // twice for odd n); reorders a.
 template <typename V> struct Middle { V lo, hi; };
-template <typename V> ROBUSTAGG_HD inline Middle<V> select_middle(Strided<V> a, int64_t n) {
+template <typename V, typename Less = NanLastLess>
+ROBUSTAGG_HD inline Middle<V> select_middle(Strided<V> a, int64_t n, Less less = Less()) {
   const int64_t hi = n / 2;
-  const V b = select_rank(a, n, hi);
+  const V b = select_rank(a, n, hi, less);
   if (n % 2 == 1) return {b, b};
   V m = a[0];  // the largest of a[0..hi), all of which are <= b
-  for (int64_t k = 1; k < hi; ++k) m = nan_last_less(m, a[k]) ? a[k] : m;
+  for (int64_t k = 1; k < hi; ++k) m = less(m, a[k]) ? a[k] : m;
   return {m, b};
 }
 
