@@ -241,9 +241,10 @@ def test_residual_parts_device_math_is_bitwise_the_cpu_kernel(K, kind):
 
 
 def _keyed_path_updates(K, d, flavour, seed):
-    """Columns that stress the CPU kernel's float-key selection of repeated
-    medians (33 <= K - 1 <= 160): pair values tied as floats but distinct as
-    doubles, exact ties, values near zero and past the keys' range."""
+    """Columns that stress the float-key selection of repeated medians (the
+    CPU kernel's above K = 64, the CUDA kernels' at every K): pair values
+    tied as floats but distinct as doubles, exact ties, values near zero and
+    past the keys' range."""
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(K, d, generator=g, dtype=torch.float64)
     if flavour == "collinear":      # equally spaced points: every slope within 1e-9 of 1
@@ -266,12 +267,13 @@ def _keyed_path_updates(K, d, flavour, seed):
     return u
 
 
-@pytest.mark.parametrize("K", [34, 35, 64, 65, 66, 100, 101, 161, 257])
+@pytest.mark.parametrize("K", [3, 4, 17, 34, 35, 64, 65, 66, 100, 101, 161, 257])
 @pytest.mark.parametrize("flavour", ["collinear", "grid", "float_ties", "tiny", "huge", "mixed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_float_key_selection_is_bitwise_the_double_selection(K, flavour, dtype):
-    # The emulated launchers select every median in double (math/residual.h); the CPU
-    # kernel selects on float keys and refines: the results must be the same bits.
+    # The CPU kernel selects on float keys above K = 64 (in double below), the emulated
+    # launchers on float keys for every K (and every row in double for values past
+    # 2^400), each refining the rows that decide: the results must be the same bits.
     u = _keyed_path_updates(K, 96, flavour, seed=K).to(dtype)
     if dtype == torch.float32 and flavour == "huge":
         u = u.clamp(-3e38, 3e38)  # float32 overflowed to inf: keep the largest finite values
