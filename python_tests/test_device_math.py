@@ -283,6 +283,24 @@ def test_float_key_selection_is_bitwise_the_double_selection(K, flavour, dtype):
     _bitwise(ops.residual_reweight(u), _device("residual_reweight", u), "residual_reweight")
 
 
+def test_a_column_past_the_keys_range_takes_every_row_in_double():
+    # Values of magnitude 2^400 and more: intercept numerators overflow to inf - inf
+    # = NaN, so a row's keys can select a middle key of 0 (NaN compares equal to
+    # everything) while its exact median is 1.26e307. The device must not trust
+    # such keys, not even a row whose interval is a point (found in review). The CPU
+    # kernel's networks did not keep the NaN-last order on such rows either: its
+    # tiles past 2^400 select each lane in that order.
+    col = [-1.0, 0.3 * 2.0**1023, 3 * 2.0**1020, 0.6 * 2.0**1023, 0.7 * 2.0**1023, 7.5 * 2.0**1020]
+    u = torch.tensor(col, dtype=torch.float64)[:, None].repeat(1, 3)
+    u[:, 1] *= -1.0
+    u[:, 2] = u[torch.tensor([3, 0, 5, 1, 4, 2]), 2]
+    for intercept in ("siegel", "median"):
+        got = _device("repeated_median_line", u, intercept)
+        _bitwise(got, ops.repeated_median_line(u, intercept), f"line {intercept}")
+        assert_close(got, reference.repeated_median_line(u, intercept), torch.float64, f"line {intercept}")
+    _bitwise(_device("residual_reweight", u), ops.residual_reweight(u), "residual_reweight")
+
+
 GRID_STRIDE_CASES = [("sign_vote", ()), ("robust_lr_mean", (3,)), ("trimmed_mean", (2,)), ("median", ()),
                      ("closest_to_median_mean", (1,)), ("repeated_median_line", ()), ("residual_reweight", ()),
                      ("sq_distances_to", None), ("pairwise_stats", ()), ("cosine_similarity", ()),

@@ -35,20 +35,22 @@ using math::div_rcp;
 class LaneMedian {
  public:
   explicit LaneMedian(int64_t rows)
-      : rows_(rows), use_net_(rows <= kMaxMedianNetwork),
-        sorter_(use_net_ ? rows : 1, true), col_(use_net_ ? 0 : rows) {}
+      : rows_(rows), use_net_(rows <= kMaxMedianNetwork), sorter_(use_net_ ? rows : 1, true), col_(rows) {}
   LaneMedian(const LaneMedian& o)
       : rows_(o.rows_), use_net_(o.use_net_), sorter_(o.sorter_), col_(o.col_.size()) {}
 
-  void operator()(double* __restrict__ buf, double* __restrict__ out) {
+  // nan_safe: the values may hold NaN (pair values of a tile with magnitudes
+  // past 2^400 can overflow to inf - inf): the networks' min/max do not keep
+  // the NaN-last order, so each lane is selected with it instead.
+  void operator()(double* __restrict__ buf, double* __restrict__ out, bool nan_safe = false) {
 #if ROBUSTAGG_REGISTER_NETWORKS
     static constexpr auto medians = fixed_medians<double, TL>(std::make_index_sequence<kRegRows + 1>{});
-    if (rows_ <= kRegRows) {
+    if (rows_ <= kRegRows && !nan_safe) {
       medians[rows_](buf, out);
       return;
     }
 #endif
-    if (use_net_) {
+    if (use_net_ && !nan_safe) {
       sorter_.apply(buf);
       const double* a = buf + ((rows_ - 1) / 2) * TL;
       const double* b = buf + (rows_ / 2) * TL;
@@ -381,6 +383,9 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
     return;
   }
   if (ws.float_keys && fit_line_keyed(ws, mode, slope, intercept)) return;
+  double big = 0.0;  // magnitudes past 2^400 may give NaN pair values (inf - inf)
+  for (int64_t k = 0; k < K * TL; ++k) big = std::max(big, std::abs(y[k]));
+  const bool nan_safe = !(big < math::kKeyedMagnitude);
   double* meds = ws.meds.data();
   // Both pairwise quantities are symmetric in (i, j) (negating numerator and
   // denominator is exact), so each pair is computed once and written to the
@@ -396,16 +401,16 @@ void fit_line(Workspace& ws, InterceptMode mode, double* __restrict__ slope,
           pair_value(i, j, pi);
           for (int t = 0; t < TL; ++t) pj[t] = pi[t];
         }
-      for (int64_t i = 0; i < K; ++i) ws.inner(pairs + i * stride, meds + i * TL);
+      for (int64_t i = 0; i < K; ++i) ws.inner(pairs + i * stride, meds + i * TL, nan_safe);
     } else {
       for (int64_t i = 0; i < K; ++i) {
         int64_t row = 0;
         for (int64_t j = 0; j < K; ++j)
           if (j != i) pair_value(std::min(i, j), std::max(i, j), pairs + (row++) * TL);
-        ws.inner(pairs, meds + i * TL);
+        ws.inner(pairs, meds + i * TL, nan_safe);
       }
     }
-    ws.outer(meds, result);
+    ws.outer(meds, result, nan_safe);
   };
   // eq. (1): med_i med_{j != i} (y_j - y_i) / (j - i)
   pairwise_medians([&](int64_t i, int64_t j, double* __restrict__ p) {
@@ -538,13 +543,15 @@ void residual(ResidualPart part, const void* updates, DType dtype, int64_t K, in
         fit_line(ws, mode, b1, b0);
         // Residuals go to conf (overwritten by the confidences below); their
         // absolute values to absr, which the median may reorder.
+        int any_nan = 0;  // residuals of a line through huge values may be NaN
         for (int64_t x = 0; x < K; ++x)
           for (int t = 0; t < TL; ++t) {
             const double r = ws.val[x * TL + t] - (b0[t] + b1[t] * x);
             conf[x * TL + t] = r;
             absr[x * TL + t] = std::abs(r);
+            any_nan |= r != r;
           }
-        med_abs(absr.data(), mad);  // eq. (4)
+        med_abs(absr.data(), mad, any_nan != 0);  // eq. (4)
         double tau_t[TL];
         for (int t = 0; t < TL; ++t) tau_t[t] = rc.tau_scale * mad[t];
         double rtau[TL];

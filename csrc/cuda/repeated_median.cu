@@ -234,7 +234,8 @@ __device__ inline void exact_rows(int64_t K, int64_t rows, BlockColumn& c, FitSt
   for (int64_t r = threadIdx.x; r < rows; r += kRT) {
     if (!meets_bounds(K, r, c, s)) continue;
     const math::Interval in = row_interval(c, r, K);
-    if (in.lo != in.hi) c.list[atomicAdd(&s.listed, 1)] = static_cast<int>(r);
+    // a forced statistic's keys are not trusted (they may be NaN): every row
+    if (s.forced[r / K] || in.lo != in.hi) c.list[atomicAdd(&s.listed, 1)] = static_cast<int>(r);
   }
   __syncthreads();  // the list
   const int listed = s.listed;
@@ -263,13 +264,19 @@ __device__ inline bool outer_median(int64_t K, int64_t k, const BlockColumn& c, 
   int64_t below0 = 0, below1 = 0, n0 = 0, n1 = 0;
   for (int64_t i = 0; i < K; ++i) {
     const int64_t row = k * K + i;
+    if (all) {  // every row exact (the keys may be NaN)
+      c0[n0++] = c1[n1++] = c.meds[row];
+      continue;
+    }
     const math::Interval in = row_interval(c, row, K);
-    const double v = in.lo == in.hi ? in.lo : c.meds[row];  // read only for candidates
-    if (!all && in.hi < b[0]) ++below0;
-    else if (all || in.lo <= b[2]) c0[n0++] = v;
-    if (!two) continue;
-    if (!all && in.hi < b[1]) ++below1;
-    else if (all || in.lo <= b[3]) c1[n1++] = v;
+    const bool below_0 = in.hi < b[0], in_0 = !below_0 && in.lo <= b[2];
+    const bool below_1 = two && in.hi < b[1], in_1 = two && !below_1 && in.lo <= b[3];
+    below0 += below_0;
+    below1 += below_1;
+    if (!in_0 && !in_1) continue;
+    const double v = in.lo == in.hi ? in.lo : c.meds[row];  // a point, or computed exactly
+    if (in_0) c0[n0++] = v;
+    if (in_1) c1[n1++] = v;
   }
   if (r0 < below0 || r0 >= below0 + n0) return false;
   const double v0 = math::select_rank(math::Strided<double>{c0, 1}, n0, r0 - below0);

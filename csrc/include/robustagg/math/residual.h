@@ -123,8 +123,9 @@ template <typename V> ROBUSTAGG_HD inline bool nan_last_less(V a, V b) { return 
 struct NanLastLess {
   template <typename V> ROBUSTAGG_HD bool operator()(V a, V b) const { return nan_last_less(a, b); }
 };
-// The plain order, for values that cannot be NaN (the float keys: finite or
-// infinite, never NaN; a forced column's keys, which may be, are not used).
+// The plain order, for values that cannot be NaN (the float keys of a column
+// within the keys' range: finite or infinite, never NaN; a column past it may
+// give NaN keys, and its rows are all computed in double, the keys unused).
 struct PlainLess {
   template <typename V> ROBUSTAGG_HD bool operator()(V a, V b) const { return a < b; }
 };
