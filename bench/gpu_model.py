@@ -34,7 +34,7 @@ import datetime
 import math
 import os
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -108,6 +108,9 @@ class Cost:
     load_bytes: int = 4
     ilp: float = 1.0            # independent instructions a thread has ready (capped at MAX_ILP)
     note: str = ""
+    # Kernels whose phases differ in ILP: (ilp, {pipe: ops}) per group, which
+    # then replace ops/ilp in the issue time (ops is still their sum).
+    ilp_groups: Optional[List[Tuple[float, Dict[str, float]]]] = None
 
 
 F64_DIV = 12         # fp64 instructions of an IEEE double division (reciprocal + Newton + fix-up)
@@ -247,22 +250,37 @@ def residual_selections(K: int, columns: int = 40, seed: int = 0) -> Dict[str, f
 EXACT_ROWS_K100 = 4  # rows computed in double per coordinate at K = 100 (mean, Gaussian columns; ~12 quantised)
 
 
+def residual_network_rows(K: int) -> int:
+    """Network rows for a row's K - 1 keys (plan::residual_register_rows): 16,
+    32, 64 or 112, 0 past 112 (the shared column and quickselect)."""
+    n = K - 1
+    return next((r for r in (16, 32, 64, 112) if n <= r), 0)
+
+
 def _residual(K, _):
-    # pass1_kernel + pass2_kernel (csrc/cuda/repeated_median.cu): one warp (a
-    # block of 32) per 128 coordinates, in order. Counted in warp slots: a
+    # pass1_kernel<kN> + pass2_kernel (csrc/cuda/repeated_median.cu): one warp
+    # (a block of 32) per 128 coordinates, in order. Counted in warp slots: a
     # phase costs its busiest lane's work times 32, so the phases on a few
-    # lanes (8 for the outer bounds, up to 16 for the exact rows, 2 for the
-    # outer ranks, 1 for the residual scale, sigma and pass 2's sum) are
-    # charged for the whole warp, and the rows' selections for the slowest
-    # of the warp's 32 rows.
+    # lanes (8 for the outer bounds, up to 8 or 16 for the exact rows, 2 for
+    # the outer ranks, 1 for the residual scale, sigma and pass 2's sum) are
+    # charged for the whole warp, and the rows' selections for the slowest of
+    # the warp's 32 rows. Each phase states its ILP: the keys (independent
+    # pair values) and the network's layers (independent comparators) issue
+    # back to back (in registers or stored to the thread's column); the other
+    # phases are dependent chains (loads, counts, quickselect) and are charged
+    # at ILP 1.
     W, n, rows = 32, K - 1, 2 * K
+    kN = residual_network_rows(K)
     v = residual_selections(K)
     ops = {"fp64": 0.0, "int": 0.0, "shared": 0.0}
+    groups: Dict[float, Dict[str, float]] = {}
     phases: Dict[str, float] = {}
 
-    def add(what, lane_iterations, **per):  # what = "": more of the phase before
+    def add(what, lane_iterations, ilp=1, **per):  # what = "": more of the phase before
         for p, x in per.items():
             ops[p] += W * lane_iterations * x
+            g = groups.setdefault(ilp, {})
+            g[p] = g.get(p, 0.0) + W * lane_iterations * x
         what = what or list(phases)[-1]
         phases[what] = phases.get(what, 0.0) + W * lane_iterations * sum(per.values())
 
@@ -270,13 +288,25 @@ def _residual(K, _):
     interval = dict(fp64=12 if n % 2 else 26, shared=2)  # key_low and key_high of the middle key(s)
     add("load and rank (both passes)", 2 * (it(K) * (1 + K) + W), fp64=2, int=3, shared=1)
     # a key: the numerator (1 fp64 for a slope, 5 for an intercept), the
-    # product, the conversion and the zero test; the loop, the reciprocal's
-    # address, the denormal select; a broadcast load, a per-lane reciprocal
-    # (2 words) and the store
-    add("float keys", it(rows) * n, fp64=6, int=5, shared=4)
-    # a visit: a load, two plain compares (keys are never NaN), the branch
-    # and indices, half a swap (a load, two stores)
-    add("their selection", it(rows) * v["row_warp"] * n, int=5, shared=2.5)
+    # product, the conversion and the zero test; the index math, the
+    # reciprocal's address, the denormal select; a broadcast load and a
+    # per-lane reciprocal (2 words); in the thread's column, also the store
+    if kN:
+        net = batcher_comparators(kN, median_only=True)
+        add("float keys (registers)", it(rows) * n, ilp=MAX_ILP, fp64=6, int=7, shared=3)
+        add("", it(rows) * (kN - n), ilp=MAX_ILP, int=2)  # the pads: a select, the uniform branch
+        if kN <= 64:  # the network pruned to the middle rows: a min and a max per comparator
+            add("their selection (network)", it(rows) * net, ilp=min(MAX_ILP, kN // 4), int=CMP_SELECT)
+        else:  # two halves sorted by full networks; the first stored and read back, min / max per pair
+            h = kN // 2
+            add("their selection (two sorted halves)", it(rows) * 2 * batcher_comparators(h),
+                ilp=min(MAX_ILP, h // 4), int=CMP_SELECT)
+            add("", it(rows) * h, ilp=2, shared=2, int=4)
+    else:
+        add("float keys", it(rows) * n, ilp=MAX_ILP, fp64=6, int=6, shared=4)
+        # a visit: a load, two plain compares (keys are never NaN), the branch
+        # and indices, half a swap (a load, two stores)
+        add("their selection (quickselect)", it(rows) * v["row_warp"] * n, int=5, shared=2.5)
     if n % 2:  # one middle key a row: 2 lanes a statistic select the keys' outer ranks as floats
         add("outer bounds (4 lanes)", v["flat_8"] * K, int=5, shared=2.5)
         add("", K, shared=2)
@@ -287,19 +317,34 @@ def _residual(K, _):
     add("rows to refine", it(rows), fp64=interval["fp64"] + 4, int=4, shared=2)
     # each exact value compared with the bounds of the row's middle keys; the
     # few inside them (about 2) kept and selected
-    add("exact rows (16 lanes a round)", -(-EXACT_ROWS_K100 // 16) * n, fp64=11, int=5, shared=3.2)
+    exact_lanes = 8 if kN else 16
+    add(f"exact rows ({exact_lanes} lanes a round)", -(-EXACT_ROWS_K100 // exact_lanes) * n, fp64=11, int=5,
+        shared=3.2)
     add("outer ranks (2 lanes, one pass)", K, fp64=interval["fp64"] + 4, int=4, shared=4)
-    add("residuals, confidences, W", it(K) * 3, fp64=12, int=2, shared=5)
+    # per lane's ranks: the residual, the leverage (a division and a square
+    # root), the confidence (two divisions), W's update
+    add("residuals, confidences, W", it(K), fp64=4 * F64_DIV + 14, int=4, shared=6)
     add("scale and sigma (1 lane)", v["flat"] * K, fp64=4, int=3, shared=5)
     add("", 2 * K, fp64=2, int=1, shared=2)
-    add("pass 2 (the sum on 1 lane)", it(K) + K, fp64=15, int=2, shared=4)
+    # pass 2: per lane's ranks the confidence again and the term; then one
+    # lane adds the K terms in rank order (a load and an add each)
+    add("pass 2", it(K), fp64=4 * F64_DIV + 14, int=4, shared=4)
+    add("", K, fp64=1, int=2, shared=1)
     by_phase = "; ".join(f"{what} {slots:,.0f}" for what, slots in phases.items())
+    how = (f"held in registers ({kN} rows, padded with -inf and +inf) and selected by Batcher's network pruned to "
+           f"the middle rows ({batcher_comparators(kN, median_only=True)} comparators)" if 0 < kN <= 64 else
+           f"held in registers ({kN} rows, padded with -inf and +inf) as two halves of {kN // 2} sorted by "
+           f"Batcher's network ({2 * batcher_comparators(kN // 2)} comparators), the first stored in the thread's "
+           f"column of the tile, the middle rows the max and min of their pairwise min and max" if kN else
+           f"selected in each thread's column of the shared tile (quickselect with the ninther: {v['row']:.2f} values "
+           f"visited per key on average, {v['row_warp']:.2f} in the slowest of a warp's 32 rows)")
     return Cost(dram_bytes=2 * 4 * K + 4 + 2 * 3 * 8 + 8 * K / 128, loads_in_flight=K / 32, ops=ops,
+                ilp_groups=sorted(groups.items()),
                 note=f"{rows * n:,} float keys ({rows} rows of {n}: the ranked column's pair values, the product "
-                     f"num x 1/dx rounded to float) selected in each thread's column of the 19 KB shared tile "
-                     f"(quickselect with the ninther: {v['row']:.2f} values visited per key on average, "
-                     f"{v['row_warp']:.2f} in the slowest of a warp's 32 rows), the outer bounds from the rows' "
-                     f"intervals (K even: the keys' outer ranks), about {EXACT_ROWS_K100} rows again in double (only their values within the bounds of the middle keys selected); warp slots by phase: {by_phase}")
+                     f"num x 1/dx rounded to float) {how}, the outer bounds from the rows' intervals (K even: the "
+                     f"keys' outer ranks), about {EXACT_ROWS_K100} rows again in double (only their values within "
+                     f"the bounds of the middle keys selected); warp slots by phase (ILP: keys and network "
+                     f"{MAX_ILP}, the rest 1): {by_phase}")
 
 
 def _pairwise(K, _):
@@ -358,7 +403,7 @@ ROWS: List[Row] = [
         _order_registers, "10x faster than torch.sort (10-30 ms): <= 3 ms", target_s=3e-3),
     Row("trimmed mean K = 200", "trimmed_mean", (20,), 200, 10**7, "order_shared_kernel<256, float>",
         _order_shared, "no global scratch up to K = 256; reported, no time target", target_s=None),
-    Row("residual reweighting K = 100", "residual_reweight", (), 100, 10**6, "pass1_kernel<float>",
+    Row("residual reweighting K = 100", "residual_reweight", (), 100, 10**6, "pass1_kernel<112>",
         _residual, "1/100 of the CPU kernel on 16 threads (~1 s, measured: 15.5 s per 10^6 "
         "coordinates on one thread): <= 10 ms", target_s=10e-3),
     Row("exact distances K = 100", "pairwise_sq_distances", (), 100, 10**7, "partials_kernel<float, true>",
@@ -378,9 +423,13 @@ def launched_blocks() -> Dict[str, int]:
 
 
 def resident_threads(registers: int, threads: int, shared: int, hw=HOPPER) -> int:
+    # A warp's registers come from one of the SM's 4 sub-partitions (16K each):
+    # at 217 registers a sub-partition holds 2 warps, so 8 per SM, not the 9
+    # that 64K / (217 x 32) would give (ptxas caps 10 one-warp blocks at 168).
     warps = -(-threads // 32)
     per_warp = -(-max(registers, 1) * 32 // 256) * 256
-    blocks = min(hw["registers"] // (warps * per_warp), hw["threads"] // threads, hw["blocks"])
+    warps_by_registers = 4 * (hw["registers"] // 4 // per_warp)
+    blocks = min(warps_by_registers // warps, hw["threads"] // threads, hw["blocks"])
     if shared:
         blocks = min(blocks, hw["shared"] // (shared + 1024))
     return blocks * threads
@@ -398,8 +447,12 @@ def estimate(row: Row, report, blocks: Dict[str, int], hw=HOPPER) -> Dict[str, o
     need_per_sm = hw["bandwidth"] * hw["latency"] / hw["sms"]
     in_flight = resident * cost.loads_in_flight * cost.load_bytes
     t_mem = cost.dram_bytes * row.d / (hw["bandwidth"] * min(1.0, in_flight / need_per_sm))
-    hide = min(1.0, resident / 32 * min(cost.ilp, MAX_ILP) / WARPS_TO_HIDE_LATENCY)
-    t_issue = sum(n * row.d / (hw["sms"] * hw["lanes"][pipe] * hw["clock"]) for pipe, n in cost.ops.items()) / hide
+    def issue(ops, ilp):
+        hide = min(1.0, resident / 32 * min(ilp, MAX_ILP) / WARPS_TO_HIDE_LATENCY)
+        return sum(n * row.d / (hw["sms"] * hw["lanes"][pipe] * hw["clock"]) for pipe, n in ops.items()) / hide
+
+    t_issue = (sum(issue(ops, ilp) for ilp, ops in cost.ilp_groups) if cost.ilp_groups
+               else issue(cost.ops, cost.ilp))
     t = max(t_mem, t_issue)
     copy = (4 * row.K * row.d + 4 * row.d) / hw["bandwidth"]
     if row.target_bw is not None or row.target_s is None and row.d >= 10**8:

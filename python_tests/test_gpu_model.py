@@ -27,6 +27,9 @@ def test_resident_threads_by_registers_threads_and_shared():
     assert gpu_model.resident_threads(48, 256, 0) == 1280   # 65536 / (8 warps x 1536)
     assert gpu_model.resident_threads(162, 256, 0) == 256
     assert gpu_model.resident_threads(32, 256, 100 * 1024) == 512
+    # one-warp blocks: a warp's registers come from one sub-partition (16K): 3 of 168, 2 of 217
+    assert gpu_model.resident_threads(168, 32, 0) == 12 * 32
+    assert gpu_model.resident_threads(217, 32, 0) == 8 * 32
 
 
 @pytest.mark.skipif(not getattr(_C, "with_cuda", False) or _cuda_resources.load() is None,

@@ -93,22 +93,55 @@ template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
 
 // Family 3: a block of kResidualThreads threads (one warp) walks
 // kResidualBlock coordinates in order (the CPU kernel's tasks: W's partial
-// sums are the same). Its working set for one coordinate
-// (csrc/cuda/repeated_median.cu, BlockColumn) is residual_tile_doubles(K)
-// doubles: sorted values, client of each rank, the reciprocals of the rank
-// gaps, 2K exact row medians, 2K rows' two middle float keys, a list of 2K
-// rows, and the rows' area: each thread's column of K - 1 float keys (the
-// same bytes as kResidualExactRows columns of K - 1 doubles). Up to
-// kResidualTile doubles (K <= 102) it is a static 19 KB shared-memory tile
-// (11 blocks per SM); beyond, a slice of the workspace per block. Line
-// parameters and scales for all d (pass 2 reuses them); W partials of the
-// chunk's blocks [blocks_per_chunk, K]; W and the client weights [K].
+// sums are the same). Each thread takes rows of the repeated medians and
+// computes a row's K - 1 pair values as float keys: up to
+// kResidualRegisterRows keys it holds them in registers and selects the two
+// middle ones with a compile-time network (residual_register_rows(K) rows,
+// padded), beyond in its own column of the shared tile, by quickselect. The
+// working set for one coordinate (csrc/cuda/repeated_median.cu, BlockColumn)
+// is residual_tile_doubles(K) doubles: sorted values, client of each rank,
+// the reciprocals of the rank gaps, 2K exact row medians, 2K rows' two middle
+// float keys, a list of 2K rows, and the rows' area: with the register
+// networks, residual_rows_area(K, rows) doubles (residual_exact_rows
+// columns of K - 1 exact pair values, the outer bounds' copies, the
+// candidates: 8K; at 112 rows also each thread's first half of 56 keys);
+// else each thread's column of K - 1 float keys (the same bytes as 16
+// columns of K - 1 doubles). The register networks' tile is static shared
+// memory of residual_static_tile(rows) doubles (14 KB at 112 rows);
+// the quickselect one (K > 113) a slice of the workspace per block. Line
+// parameters and scales for all d
+// (pass 2 reuses them); W partials of the chunk's blocks [blocks_per_chunk,
+// K]; W and the client weights [K].
 constexpr int kResidualThreads = 32;
-constexpr int kResidualExactRows = kResidualThreads / 2;
-constexpr int64_t kResidualTile = 2432;
-constexpr int64_t residual_tile_doubles(int64_t K) {
-  return 8 * K + (K > 1 ? K - 1 : 1) * kResidualExactRows;
+constexpr int kResidualRegisterRows = 112;
+// Network rows for a row's K - 1 keys: 16, 32, 64 or 112 (one compiled
+// network each), 0 past 112 (the shared column and quickselect).
+constexpr int residual_register_rows(int64_t K) {
+  const int64_t n = K - 1;
+  return n <= 16 ? 16 : n <= 32 ? 32 : n <= 64 ? 64 : n <= kResidualRegisterRows ? kResidualRegisterRows : 0;
 }
+// Rows computed again in double at a time (threads of the block).
+constexpr int residual_exact_rows(int rows) { return rows > 0 ? kResidualThreads / 4 : kResidualThreads / 2; }
+// The rows' area of the register networks: 8K doubles, and past 64 rows at
+// least the threads' first halves (kResidualThreads x rows / 2 floats).
+constexpr int64_t residual_rows_area(int64_t K, int rows) {
+  const int64_t halves = rows > 64 ? kResidualThreads * (rows / 2) / 2 : 0;
+  return 8 * K > halves ? 8 * K : halves;
+}
+constexpr int64_t residual_tile_doubles(int64_t K) {
+  const int rows = residual_register_rows(K);
+  return rows > 0 ? 8 * K + residual_rows_area(K, rows) : 8 * K + (K > 1 ? K - 1 : 1) * residual_exact_rows(0);
+}
+// The static shared tile of a kernel instantiated for `rows` network rows: K
+// up to rows + 1 (one unused double for the quickselect path, whose tile is
+// the workspace's).
+constexpr int64_t residual_static_tile(int rows) {
+  return rows > 0 ? 8 * (rows + 1) + residual_rows_area(rows + 1, rows) : 1;
+}
+static_assert(residual_static_tile(kResidualRegisterRows) == 1808, "14 KB at 112 rows");
+// Pass 2 (apply) reads the first 9K doubles only (sorted values, clients,
+// terms, the raw column): a static tile for K up to the networks' (8 KB).
+constexpr int64_t kResidualPass2Tile = 9 * (kResidualRegisterRows + 1);
 
 struct ResidualLayout {
   int64_t cols, blocks_per_chunk, tile_doubles;
@@ -116,7 +149,7 @@ struct ResidualLayout {
   size_t tiles, beta0, beta1, tau, partial, W, cw, bytes;
   ResidualLayout(int64_t K, int64_t d) {
     tile_doubles = residual_tile_doubles(K);
-    shared = tile_doubles <= kResidualTile;
+    shared = residual_register_rows(K) > 0;
     // Per coordinate: its share of its block's W partials (and of its tile).
     const int64_t per_block = K + (shared ? 0 : tile_doubles);
     cols = chunk_cols(d, (per_block * 8 + math::kResidualBlock - 1) / math::kResidualBlock, math::kResidualBlock);
