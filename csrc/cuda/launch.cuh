@@ -108,6 +108,19 @@ template <typename T> using val_t = typename Traits<T>::val_t;
 __device__ inline int64_t thread_index() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ inline int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
+// The thread's lane in its warp, read where it is used: the device's %laneid
+// by a volatile read, which the compiler does not hoist out of a loop (values
+// derived from it would otherwise stay live in registers across the loop).
+__device__ inline int lane_id() {
+#if defined(ROBUSTAGG_EMULATE_CUDA)
+  return static_cast<int>(threadIdx.x % 32);
+#else
+  int lane;
+  asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
+  return lane;
+#endif
+}
+
 // Calls dispatch_dtype's body with the element type as a template argument.
 template <typename F> void with_type(DType dtype, F&& f) {
   dispatch_dtype(dtype, [&](auto tag) { f(static_cast<std::remove_const_t<std::remove_pointer_t<decltype(tag)>>*>(nullptr)); });

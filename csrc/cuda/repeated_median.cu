@@ -2,23 +2,26 @@
 // threads walks plan's kResidualBlock (128) coordinates in order, one
 // coordinate at a time, its working set in a static shared tile (K <= 113;
 // beyond, a slice of the workspace per block). Per coordinate: the column is
-// loaded and ranked (value, then client: every thread ranks K / 32 values by
-// counting); each thread takes rows of Siegel's repeated medians (row i of
+// loaded and ranked (value, then client: up to K = 128 values of a float
+// type the warp sorts (value, client) keys in registers, warp_sort; else
+// every thread ranks K / 32 values by counting); each thread takes rows of Siegel's repeated medians (row i of
 // the slopes or of the intercepts), computes the row's K - 1 pair values as
 // float keys (math::pair_key) and selects the two middle keys, which bound
 // the row's median to an interval about a float ulp wide
 // (math::key_interval): up to K = 113 the keys stay in registers and a
 // compile-time network pruned to the middle selects them (the fit's kernels
 // are compiled per network size, plan::residual_register_rows); beyond, they
-// go to the thread's own column of the tile, selected by quickselect. A few
-// threads select the bounds of the outer median's two ranks from the rows'
-// interval ends (outer_bounds); the rows whose interval meets those bounds
+// go to the thread's own column of the tile, selected by quickselect. The
+// bounds of the outer median's two ranks come from the rows' interval ends
+// (outer_bounds: the warp sorts their keys up to K = 128, else a few threads
+// select); the rows whose interval meets those bounds
 // (typically one or two per rank) are computed again in double
 // (math::div_rcp) by 8 or 16 threads, which select among the values within
-// the bounds of the row's middle keys, and one thread per statistic takes
-// the outer ranks among them (the CPU kernel's float-key path, the same
-// functions). The residuals, their scale, the confidences and sigma follow on
-// the tile. No pair value, key, sorted column or residual touches global
+// the bounds of the row's middle keys; the warp lists each statistic's
+// candidates in the rows' order and one thread per statistic takes the
+// outer ranks among them (the CPU kernel's float-key path, the same
+// functions). The residuals, their scale (the warp sorts their magnitudes up
+// to K = 128), the confidences and sigma follow on the tile. No pair value, key, sorted column or residual touches global
 // memory up to K = 113; global traffic is the column's K values, three
 // doubles of line and scale, and the block's W partials (K doubles, written
 // once per coordinate by the thread of each rank). W of eq. (10) is summed
@@ -74,6 +77,8 @@ struct FitState {
   int forced[2];    // per statistic: every row in double (values past the keys' range, or bounds that did not hold)
   int ok[2];        // per statistic: the outer rank was among the candidates
   int listed;       // rows in BlockColumn::list
+  int below[2][2];  // per statistic and outer rank q: rows below the rank's lower bound
+  int cands[2][2];  // ... and its candidates (rows that meet its bounds), listed in the rows' order
 };
 
 // 1 / dx, correctly rounded, for dx < K: each pair value is then a product
@@ -92,6 +97,93 @@ __device__ inline double* block_tile(double* shared_tile, double* tiles, int64_t
   return tiles ? tiles + static_cast<int64_t>(blockIdx.x) * tile_doubles : shared_tile;
 }
 
+// The warp sorts up to kSortSlots (128) keys in registers: key[q] of lane l
+// is position 4 l + q. Batcher's bitonic sort, 28 stages of compare-exchanges
+// of positions p and p ^ j: for j < 4 both are the lane's own (registers),
+// for j >= 4 the lane takes its partner's key by a shuffle and keeps the
+// lesser or the greater. Stages are template arguments, so every register
+// index is a constant. Every lane of the warp calls it (K is uniform).
+constexpr int kSortSlots = 4 * kRT;
+static_assert(kRT == 32, "one warp sorts");
+
+template <int kK, int kJ, typename Key> __device__ inline void sort_stage(Key (&key)[4], int lane) {
+  if constexpr (kJ >= 4) {
+    const bool up = ((4 * lane) & kK) == 0, lower = (lane & (kJ / 4)) == 0, keep_min = up == lower;
+    ROBUSTAGG_UNROLL
+    for (int q = 0; q < 4; ++q) {
+      const Key other = __shfl_xor_sync(0xffffffffu, key[q], kJ / 4);
+      key[q] = (other < key[q]) == keep_min ? other : key[q];
+    }
+  } else {
+    ROBUSTAGG_UNROLL
+    for (int q = 0; q < 4; ++q) {
+      if (q & kJ) continue;
+      const bool up = ((4 * lane + q) & kK) == 0;
+      const Key a = key[q], b = key[q | kJ];
+      const bool swap = up ? b < a : a < b;
+      key[q] = swap ? b : a;
+      key[q | kJ] = swap ? a : b;
+    }
+  }
+  if constexpr (kJ > 1) sort_stage<kK, kJ / 2>(key, lane);
+  else if constexpr (kK < kSortSlots) sort_stage<2 * kK, kK>(key, lane);
+}
+template <typename Key> __device__ inline void warp_sort(Key (&key)[4]) {
+  asm volatile("" ::: "memory");
+  sort_stage<2, 1>(key, lane_id());
+  asm volatile("" ::: "memory");
+}
+
+// The key at sorted position p < kSortSlots, to every lane.
+template <typename Key> __device__ inline Key sorted_key(const Key (&key)[4], int p) {
+  const int q = p % 4;
+  const Key mine = q == 0 ? key[0] : q == 1 ? key[1] : q == 2 ? key[2] : key[3];
+  return __shfl_sync(0xffffffffu, mine, p / 4);
+}
+
+// Sums over the warp's lanes of a per-lane count (fields packed in one int
+// add independently while none overflows): the sum over the lanes before
+// this one, and in *total over all of them, to every lane.
+__device__ inline int warp_exclusive_sum(int mine, int* total) {
+  const int lane = lane_id();
+  int sum = mine;  // inclusive, by doubling steps
+  ROBUSTAGG_UNROLL
+  for (int off = 1; off < 32; off *= 2) {
+    const int o = __shfl_up_sync(0xffffffffu, sum, off);
+    sum += lane >= off ? o : 0;
+  }
+  *total = __shfl_sync(0xffffffffu, sum, 31);
+  return sum - mine;
+}
+
+// A double's key in the NaN-last order (math::nan_last_less, refined: -0.0
+// below +0.0), and the value back (a NaN key gives a NaN).
+using Key64 = unsigned long long;
+__device__ inline Key64 nan_last_key(double v) { return v == v ? math::double_order_key(v) : ~Key64(0) - 1; }
+__device__ inline double of_nan_last_key(Key64 k) { return math::double_of_order_key(k); }
+
+// The median of a[0 .. K) in the NaN-last order (the midpoint of the two
+// middle values for even K, as math::select_median), to every thread: up to
+// kSortSlots values the warp sorts their keys; beyond, thread 0 selects
+// (reordering a) and passes it through *shared.
+__device__ inline double block_median(double* a, int64_t K, double* shared) {
+  if (K <= kSortSlots) {
+    Key64 key[4];
+    ROBUSTAGG_UNROLL
+    for (int q = 0; q < 4; ++q) {
+      const int x = 4 * static_cast<int>(threadIdx.x) + q;
+      key[q] = x < K ? nan_last_key(a[x]) : ~Key64(0);
+    }
+    warp_sort(key);
+    const int r = static_cast<int>(K);
+    const double lo = of_nan_last_key(sorted_key(key, (r - 1) / 2)), hi = of_nan_last_key(sorted_key(key, r / 2));
+    return r % 2 == 1 ? hi : math::midpoint(lo, hi);
+  }
+  if (threadIdx.x == 0) *shared = math::select_median(math::Strided<double>{a, 1}, K);
+  __syncthreads();  // the median
+  return *shared;
+}
+
 // A loaded column: whether its K values are all finite (else it is ranked as
 // zeros and callers mask it), and whether its pair values may take float keys.
 struct Loaded {
@@ -105,6 +197,7 @@ template <typename T> struct TypedColumn {
   const T* __restrict__ u;
   int64_t d;
   __device__ double operator()(int64_t k, int64_t j) const { return static_cast<double>(load(u + k * d + j)); }
+  __device__ bool floats() const { return !std::is_same<T, double>::value; }  // every value exactly a float
 };
 struct AnyColumn {
   const void* u;
@@ -119,6 +212,7 @@ struct AnyColumn {
       default: return static_cast<double>(load(static_cast<const float*>(u) + at));
     }
   }
+  __device__ bool floats() const { return dtype != DType::Float64; }
 };
 // Stores v as the value type of dtype (double for float64, else float).
 __device__ inline void store_value(void* out, DType dtype, int64_t j, double v) {
@@ -142,12 +236,38 @@ __device__ Loaded load_ranked_column(Column column, int64_t K, int64_t j, BlockC
   int any = 0;
   for (int t = 0; t < kRT; ++t) any |= bad[t];
   const bool finite = (any & 1) == 0;
-  for (int64_t k = threadIdx.x; k < K; k += kRT) {
-    const double v = finite ? c.rows()[k] : 0.0;
-    int64_t rank = 0;
-    for (int64_t m = 0; m < K; ++m) rank += math::rank_before(finite ? c.rows()[m] : 0.0, m, v, k);
-    c.ys()[rank] = v;
-    c.idx()[rank] = static_cast<double>(k);
+  if (!finite) {  // ranked as zeros: in the clients' order
+    for (int64_t k = threadIdx.x; k < K; k += kRT) {
+      c.ys()[k] = 0.0;
+      c.idx()[k] = static_cast<double>(k);
+    }
+  } else if (K <= kSortSlots && column.floats()) {
+    // The warp sorts (value, client) as one 64-bit key: the float's order key
+    // (+0.0 added: the two zeros tie, as in math::rank_before), then k.
+    Key64 key[4];
+    ROBUSTAGG_UNROLL
+    for (int q = 0; q < 4; ++q) {
+      const int k = 4 * static_cast<int>(threadIdx.x) + q;
+      const float v = static_cast<float>(c.rows()[k < K ? k : 0]) + 0.0f;
+      key[q] = k < K ? Key64(math::float_order_key(v)) << 32 | static_cast<unsigned>(k) : ~Key64(0);
+    }
+    warp_sort(key);
+    ROBUSTAGG_UNROLL
+    for (int q = 0; q < 4; ++q) {
+      const int rank = 4 * static_cast<int>(threadIdx.x) + q, k = static_cast<int>(key[q] & 0xffffffffu);
+      if (rank < K) {
+        c.ys()[rank] = c.rows()[k];
+        c.idx()[rank] = math::small_int_to_double(k);
+      }
+    }
+  } else {  // each thread ranks its values by counting
+    for (int64_t k = threadIdx.x; k < K; k += kRT) {
+      const double v = c.rows()[k];
+      int64_t rank = 0;
+      for (int64_t m = 0; m < K; ++m) rank += math::rank_before(c.rows()[m], m, v, k);
+      c.ys()[rank] = v;
+      c.idx()[rank] = static_cast<double>(k);
+    }
   }
   __syncthreads();  // the ranked column
   return {finite, !finite || any == 0};
@@ -263,15 +383,72 @@ __device__ inline double exact_pair(bool slope, int64_t i, int64_t j, const Bloc
                : math::pair_intercept(c.ys()[a], c.ys()[b], static_cast<double>(a), static_cast<double>(b), rdx);
 }
 
-// Row r's median in double, exactly. Keyed: only the values within the
-// bounds of its middle keys, [key_low(A), key_high(B)], are kept and
-// selected (a few, where the row's K - 1 values need a quickselect); the
-// middle ranks lie there while the keys' bounds hold. Otherwise (a forced
-// statistic) every value.
+// Row r's median from the values within the bounds of its middle keys,
+// [key_low(A), key_high(B)]: col[0 .. inside), with `below` of the row's
+// values below them. False if the row's middle ranks are not among them
+// (never while the keys' bounds hold).
+__device__ inline bool median_within(int64_t K, math::Strided<double> col, int64_t below, int64_t inside,
+                                     double* out) {
+  const int64_t n = K - 1, lo = (n - 1) / 2, hi = n / 2;
+  const bool held = below <= lo && hi < below + inside;
+  ROBUSTAGG_KERNEL_INVARIANT(held, "a row's middle ranks are not within its keys' bounds");
+  if (!held) return false;
+  const double b = math::select_rank(col, inside, hi - below);
+  double m = b;  // rank lo: the largest of col[0 .. hi - below), all <= b
+  if (lo != hi) {
+    m = col[0];
+    for (int64_t k = 1; k < hi - below; ++k) m = math::nan_last_less(m, col[k]) ? col[k] : m;
+  }
+  *out = lo == hi ? b : math::midpoint(m, b);
+  return true;
+}
+
+// Row r's median in double, exactly, from all its values (a forced
+// statistic's rows).
+__device__ inline double full_row_median(int64_t K, int64_t r, const BlockColumn& c, math::Strided<double> col) {
+  const bool slope = r < K;
+  const int64_t i = slope ? r : r - K;
+  int64_t m = 0;
+  for (int64_t j = 0; j < K; ++j)
+    if (j != i) col[m++] = exact_pair(slope, i, j, c);
+  return math::select_median(col, K - 1);
+}
+
+// Row r's values within the bounds of its middle keys, into col in the
+// points' order, by the warp (lane l the points 4 l .. 4 l + 3; K <=
+// kSortSlots): returns (below << 16) | inside to every lane.
+__device__ inline int values_within_warp(int64_t K, int64_t r, const BlockColumn& c, math::Strided<double> col) {
+  const bool slope = r < K;
+  const int64_t i = slope ? r : r - K;
+  const double low = math::key_low(c.mids()[2 * r]), high = math::key_high(c.mids()[2 * r + 1]);
+  const int lane = lane_id();
+  double v[4] = {0.0, 0.0, 0.0, 0.0};
+  int within = 0, mine = 0;
+  ROBUSTAGG_UNROLL
+  for (int q = 0; q < 4; ++q) {
+    const int64_t j = 4 * lane + q;
+    if (j >= K || j == i) continue;
+    v[q] = exact_pair(slope, i, j, c);
+    const bool below = v[q] < low, inside = !below && v[q] <= high;
+    mine += inside | below << 16;
+    within |= inside << q;
+  }
+  int total;
+  int at = warp_exclusive_sum(mine, &total) & 0xffff;
+  ROBUSTAGG_UNROLL
+  for (int q = 0; q < 4; ++q)
+    if (within >> q & 1) col[at++] = v[q];
+  return total;
+}
+
+// Row r's median in double, exactly, on one thread: keyed, only the values
+// within its keys' bounds are kept and selected (a few, where the row's
+// K - 1 values need a quickselect); otherwise (a forced statistic, or bounds
+// that did not hold) every value.
 __device__ inline double exact_row(int64_t K, int64_t r, bool keyed, const BlockColumn& c,
                                    math::Strided<double> col) {
   const bool slope = r < K;
-  const int64_t i = slope ? r : r - K, n = K - 1, lo = (n - 1) / 2, hi = n / 2;
+  const int64_t i = slope ? r : r - K;
   if (keyed) {
     const double low = math::key_low(c.mids()[2 * r]), high = math::key_high(c.mids()[2 * r + 1]);
     int64_t below = 0, inside = 0;
@@ -281,39 +458,59 @@ __device__ inline double exact_row(int64_t K, int64_t r, bool keyed, const Block
       if (v < low) ++below;
       else if (v <= high) col[inside++] = v;
     }
-    const bool held = below <= lo && hi < below + inside;
-    ROBUSTAGG_KERNEL_INVARIANT(held, "a row's middle ranks are not within its keys' bounds");
-    if (held) {
-      const double b = math::select_rank(col, inside, hi - below);
-      if (lo == hi) return b;
-      double m = col[0];  // rank lo: the largest of col[0 .. hi - below), all <= b
-      for (int64_t k = 1; k < hi - below; ++k) m = math::nan_last_less(m, col[k]) ? col[k] : m;
-      return math::midpoint(m, b);
-    }
+    double m;
+    if (median_within(K, col, below, inside, &m)) return m;
   }
-  int64_t m = 0;
-  for (int64_t j = 0; j < K; ++j)
-    if (j != i) col[m++] = exact_pair(slope, i, j, c);
-  return math::select_median(col, n);
+  return full_row_median(K, r, c, col);
 }
 
 // Statistic k's bounds, from its rows' intervals: the outer ranks olo and
 // ohi of the rows' lower and upper ends bound those of the rows' medians.
 // With an odd number of values per row (even K) an interval's ends are
 // nondecreasing functions of the one middle key, so the bounds are key_low
-// and key_high of the keys' outer ranks: two threads per statistic select
-// floats. Otherwise four per statistic select the ends, in double.
+// and key_high of the keys' outer ranks (selected as floats). Otherwise the
+// ends are selected, in double. Up to kSortSlots rows the warp sorts the
+// keys of a statistic's K values (one sort gives both ranks); beyond, a
+// thread per selection (two or four per statistic) selects in a copy.
 __device__ inline void outer_bounds(int64_t K, int64_t kinds, bool keyed, BlockColumn& c, FitState& s) {
   const int t = threadIdx.x;
   if (t < kinds) s.forced[t] = !keyed;
   if (t == 0) s.listed = 0;
   const bool one_key = (K - 1) % 2 == 1;
-  if (keyed && one_key && t < 2 * kinds) {
+  const int olo = static_cast<int>((K - 1) / 2), ohi = static_cast<int>(K / 2);
+  if (keyed && K <= kSortSlots) {
+    for (int64_t k = 0; k < kinds; ++k) {
+      for (int w = 0; w < (one_key ? 1 : 2); ++w) {  // one_key: the keys; else the lower, then the upper ends
+        Key64 key[4];
+        ROBUSTAGG_UNROLL
+        for (int q = 0; q < 4; ++q) {
+          const int i = 4 * t + q;
+          const int64_t r = k * K + (i < K ? i : 0);
+          key[q] = i >= K ? ~Key64(0)
+                   : one_key ? Key64(math::float_order_key(c.mids()[2 * r]))
+                   : nan_last_key(w == 0 ? row_interval(c, r, K).lo : row_interval(c, r, K).hi);
+        }
+        warp_sort(key);
+        const Key64 a = sorted_key(key, olo), b = sorted_key(key, ohi);
+        if (t != 0) continue;
+        if (one_key) {
+          const float A[2] = {math::float_of_order_key(static_cast<uint32_t>(a)),
+                              math::float_of_order_key(static_cast<uint32_t>(b))};
+          for (int q = 0; q < 2; ++q) {
+            s.bound[4 * k + q] = math::key_low(A[q]);
+            s.bound[4 * k + 2 + q] = math::key_high(A[q]);
+          }
+        } else {
+          s.bound[4 * k + 2 * w] = of_nan_last_key(a);
+          s.bound[4 * k + 2 * w + 1] = of_nan_last_key(b);
+        }
+      }
+    }
+  } else if (keyed && one_key && t < 2 * kinds) {
     const int64_t k = t / 2, q = t % 2;
     float* copy = c.keys() + t * K;
     for (int64_t i = 0; i < K; ++i) copy[i] = c.mids()[2 * (k * K + i)];
-    const float A = math::select_rank(math::Strided<float>{copy, 1}, K, q == 1 ? K / 2 : (K - 1) / 2,
-                                      math::PlainLess());
+    const float A = math::select_rank(math::Strided<float>{copy, 1}, K, q == 1 ? ohi : olo, math::PlainLess());
     s.bound[4 * k + q] = math::key_low(A);
     s.bound[4 * k + 2 + q] = math::key_high(A);
   } else if (keyed && !one_key && t < 4 * kinds) {
@@ -323,7 +520,7 @@ __device__ inline void outer_bounds(int64_t K, int64_t kinds, bool keyed, BlockC
       const math::Interval in = row_interval(c, k * K + i, K);
       copy[i] = w == 0 ? in.lo : in.hi;
     }
-    s.bound[t] = math::select_rank(math::Strided<double>{copy, 1}, K, q == 1 ? K / 2 : (K - 1) / 2);
+    s.bound[t] = math::select_rank(math::Strided<double>{copy, 1}, K, q == 1 ? ohi : olo);
   }
   __syncthreads();  // the bounds
 }
@@ -350,10 +547,34 @@ __device__ inline void exact_rows(int64_t K, int64_t rows, BlockColumn& c, FitSt
     if (s.forced[r / K] || in.lo != in.hi) c.list()[atomicAdd(&s.listed, 1)] = static_cast<int>(r);
   }
   __syncthreads();  // the list
-  const int listed = s.listed;
-  if (threadIdx.x < kExact) {
-    const math::Strided<double> col{c.rows() + threadIdx.x, kExact};
-    for (int e = threadIdx.x; e < listed; e += kExact) {
+  const int listed = s.listed, t = threadIdx.x;
+  const math::Strided<double> col{c.rows() + (t < kExact ? t : 0), kExact};
+  if (K <= kSortSlots) {
+    // kExact rows at a time: the warp writes each keyed row's values within
+    // its bounds to the row's column (thread e of the batch keeps the
+    // counts), then thread e selects its row's median (a forced row: from
+    // all its values).
+    for (int b = 0; b < listed; b += kExact) {
+      int mine = 0;
+      for (int e = 0; e < kExact && b + e < listed; ++e) {
+        const int64_t r = c.list()[b + e];
+        if (s.forced[r / K]) continue;
+        const int counts = values_within_warp(K, r, c, math::Strided<double>{c.rows() + e, kExact});
+        if (t == e) mine = counts;
+      }
+      __syncthreads();  // the batch's values
+      if (t < kExact && b + t < listed) {
+        const int64_t r = c.list()[b + t];
+        double m;
+        if (s.forced[r / K] || !median_within(K, col, mine >> 16, mine & 0xffff, &m)) m = full_row_median(K, r, c, col);
+        c.meds()[r] = m;
+      }
+      __syncthreads();  // the batch's medians, before the next batch's values
+    }
+    return;
+  }
+  if (t < kExact) {
+    for (int e = t; e < listed; e += kExact) {
       const int64_t r = c.list()[e];
       c.meds()[r] = exact_row(K, r, s.forced[r / K] == 0, c, col);
     }
@@ -361,43 +582,93 @@ __device__ inline void exact_rows(int64_t K, int64_t rows, BlockColumn& c, FitSt
   __syncthreads();  // every exact row median
 }
 
-// Statistic k's outer median (thread k): rank q of its rows' medians is rank
-// q - below among the candidates (rows not below the lower bound that meet
-// the upper one: interval points, or exact medians). Both ranks in one pass
-// over the rows. False when a rank is not among them (never while the keys'
-// bounds hold): the statistic is then forced. cand: 2K doubles of the
-// thread's own.
-__device__ inline bool outer_median(int64_t K, int64_t k, const BlockColumn& c, const FitState& s, double* cand,
-                                    double* out) {
-  const int64_t r0 = (K - 1) / 2, r1 = K / 2;
-  const bool all = s.forced[k] != 0, two = r0 != r1;
+// Row i of statistic k against the bounds of its outer ranks q = 0, 1 (olo,
+// ohi; one rank for odd K): bit q when the row lies below rank q's lower
+// bound, bit 2 + q when it meets rank q's bounds (a candidate), its median
+// then in *v (an interval point, or computed exactly). A forced statistic:
+// every row a candidate of both, its exact median.
+__device__ inline int classify_row(int64_t K, int64_t k, int64_t i, const BlockColumn& c, const FitState& s,
+                                   double* v) {
+  const int64_t row = k * K + i;
+  const bool two = (K - 1) / 2 != K / 2;
+  if (s.forced[k]) {
+    *v = c.meds()[row];
+    return 4 | (two ? 8 : 0);
+  }
   const double* b = s.bound + 4 * k;
-  double *c0 = cand, *c1 = cand + K;
-  int64_t below0 = 0, below1 = 0, n0 = 0, n1 = 0;
-  for (int64_t i = 0; i < K; ++i) {
-    const int64_t row = k * K + i;
-    if (all) {  // every row exact (the keys may be NaN)
-      c0[n0++] = c1[n1++] = c.meds()[row];
-      continue;
+  const math::Interval in = row_interval(c, row, K);
+  const bool below_0 = in.hi < b[0], in_0 = !below_0 && in.lo <= b[2];
+  const bool below_1 = two && in.hi < b[1], in_1 = two && !below_1 && in.lo <= b[3];
+  if (in_0 || in_1) *v = in.lo == in.hi ? in.lo : c.meds()[row];
+  return below_0 | below_1 << 1 | in_0 << 2 | in_1 << 3;
+}
+
+// Statistic k's candidates for its outer ranks: rank q's in cand + q K, in
+// the rows' order, their counts and the rows below its lower bound in
+// s.cands[k][q] and s.below[k][q]. Up to kSortSlots rows the warp walks them
+// (lane l rows 4 l .. 4 l + 3: a prefix sum of the lanes' counts places each
+// lane's candidates, another counts the rows below; two 16-bit fields carry
+// both ranks); beyond, thread k alone. Read after a barrier.
+__device__ inline void list_candidates(int64_t K, int64_t k, const BlockColumn& c, FitState& s, double* cand) {
+  if (K <= kSortSlots) {
+    const int lane = lane_id();
+    int flags[4], below = 0, mine = 0;
+    double v[4];
+    ROBUSTAGG_UNROLL
+    for (int q = 0; q < 4; ++q) {
+      const int i = 4 * lane + q;
+      flags[q] = i < K ? classify_row(K, k, i, c, s, &v[q]) : 0;
+      below += (flags[q] & 1) | (flags[q] & 2) << 15;
+      mine += (flags[q] >> 2 & 1) | (flags[q] & 8) << 13;
     }
-    const math::Interval in = row_interval(c, row, K);
-    const bool below_0 = in.hi < b[0], in_0 = !below_0 && in.lo <= b[2];
-    const bool below_1 = two && in.hi < b[1], in_1 = two && !below_1 && in.lo <= b[3];
-    below0 += below_0;
-    below1 += below_1;
-    if (!in_0 && !in_1) continue;
-    const double v = in.lo == in.hi ? in.lo : c.meds()[row];  // a point, or computed exactly
-    if (in_0) c0[n0++] = v;
-    if (in_1) c1[n1++] = v;
+    int total, all_below;
+    const int before = warp_exclusive_sum(mine, &total);
+    warp_exclusive_sum(below, &all_below);
+    below = all_below;
+    int at0 = before & 0xffff, at1 = before >> 16;
+    ROBUSTAGG_UNROLL
+    for (int q = 0; q < 4; ++q) {
+      if (flags[q] & 4) cand[at0++] = v[q];
+      if (flags[q] & 8) cand[K + at1++] = v[q];
+    }
+    if (lane == 0) {
+      s.below[k][0] = below & 0xffff;
+      s.below[k][1] = below >> 16;
+      s.cands[k][0] = total & 0xffff;
+      s.cands[k][1] = total >> 16;
+    }
+  } else if (threadIdx.x == k) {
+    int below[2] = {0, 0}, n[2] = {0, 0};
+    for (int64_t i = 0; i < K; ++i) {
+      double v = 0.0;
+      const int f = classify_row(K, k, i, c, s, &v);
+      below[0] += f & 1;
+      below[1] += f >> 1 & 1;
+      if (f & 4) cand[n[0]++] = v;
+      if (f & 8) cand[K + n[1]++] = v;
+    }
+    for (int q = 0; q < 2; ++q) {
+      s.below[k][q] = below[q];
+      s.cands[k][q] = n[q];
+    }
   }
-  if (r0 < below0 || r0 >= below0 + n0) return false;
-  const double v0 = math::select_rank(math::Strided<double>{c0, 1}, n0, r0 - below0);
-  if (!two) {
-    *out = v0;
-    return true;
+}
+
+// Statistic k's outer median from its candidates: rank q of its rows'
+// medians is rank q - below among rank q's candidates. False when a rank is
+// not among them (never while the keys' bounds hold): the statistic is then
+// forced.
+__device__ inline bool outer_median(int64_t K, int64_t k, const FitState& s, double* cand, double* out) {
+  const bool two = (K - 1) / 2 != K / 2;
+  double v[2] = {0.0, 0.0};
+  ROBUSTAGG_UNROLL
+  for (int q = 0; q < 2; ++q) {
+    if (q == 1 && !two) break;
+    const int64_t r = q == 0 ? (K - 1) / 2 : K / 2, below = s.below[k][q], n = s.cands[k][q];
+    if (r < below || r >= below + n) return false;
+    v[q] = math::select_rank(math::Strided<double>{cand + q * K, 1}, n, r - below);
   }
-  if (r1 < below1 || r1 >= below1 + n1) return false;
-  *out = math::midpoint(v0, math::select_rank(math::Strided<double>{c1, 1}, n1, r1 - below1));
+  *out = two ? math::midpoint(v[0], v[1]) : v[0];
   return true;
 }
 
@@ -418,10 +689,12 @@ __device__ bool fit_coordinate(Column column, int64_t K, int64_t j, math::Interc
   outer_bounds(K, kinds, col.keyed, c, s);
   for (int attempt = 0; attempt < 2; ++attempt) {  // the second only if bounds did not hold
     exact_rows<plan::residual_exact_rows(kN)>(K, rows, c, s);
+    for (int64_t k = 0; k < kinds; ++k) list_candidates(K, k, c, s, c.rows() + 2 * k * K);
+    __syncthreads();  // the candidates
     const int t = threadIdx.x;
     if (t < kinds) {
-      double med;
-      s.ok[t] = outer_median(K, t, c, s, c.rows() + 2 * t * K, &med);
+      double med = 0.0;
+      s.ok[t] = outer_median(K, t, s, c.rows() + 2 * t * K, &med);
       ROBUSTAGG_KERNEL_INVARIANT(s.ok[t], "the outer rank is not among the candidates");
       s.forced[t] |= !s.ok[t];
       if (s.ok[t] && t == 1) line[0] = med;
@@ -451,7 +724,7 @@ inline int64_t rows_wanted(int64_t K, math::InterceptMode mode) {
 // The fit's kernels are compiled per network size kN
 // (plan::residual_register_rows), the update's dtype read at run time.
 template <int kN>
-__global__ void __launch_bounds__(kRT, 1) line_kernel(const void* __restrict__ u,  // [K, d]
+__global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) line_kernel(const void* __restrict__ u,  // [K, d]
                                                    DType dtype, int64_t K, int64_t d, int64_t c0, int64_t n,
                                                    math::InterceptMode mode, int64_t rows, int64_t tile_doubles,
                                                    double* __restrict__ tiles,
@@ -479,7 +752,7 @@ __global__ void __launch_bounds__(kRT, 1) line_kernel(const void* __restrict__ u
 // and confidences, and partial[block, k] = sum over the block's coordinates,
 // in order, of conf * sigma of client k (non-finite columns add nothing).
 template <int kN>
-__global__ void __launch_bounds__(kRT, 1) pass1_kernel(
+__global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
     const void* __restrict__ u,  // [K, d]
     DType dtype, int64_t K, int64_t d, int64_t c0, int64_t n, math::InterceptMode mode, int64_t rows, int64_t tile_doubles,
     double lam, double delta, double* __restrict__ tiles,
@@ -504,14 +777,12 @@ __global__ void __launch_bounds__(kRT, 1) pass1_kernel(
       c.rows()[x] = math::abs_value(r);
     }
     __syncthreads();  // every residual
-    if (threadIdx.x == 0) {  // eq. (3)-(4)
-      line[2] = scale * math::select_median(math::Strided<double>{c.rows(), 1}, K);
+    const double tj = scale * block_median(c.rows(), K, &line[2]);  // eq. (3)-(4)
+    if (threadIdx.x == 0) {
       beta0[j] = b0;
       beta1[j] = b1;
-      tau[j] = line[2];
+      tau[j] = tj;
     }
-    __syncthreads();  // the residual scale
-    const double tj = line[2];
     for (int64_t x = threadIdx.x; x < K; x += kRT)
       c.work()[x] = math::confidence<false>(c.work()[x], tj, 0.0, math::rank_sqrt_one_minus_h(x, K), 0.0, Z, delta);
     __syncthreads();  // every confidence
@@ -560,7 +831,7 @@ __global__ void client_weights_kernel(const double* __restrict__ W, int64_t K, d
 // weight times the corrected value (eq. 9); a non-finite column gives the
 // weighted sum of its raw values, clients in order.
 template <typename T>
-__global__ void __launch_bounds__(kRT, 1) pass2_kernel(
+__global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass2_kernel(
     const T* __restrict__ u,  // [K, d]
     int64_t K, int64_t d, int64_t c0, int64_t n, int64_t tile_doubles, double lam, double delta,
     double* __restrict__ tiles,

@@ -113,6 +113,10 @@ template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
 // (pass 2 reuses them); W partials of the chunk's blocks [blocks_per_chunk,
 // K]; W and the client weights [K].
 constexpr int kResidualThreads = 32;
+// Blocks per SM the residual kernels are compiled for (__launch_bounds__):
+// a register cap of 168 (64K / (12 x 32), in units of 8), what the 112-row
+// network needs without a spill.
+constexpr int kResidualBlocksPerSM = 12;
 constexpr int kResidualRegisterRows = 112;
 // Network rows for a row's K - 1 keys: 16, 32, 64 or 112 (one compiled
 // network each), 0 past 112 (the shared column and quickselect).

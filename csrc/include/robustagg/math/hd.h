@@ -66,6 +66,45 @@ ROBUSTAGG_HD inline uint32_t float_to_bits(float f) {
 #endif
 }
 
+ROBUSTAGG_HD inline uint64_t double_to_bits(double x) {
+#if ROBUSTAGG_DEVICE_PASS
+  return static_cast<uint64_t>(__double_as_longlong(x));
+#else
+  uint64_t u;
+  std::memcpy(&u, &x, 8);
+  return u;
+#endif
+}
+
+ROBUSTAGG_HD inline double bits_to_double(uint64_t u) {
+#if ROBUSTAGG_DEVICE_PASS
+  return __longlong_as_double(static_cast<long long>(u));
+#else
+  double x;
+  std::memcpy(&x, &u, 8);
+  return x;
+#endif
+}
+
+// Order keys: unsigned integers whose order is the values' (for values that
+// are not NaN): the sign bit set for a positive sign, every bit flipped for a
+// negative one. -0.0 comes just below +0.0, a refinement of the values'
+// order (a selection by key gives a value equal to the selection by value,
+// but for the sign of a zero); callers that need the two zeros tied add +0.0
+// first. The inverses give the value back.
+ROBUSTAGG_HD inline uint32_t float_order_key(float x) {
+  const uint32_t u = float_to_bits(x);
+  return (u >> 31) ? ~u : u | 0x80000000u;
+}
+ROBUSTAGG_HD inline float float_of_order_key(uint32_t k) { return bits_to_float((k >> 31) ? k & 0x7fffffffu : ~k); }
+ROBUSTAGG_HD inline uint64_t double_order_key(double x) {
+  const uint64_t u = double_to_bits(x);
+  return (u >> 63) ? ~u : u | (uint64_t(1) << 63);
+}
+ROBUSTAGG_HD inline double double_of_order_key(uint64_t k) {
+  return bits_to_double((k >> 63) ? k & ~(uint64_t(1) << 63) : ~k);
+}
+
 // n as a double, exactly, for 0 <= n < 2^31, without a conversion
 // instruction (a quarter-rate pipe on the device): the double whose bits are
 // 2^52's with n in the low word is 2^52 + n; one subtraction leaves n.
