@@ -49,12 +49,12 @@ def test_static_shared_memory_fits_without_an_opt_in():
 
 def _run_every_kernel():
     """Ops chosen so that every kernel of every .cu file launches at least once:
-    every dtype; K = 1..64 (each register network), 100 (the shared-memory
-    columns) and 130 (the global scratch);
+    every dtype; K = 1..64 (each register network), 100 and 110 (the
+    residual kernels' networks of 100 and 112 rows) and 130 (past them);
     K < 3 (the residual plain mean); weighted and counted sign ops; float
     blocks and double blocks of the pairwise kernels."""
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        for K in (1, 2, 3, 5, 9, 17, 33, 50, 100, 130):
+        for K in (1, 2, 3, 5, 9, 17, 33, 50, 100, 110, 130):
             u = make_updates(K, 300, dtype, "normal", seed=K)
             w = torch.arange(1, K + 1, dtype=dtype)
             trim = (K - 1) // 2

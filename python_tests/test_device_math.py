@@ -267,7 +267,7 @@ def _keyed_path_updates(K, d, flavour, seed):
     return u
 
 
-@pytest.mark.parametrize("K", [2, 3, 4, 17, 18, 33, 34, 35, 64, 65, 66, 100, 101, 112, 113, 114, 161, 257])
+@pytest.mark.parametrize("K", [2, 3, 4, 17, 18, 33, 34, 35, 64, 65, 66, 100, 101, 102, 112, 113, 114, 161, 257])
 @pytest.mark.parametrize("flavour", ["collinear", "grid", "float_ties", "tiny", "huge", "mixed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_float_key_selection_is_bitwise_the_double_selection(K, flavour, dtype):
@@ -285,7 +285,7 @@ def test_float_key_selection_is_bitwise_the_double_selection(K, flavour, dtype):
 
 def test_residual_kernels_chosen_by_k():
     """The fit's kernels by K: a row's K - 1 keys in registers under a network of
-    16, 32, 64 or 112 rows (plan::residual_register_rows), past 112 in the
+    16, 32, 64, 100 or 112 rows (plan::residual_register_rows), past 112 in the
     thread's column of the workspace tile (quickselect); pass 2 by dtype."""
     def launched(K, name="residual_reweight", dtype=torch.float32):
         _C.device_math._launches(True)
@@ -297,10 +297,13 @@ def test_residual_kernels_chosen_by_k():
     assert launched(33) == ["pass1_kernel<32>"]
     assert launched(34, dtype=torch.float64) == ["pass1_kernel<64>"]
     assert launched(65) == ["pass1_kernel<64>"]
-    assert launched(66) == ["pass1_kernel<112>"]
+    assert launched(66) == ["pass1_kernel<100>"]
+    assert launched(101, dtype=torch.float64) == ["pass1_kernel<100>"]
+    assert launched(102) == ["pass1_kernel<112>"]
     assert launched(113, dtype=torch.float16) == ["pass1_kernel<112>"]
     assert launched(114) == ["pass1_kernel<0>"]
-    assert launched(100, "repeated_median_line") == ["line_kernel<112>"]
+    assert launched(100, "repeated_median_line") == ["line_kernel<100>"]
+    assert launched(105, "repeated_median_line") == ["line_kernel<112>"]
 
 
 def test_a_column_past_the_keys_range_takes_every_row_in_double():

@@ -116,7 +116,7 @@ def test_a_race_shows_across_schedules_and_a_correct_reduction_does_not(driver):
 def test_every_kernel_is_bitwise_the_same_under_every_schedule(driver):
     runs = [_run(driver, "ops", str(s)) for s in range(3)]
     assert all(code == 0 for code, _ in runs), runs[0][1][-2000:]
-    assert len(runs[0][1].splitlines()) == 2 * 11 * 3 * 4
+    assert len(runs[0][1].splitlines()) == 2 * 12 * 3 * 4  # dtypes x K x d x op families (driver.cpp)
     assert runs[0][1] == runs[1][1] == runs[2][1]
 
 

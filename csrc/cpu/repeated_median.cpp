@@ -453,7 +453,7 @@ using math::confidence;
 // Whether every lane's residual scale allows confidence<true>.
 inline bool scales_allow_rcp(const double* tau) {
   int ok = 1;
-  for (int t = 0; t < TL; ++t) ok &= (tau[t] == 0.0 || (tau[t] >= 0x1p-1000 && tau[t] <= 0x1p1000));
+  for (int t = 0; t < TL; ++t) ok &= math::scale_allows_rcp(tau[t]);
   return ok != 0;
 }
 

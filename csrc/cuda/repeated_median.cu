@@ -52,7 +52,7 @@ constexpr int64_t kGroup = math::kResidualBlock;  // coordinates per block, in o
 // the candidates of the outer ranks; the first K doubles also hold the raw
 // column, then the absolute residuals. The register networks' rows' area is
 // plan::residual_rows_area (8 exact columns, or 8 copies of K bounds, or 4K
-// candidates; at 112 rows first the threads' first halves of 56 keys).
+// candidates; past 64 rows first the threads' first halves of kN / 2 keys).
 // The pointers are computed where used (base and K live in two registers
 // where nine pointers would take eighteen, beside the network's rows).
 struct BlockColumn {
@@ -66,6 +66,9 @@ struct BlockColumn {
   __device__ double* rows() const { return base + 8 * K; }
   __device__ float* mids() const { return reinterpret_cast<float*>(base + 5 * K); }
   __device__ float* keys() const { return reinterpret_cast<float*>(base + 8 * K); }
+  // Pass 2 (no pair values): sqrt(1 - h(x)) of rank x in rdx's place, its reciprocal at 4K (unused there).
+  __device__ double* rank_s() const { return base + 2 * K; }
+  __device__ double* rank_rs() const { return base + 4 * K; }
   __device__ int* list() const { return reinterpret_cast<int*>(base + 7 * K); }
 };
 static_assert(kRT == 2 * plan::residual_exact_rows(0),
@@ -299,8 +302,8 @@ __device__ inline float row_key(bool slope, int i, double yi, double xi, int s, 
 // rows (K - 1 <= kN): a row's keys in registers, padded with -inf and +inf
 // so that its middle ranks fall on rows (kN - 1) / 2 and kN / 2 of the
 // sorted kN; up to 64 rows one network pruned to those (math::sort_fixed
-// with kMedian), at 112 two sorted halves of 56 (the first stored in the
-// thread's column of the tile), whose pairwise min / max give the kN / 2
+// with kMedian), at 100 and 112 two sorted halves of 50 or 56 (the first
+// stored in the thread's column of the tile), whose pairwise min / max give the kN / 2
 // smallest / largest keys (Batcher's merge step), so the middle rows are
 // the max of the one and the min of the other. Keys are never NaN within
 // the keys' range, so the device's min/max are exact (a column past it has
@@ -471,39 +474,47 @@ __device__ inline double exact_row(int64_t K, int64_t r, bool keyed, const Block
 // and key_high of the keys' outer ranks (selected as floats). Otherwise the
 // ends are selected, in double. Up to kSortSlots rows the warp sorts the
 // keys of a statistic's K values (one sort gives both ranks); beyond, a
-// thread per selection (two or four per statistic) selects in a copy.
+// thread per selection (two or four per statistic) selects in a copy. The
+// keys sort as 32-bit order keys (a shuffle and a compare a stage, where a
+// double's take two of each).
 __device__ inline void outer_bounds(int64_t K, int64_t kinds, bool keyed, BlockColumn& c, FitState& s) {
   const int t = threadIdx.x;
   if (t < kinds) s.forced[t] = !keyed;
   if (t == 0) s.listed = 0;
   const bool one_key = (K - 1) % 2 == 1;
   const int olo = static_cast<int>((K - 1) / 2), ohi = static_cast<int>(K / 2);
-  if (keyed && K <= kSortSlots) {
+  if (keyed && K <= kSortSlots && one_key) {  // the keys, as 32-bit order keys
     for (int64_t k = 0; k < kinds; ++k) {
-      for (int w = 0; w < (one_key ? 1 : 2); ++w) {  // one_key: the keys; else the lower, then the upper ends
+      uint32_t key[4];
+      ROBUSTAGG_UNROLL
+      for (int q = 0; q < 4; ++q) {
+        const int i = 4 * t + q;
+        key[q] = i < K ? math::float_order_key(c.mids()[2 * (k * K + i)]) : ~0u;
+      }
+      warp_sort(key);
+      const float A[2] = {math::float_of_order_key(sorted_key(key, olo)),
+                          math::float_of_order_key(sorted_key(key, ohi))};
+      if (t != 0) continue;
+      for (int q = 0; q < 2; ++q) {
+        s.bound[4 * k + q] = math::key_low(A[q]);
+        s.bound[4 * k + 2 + q] = math::key_high(A[q]);
+      }
+    }
+  } else if (keyed && K <= kSortSlots) {  // the lower, then the upper ends, in double
+    for (int64_t k = 0; k < kinds; ++k) {
+      for (int w = 0; w < 2; ++w) {
         Key64 key[4];
         ROBUSTAGG_UNROLL
         for (int q = 0; q < 4; ++q) {
           const int i = 4 * t + q;
           const int64_t r = k * K + (i < K ? i : 0);
-          key[q] = i >= K ? ~Key64(0)
-                   : one_key ? Key64(math::float_order_key(c.mids()[2 * r]))
-                   : nan_last_key(w == 0 ? row_interval(c, r, K).lo : row_interval(c, r, K).hi);
+          key[q] = i >= K ? ~Key64(0) : nan_last_key(w == 0 ? row_interval(c, r, K).lo : row_interval(c, r, K).hi);
         }
         warp_sort(key);
         const Key64 a = sorted_key(key, olo), b = sorted_key(key, ohi);
         if (t != 0) continue;
-        if (one_key) {
-          const float A[2] = {math::float_of_order_key(static_cast<uint32_t>(a)),
-                              math::float_of_order_key(static_cast<uint32_t>(b))};
-          for (int q = 0; q < 2; ++q) {
-            s.bound[4 * k + q] = math::key_low(A[q]);
-            s.bound[4 * k + 2 + q] = math::key_high(A[q]);
-          }
-        } else {
-          s.bound[4 * k + 2 * w] = of_nan_last_key(a);
-          s.bound[4 * k + 2 * w + 1] = of_nan_last_key(b);
-        }
+        s.bound[4 * k + 2 * w] = of_nan_last_key(a);
+        s.bound[4 * k + 2 * w + 1] = of_nan_last_key(b);
       }
     }
   } else if (keyed && one_key && t < 2 * kinds) {
@@ -842,15 +853,23 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass2_kernel(
   __shared__ int bad[kRT];
   BlockColumn c{block_tile(tile, tiles, tile_doubles), K};
   const double Z = math::band_limit(lam, K);
+  // The ranks' constants once per block, each thread its own ranks (the ones it reads below).
+  for (int64_t x = threadIdx.x; x < K; x += kRT) {
+    c.rank_s()[x] = math::rank_sqrt_one_minus_h(x, K);
+    c.rank_rs()[x] = 1.0 / c.rank_s()[x];
+  }
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
     const bool finite = load_ranked_column(TypedColumn<T>{u, d}, K, j, c, bad).finite;
     const double b0 = beta0[j], b1 = beta1[j], tj = tau[j];
+    // where the scale allows, each confidence's two quotients by reciprocals (the same bits)
+    const bool rcp = math::scale_allows_rcp(tj);
+    const double rtau = 1.0 / tj;
     for (int64_t x = threadIdx.x; x < K; x += kRT) {
       if (finite) {
-        const double y = c.ys()[x], line = b0 + b1 * static_cast<double>(x);
-        const double w = math::confidence<false>(y - line, tj, 0.0, math::rank_sqrt_one_minus_h(x, K), 0.0, Z,
-                                                 delta);
+        const double y = c.ys()[x], line = b0 + b1 * static_cast<double>(x), s = c.rank_s()[x];
+        const double w = rcp ? math::confidence<true>(y - line, tj, rtau, s, c.rank_rs()[x], Z, delta)
+                             : math::confidence<false>(y - line, tj, 0.0, s, 0.0, Z, delta);
         c.work()[x] = cw[static_cast<int64_t>(c.idx()[x])] * math::corrected_value(y, line, w);
       } else {
         c.work()[x] = cw[x] * c.rows()[x];  // client x's raw value
@@ -888,6 +907,7 @@ template <typename F> void with_network_rows(int64_t K, F&& f) {
     case 16: f(std::integral_constant<int, 16>()); break;
     case 32: f(std::integral_constant<int, 32>()); break;
     case 64: f(std::integral_constant<int, 64>()); break;
+    case 100: f(std::integral_constant<int, 100>()); break;
     case plan::kResidualRegisterRows: f(std::integral_constant<int, plan::kResidualRegisterRows>()); break;
     default: f(std::integral_constant<int, 0>()); break;
   }

@@ -162,7 +162,7 @@ int run_ops(int schedule) {
   ra::emu::set_schedule(static_cast<ra::emu::Schedule>(schedule), 12345);
   for (ra::DType dtype : {ra::DType::Float32, ra::DType::Float64}) {
     const size_t vb = dtype == ra::DType::Float64 ? 8 : 4;
-    for (int64_t K : {1, 2, 3, 5, 17, 33, 40, 70, 120, 129, 130}) {
+    for (int64_t K : {1, 2, 3, 5, 17, 33, 40, 70, 110, 120, 129, 130}) {
       for (int64_t d : {1, 7, 300}) {
         g_state = 88172645463325252ull + static_cast<uint64_t>(K * 1000 + d);
         Buffer u(K * d * vb);

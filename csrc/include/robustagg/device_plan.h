@@ -104,7 +104,7 @@ template <int kMax, typename F> bool with_register_rows(int64_t rows, F&& f) {
 // float keys, a list of 2K rows, and the rows' area: with the register
 // networks, residual_rows_area(K, rows) doubles (residual_exact_rows
 // columns of K - 1 exact pair values, the outer bounds' copies, the
-// candidates: 8K; at 112 rows also each thread's first half of 56 keys);
+// candidates: 8K; past 64 rows also each thread's first half of rows / 2 keys);
 // else each thread's column of K - 1 float keys (the same bytes as 16
 // columns of K - 1 doubles). The register networks' tile is static shared
 // memory of residual_static_tile(rows) doubles (14 KB at 112 rows);
@@ -118,11 +118,14 @@ constexpr int kResidualThreads = 32;
 // network needs without a spill.
 constexpr int kResidualBlocksPerSM = 12;
 constexpr int kResidualRegisterRows = 112;
-// Network rows for a row's K - 1 keys: 16, 32, 64 or 112 (one compiled
-// network each), 0 past 112 (the shared column and quickselect).
+// Network rows for a row's K - 1 keys: 16, 32, 64, 100 or 112 (one compiled
+// network each; past 64 two sorted halves, of 50 for K up to 101, a common
+// round size, and of 56 up to 113), 0 past 112 (the shared column and
+// quickselect).
 constexpr int residual_register_rows(int64_t K) {
   const int64_t n = K - 1;
-  return n <= 16 ? 16 : n <= 32 ? 32 : n <= 64 ? 64 : n <= kResidualRegisterRows ? kResidualRegisterRows : 0;
+  return n <= 16 ? 16 : n <= 32 ? 32 : n <= 64 ? 64 : n <= 100 ? 100
+       : n <= kResidualRegisterRows ? kResidualRegisterRows : 0;
 }
 // Rows computed again in double at a time (threads of the block).
 constexpr int residual_exact_rows(int rows) { return rows > 0 ? kResidualThreads / 4 : kResidualThreads / 2; }

@@ -94,6 +94,12 @@ ROBUSTAGG_HD inline double confidence(double r, double tau, double rtau, double 
   return w <= delta ? 0.0 : w;
 }
 
+// Whether a residual scale allows confidence<kRcp = true> (0, or within
+// [2^-1000, 2^1000]).
+ROBUSTAGG_HD inline bool scale_allows_rcp(double tau) {
+  return tau == 0.0 || (tau >= 0x1p-1000 && tau <= 0x1p1000);
+}
+
 // eq. (9)'s replacement: a value of confidence 0 is replaced by the line.
 ROBUSTAGG_HD inline double corrected_value(double y, double line, double w) { return w == 0.0 ? line : y; }
 
