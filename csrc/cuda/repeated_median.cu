@@ -862,7 +862,8 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass2_kernel(
     const int64_t j = c0 + t;
     const bool finite = load_ranked_column(TypedColumn<T>{u, d}, K, j, c, bad).finite;
     const double b0 = beta0[j], b1 = beta1[j], tj = tau[j];
-    // where the scale allows, each confidence's two quotients by reciprocals (the same bits)
+    // where the scale allows, each confidence's two quotients by reciprocals, as the CPU kernel's
+    // copies with FMA take them (the same bits as dividing but at one overflow edge: math::confidence)
     const bool rcp = math::scale_allows_rcp(tj);
     const double rtau = 1.0 / tj;
     for (int64_t x = threadIdx.x; x < K; x += kRT) {

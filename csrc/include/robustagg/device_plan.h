@@ -147,7 +147,8 @@ constexpr int64_t residual_static_tile(int rows) {
 }
 static_assert(residual_static_tile(kResidualRegisterRows) == 1808, "14 KB at 112 rows");
 // Pass 2 (apply) reads the first 9K doubles only (sorted values, clients,
-// terms, the raw column): a static tile for K up to the networks' (8 KB).
+// the ranks' constants, terms, their reciprocals, the raw column): a static
+// tile for K up to the networks' (8 KB).
 constexpr int64_t kResidualPass2Tile = 9 * (kResidualRegisterRows + 1);
 
 struct ResidualLayout {

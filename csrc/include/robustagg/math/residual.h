@@ -80,7 +80,10 @@ ROBUSTAGG_HD inline double residual_scale_factor(int64_t K) { return 1.4826 * (1
 // loops vectorise. kRcp: the two divisions use reciprocals (rtau = 1 / tau,
 // rs = 1 / s) and give the same quotients (div_rcp); callers take that path
 // only when every scale is 0 or within [2^-1000, 2^1000]. Without kRcp, rtau
-// and rs are unused.
+// and rs are unused. One edge differs: a quotient that rounds to the largest
+// double but whose product overflows is inf with kRcp (div_rcp returns q),
+// so w is 0 there rather than Z / DBL_MAX; the two differ only for delta
+// below Z / DBL_MAX (about 1e-308; the default is 0.1).
 template <bool kRcp>
 ROBUSTAGG_HD inline double confidence(double r, double tau, double rtau, double s, double rs, double Z,
                                       double delta) {
