@@ -258,6 +258,8 @@ def residual_network_rows(K: int) -> int:
 
 
 WARP_SORT_SLOTS = 128  # repeated_median.cu's warp_sort: 4 keys per lane of a warp
+SIGMA_BATCH = 3        # repeated_median.cu's ConfBatch<kN>::kSize with the register networks
+PASS2_BATCH = 4        # repeated_median.cu's kPass2Batch: coordinates whose in-order sums the lanes take at once
 
 
 def warp_sort_stages(slots: int = WARP_SORT_SLOTS, per_lane: int = 4) -> Tuple[int, int]:
@@ -295,11 +297,12 @@ def _residual(K, _):
     # pass1_kernel<kN> + pass2_kernel (csrc/cuda/repeated_median.cu): one warp
     # (a block of 32) per 128 coordinates, in order. Counted in warp slots: a
     # phase costs its busiest lane's work times 32, so the phases on a few
-    # lanes (sigma's and pass 2's sums on 1; up to K = 128 the selections
-    # among the few candidates and exact values; past it also the rank by
-    # counting, the outer bounds on 4 or 8, the exact rows on 8 or 16, the
-    # outer ranks on 2 and the residual scale on 1) are charged for the whole
-    # warp, and the rows' selections for the slowest of the warp's 32 rows.
+    # lanes (sigma's sums, a lane per coordinate of a batch of 3, pass 2's of
+    # 4; up to K = 128 the selections among the few candidates and exact
+    # values; past it also the rank by counting, the outer bounds on 4 or 8,
+    # the exact rows on 8 or 16, the outer ranks on 2 and the residual scale
+    # on 1) are charged for the whole warp, and the rows' selections for the
+    # slowest of the warp's 32 rows.
     # Each phase states its ILP: the keys (independent pair values), the
     # network's layers (independent comparators) and the warp sorts' stages
     # (4 keys a lane) issue back to back; the other phases are dependent
@@ -322,13 +325,14 @@ def _residual(K, _):
 
     it = lambda m: -(-m // W)  # noqa: E731  (a lane's share of m items)
     interval = dict(fp64=12 if n % 2 else 26, shared=2)  # key_low and key_high of the middle key(s)
-    # both passes: the column loaded (a value and its flags; then every
-    # thread reads the warp's flags), and ranked: up to 128 values of float
+    # both passes: the column loaded (a value and its flags; then the flags
+    # ORed by a butterfly of 5 shuffles), and ranked: up to 128 values of float
     # updates the warp sorts (value, client) keys, 4 per lane (the key, then
     # the value and client written to their rank); beyond, or for float64
     # updates, each lane counts the values before its own
     sorted_rank = K <= WARP_SORT_SLOTS
-    add("load and rank (both passes)", 2 * (it(K) + W), fp64=2, int=3, shared=1)
+    add("load and rank (both passes)", 2 * it(K), fp64=2, int=3, shared=1)
+    add("", 2 * 5, int=2, shared=1)
     if sorted_rank:
         add("", 2 * 4, fp64=1, int=5, shared=3)
         add_warp_sort(add, "", 2)
@@ -390,24 +394,31 @@ def _residual(K, _):
     else:
         add("outer ranks (2 lanes, one pass)", K, fp64=interval["fp64"] + 4, int=4, shared=4)
     # per lane's ranks: the residual, the leverage (a division and a square
-    # root), the confidence (two divisions), W's update
-    add("residuals, confidences, W", it(K), fp64=4 * F64_DIV + 14, int=4, shared=6)
-    if sorted_rank:  # the warp sorts the residuals' magnitudes; sigma's two sums on one lane, in order
-        add("scale (warp sort) and sigma (1 lane)", 4, fp64=1, int=4, shared=1)
+    # root), the confidence (two divisions), the client kept, W's update
+    keep = 1 if kN else 0  # the rank's client kept for the batch's W updates
+    add("residuals, confidences, W", it(K), fp64=4 * F64_DIV + 14, int=4 + keep, shared=6 + keep)
+    if sorted_rank:  # the warp sorts the residuals' magnitudes (the residual scale)
+        add("scale (warp sort) and sigma (a lane per coordinate)", 4, fp64=1, int=4, shared=1)
         add_warp_sort(add, "", 1)
         add("", 2, int=3, shared=2)
         add("", 1, fp64=4)
     else:
         add("scale and sigma (1 lane)", v["flat"] * K, fp64=4, int=3, shared=5)
-    add("", 2 * K, fp64=2, int=1, shared=2)
+    # sigma's two in-order sums: lane b of a batch of SIGMA_BATCH coordinates
+    # (1 past the register networks) takes the b-th's; then W's updates of the
+    # batch, a barrier between coordinates
+    batch = SIGMA_BATCH if kN else 1
+    add("", 2 * K / batch, fp64=2, int=1, shared=2)
+    add("", 1, int=4)
     # pass 2: per lane, 1 / tau (a division) and the scale's test; per lane's
     # ranks the confidence again, its two quotients by the reciprocals
     # (math::div_rcp; the rank's sqrt(1 - h) and its reciprocal loaded, set
-    # once per block) and Z / |z| (a division), and the term; then one lane
-    # adds the K terms in rank order (a load and an add each)
+    # once per block) and Z / |z| (a division), and the term; then after
+    # every PASS2_BATCH coordinates lane b adds the K terms of the batch's
+    # b-th in rank order (a load and an add each)
     add("pass 2", 1, fp64=F64_DIV + 2, int=2)
     add("", it(K), fp64=2 * MARKSTEIN + F64_DIV + 14, int=4, shared=8)
-    add("", K, fp64=1, int=2, shared=1)
+    add("", K / PASS2_BATCH, fp64=1, int=2, shared=1)
     by_phase = "; ".join(f"{what} {slots:,.0f}" for what, slots in phases.items())
     how = (f"held in registers ({kN} rows, padded with -inf and +inf) and selected by Batcher's network pruned to "
            f"the middle rows ({batcher_comparators(kN, median_only=True)} comparators)" if 0 < kN <= 64 else

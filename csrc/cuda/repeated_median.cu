@@ -21,7 +21,9 @@
 // candidates in the rows' order and one thread per statistic takes the
 // outer ranks among them (the CPU kernel's float-key path, the same
 // functions). The residuals, their scale (the warp sorts their magnitudes up
-// to K = 128), the confidences and sigma follow on the tile. No pair value, key, sorted column or residual touches global
+// to K = 128) and the confidences follow on the tile; sigma and W's updates
+// after every three coordinates (ConfBatch, in static shared memory; one
+// past K = 113), sigma a lane per coordinate. No pair value, key, sorted column or residual touches global
 // memory up to K = 113; global traffic is the column's K values, three
 // doubles of line and scale, and the block's W partials (K doubles, written
 // once per coordinate by the thread of each rank). W of eq. (10) is summed
@@ -40,6 +42,15 @@ namespace {
 
 constexpr int kRT = plan::kResidualThreads;
 constexpr int64_t kGroup = math::kResidualBlock;  // coordinates per block, in order
+// Pass 2: coordinates whose in-order sums the lanes take at once (one lane
+// each), their terms kept in the tile (BlockColumn::terms).
+constexpr int kPass2Batch = 4;
+static_assert(kPass2Batch <= kRT, "a lane per coordinate");
+static_assert(plan::kResidualPass2Tile >= 9 * (plan::kResidualRegisterRows + 1) +
+                                              kPass2Batch * ((plan::kResidualRegisterRows + 1) | 1) &&
+              plan::residual_tile_doubles(plan::kResidualRegisterRows + 2) >=
+                  9 * (plan::kResidualRegisterRows + 2) + kPass2Batch * ((plan::kResidualRegisterRows + 2) | 1),
+              "pass 2's terms fit the static tile and the workspace's (whose tiles grow by 24 doubles per K)");
 
 // One coordinate's working set (plan::residual_tile_doubles(K) doubles):
 // sorted values, client of each rank, 1 / dx for the rank gaps dx < K (set
@@ -66,9 +77,13 @@ struct BlockColumn {
   __device__ double* rows() const { return base + 8 * K; }
   __device__ float* mids() const { return reinterpret_cast<float*>(base + 5 * K); }
   __device__ float* keys() const { return reinterpret_cast<float*>(base + 8 * K); }
-  // Pass 2 (no pair values): sqrt(1 - h(x)) of rank x in rdx's place, its reciprocal at 4K (unused there).
+  // Pass 2 (no pair values): sqrt(1 - h(x)) of rank x in rdx's place, its
+  // reciprocal at 3K, and the terms of kPass2Batch coordinates after the raw
+  // column, K | 1 apart (an odd stride: the lanes that add them read
+  // different banks).
   __device__ double* rank_s() const { return base + 2 * K; }
-  __device__ double* rank_rs() const { return base + 4 * K; }
+  __device__ double* rank_rs() const { return base + 3 * K; }
+  __device__ double* terms(int b) const { return base + 9 * K + b * (K | 1); }
   __device__ int* list() const { return reinterpret_cast<int*>(base + 7 * K); }
 };
 static_assert(kRT == 2 * plan::residual_exact_rows(0),
@@ -224,20 +239,20 @@ __device__ inline void store_value(void* out, DType dtype, int64_t j, double v) 
 }
 
 // Loads coordinate j's column (the raw values in c.rows()[0, K)) and ranks it
-// into c.ys() / c.idx. bad: kRT flags.
+// into c.ys() / c.idx. The threads' flags are ORed by a butterfly of
+// shuffles (every lane ends with the warp's OR).
 template <typename Column>
-__device__ Loaded load_ranked_column(Column column, int64_t K, int64_t j, BlockColumn& c, int* bad) {
-  int mine = 0;
+__device__ Loaded load_ranked_column(Column column, int64_t K, int64_t j, BlockColumn& c) {
+  int any = 0;
   for (int64_t k = threadIdx.x; k < K; k += kRT) {
     const double v = column(k, j);
     c.rows()[k] = v;
     const int non_finite = !(v * 0.0 == 0.0), past_keys = !(math::abs_value(v) < math::kKeyedMagnitude);
-    mine |= non_finite | (past_keys << 1);
+    any |= non_finite | (past_keys << 1);
   }
-  bad[threadIdx.x] = mine;
-  __syncthreads();  // the raw column and every thread's flag
-  int any = 0;
-  for (int t = 0; t < kRT; ++t) any |= bad[t];
+  ROBUSTAGG_UNROLL
+  for (int off = kRT / 2; off > 0; off /= 2) any |= __shfl_xor_sync(0xffffffffu, any, off);
+  __syncthreads();  // the raw column
   const bool finite = (any & 1) == 0;
   if (!finite) {  // ranked as zeros: in the clients' order
     for (int64_t k = threadIdx.x; k < K; k += kRT) {
@@ -689,8 +704,8 @@ __device__ inline bool outer_median(int64_t K, int64_t k, const FitState& s, dou
 // column is finite.
 template <int kN, typename Column>
 __device__ bool fit_coordinate(Column column, int64_t K, int64_t j, math::InterceptMode mode, int64_t rows,
-                               BlockColumn& c, int* bad, FitState& s, double* line) {
-  const Loaded col = load_ranked_column(column, K, j, c, bad);
+                               BlockColumn& c, FitState& s, double* line) {
+  const Loaded col = load_ranked_column(column, K, j, c);
   if (K == 1) {
     if (threadIdx.x == 0) { line[1] = 0.0; line[0] = c.ys()[0]; }
     return col.finite;
@@ -742,14 +757,13 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) line_kernel(c
                                                    void* __restrict__ slope,        // [d], the value type
                                                    void* __restrict__ intercept) {  // [d]
   __shared__ double tile[plan::residual_static_tile(kN)];
-  __shared__ int bad[kRT];
   __shared__ double line[2];
   __shared__ FitState state;
   BlockColumn c{block_tile<(kN > 0)>(tile, tiles, tile_doubles), K};
   set_gap_reciprocals(K, c);
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, bad, state, line);
+    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, state, line);
     // The thread that chose a value stores it (no barrier: the next
     // coordinate's first writes to the tile and line come after its barriers).
     const double nan = math::quiet_nan<double>();
@@ -758,6 +772,30 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) line_kernel(c
       store_value(intercept, dtype, j, finite ? line[0] : nan);
   }
 }
+
+// Pass 1's confidences of up to kSize coordinates, kept until one lane each
+// has taken their sigma (eq. 10's two in-order sums, the lanes at once) and
+// the block has added them to W. With the register networks (K <= kN + 1 <
+// 256) three coordinates in static shared memory, kN + 1 (odd) apart so that
+// the lanes read different banks, their ranks' clients as bytes (3 KB at 112
+// rows: 12 blocks per SM still fit); past them one, in the tile (its work
+// row and clients: no fit comes between).
+template <int kN> struct ConfBatch {
+  static constexpr int kSize = kN > 0 ? 3 : 1;
+  static constexpr int kRanks = kN > 0 ? kN + 1 : 1;
+  double conf[kSize * kRanks];
+  unsigned char client[kSize * kRanks];
+  double sigma[kSize];
+  int finite[kSize];
+  __device__ double* confs(int b, const BlockColumn& c) { return kN > 0 ? conf + b * kRanks : c.work(); }
+  __device__ void keep_client(int b, int64_t x, const BlockColumn& c) {
+    if (kN > 0) client[b * kRanks + x] = static_cast<unsigned char>(static_cast<int>(c.idx()[x]));
+  }
+  __device__ int64_t client_of(int b, int64_t x, const BlockColumn& c) const {
+    return kN > 0 ? client[b * kRanks + x] : static_cast<int64_t>(c.idx()[x]);
+  }
+};
+static_assert(plan::kResidualRegisterRows < 255, "a client fits a byte");
 
 // Pass 1 of Algorithm 1 on the block's coordinates: lines, residual scales
 // and confidences, and partial[block, k] = sum over the block's coordinates,
@@ -769,10 +807,11 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
     double lam, double delta, double* __restrict__ tiles,
     double* __restrict__ beta0, double* __restrict__ beta1, double* __restrict__ tau,  // [d]
     double* __restrict__ partial) {  // [blocks_per_chunk, K]
+  using Batch = ConfBatch<kN>;
   __shared__ double tile[plan::residual_static_tile(kN)];
-  __shared__ int bad[kRT];
-  __shared__ double line[4];  // intercept, slope, tau, sigma
+  __shared__ double line[3];  // intercept, slope, tau
   __shared__ FitState state;
+  __shared__ Batch batch;
   BlockColumn c{block_tile<(kN > 0)>(tile, tiles, tile_doubles), K};
   double* W = partial + static_cast<int64_t>(blockIdx.x) * K;
   for (int64_t k = threadIdx.x; k < K; k += kRT) W[k] = 0.0;
@@ -780,7 +819,8 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
   const double Z = math::band_limit(lam, K), scale = math::residual_scale_factor(K);
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, bad, state, line);
+    const int b = static_cast<int>((t - group_begin()) % Batch::kSize);
+    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, state, line);
     const double b0 = line[0], b1 = line[1];  // written before the fit's last barrier
     for (int64_t x = threadIdx.x; x < K; x += kRT) {  // residuals, and their magnitudes for eq. (4)
       const double r = c.ys()[x] - (b0 + b1 * x);
@@ -793,28 +833,36 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
       beta0[j] = b0;
       beta1[j] = b1;
       tau[j] = tj;
+      batch.finite[b] = finite;
     }
-    for (int64_t x = threadIdx.x; x < K; x += kRT)
-      c.work()[x] = math::confidence<false>(c.work()[x], tj, 0.0, math::rank_sqrt_one_minus_h(x, K), 0.0, Z, delta);
+    double* conf = batch.confs(b, c);
+    for (int64_t x = threadIdx.x; x < K; x += kRT) {
+      conf[x] = math::confidence<false>(c.work()[x], tj, 0.0, math::rank_sqrt_one_minus_h(x, K), 0.0, Z, delta);
+      batch.keep_client(b, x, c);
+    }
     __syncthreads();  // every confidence
-    if (threadIdx.x == 0) {  // eq. (10): the unbiased standard deviation, ranks in order
+    if (b + 1 < Batch::kSize && t + 1 < t_end) continue;
+    const int lane = static_cast<int>(threadIdx.x);
+    if (lane <= b) {  // eq. (10): the unbiased standard deviation of coordinate `lane`, ranks in order
+      const double* mine = batch.confs(lane, c);
       double mean = 0.0;
-      for (int64_t x = 0; x < K; ++x) mean += c.work()[x];
+      for (int64_t x = 0; x < K; ++x) mean += mine[x];
       mean /= static_cast<double>(K);
       double var = 0.0;
       for (int64_t x = 0; x < K; ++x) {
-        const double dev = c.work()[x] - mean;
+        const double dev = mine[x] - mean;
         var += dev * dev;
       }
-      line[3] = math::sqrt_rn(var / static_cast<double>(K - 1));
+      batch.sigma[lane] = math::sqrt_rn(var / static_cast<double>(K - 1));
     }
-    __syncthreads();  // sigma
-    if (finite) {
-      const double sigma = line[3];
-      for (int64_t x = threadIdx.x; x < K; x += kRT) {
-        const int64_t client = static_cast<int64_t>(c.idx()[x]);
-        W[client] += c.work()[x] * sigma;
+    __syncthreads();  // the batch's sigmas
+    for (int e = 0; e <= b; ++e) {  // W in the coordinates' order
+      if (batch.finite[e]) {
+        const double* ce = batch.confs(e, c);
+        const double sigma = batch.sigma[e];
+        for (int64_t x = threadIdx.x; x < K; x += kRT) W[batch.client_of(e, x, c)] += ce[x] * sigma;
       }
+      if (e < b) __syncthreads();  // coordinate e's updates (a client's rank, so its thread, may change)
     }
   }
 }
@@ -842,7 +890,7 @@ __global__ void client_weights_kernel(const double* __restrict__ W, int64_t K, d
 // weight times the corrected value (eq. 9); a non-finite column gives the
 // weighted sum of its raw values, clients in order.
 template <typename T>
-__global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass2_kernel(
+__global__ void __launch_bounds__(kRT, plan::kResidualPass2BlocksPerSM) pass2_kernel(
     const T* __restrict__ u,  // [K, d]
     int64_t K, int64_t d, int64_t c0, int64_t n, int64_t tile_doubles, double lam, double delta,
     double* __restrict__ tiles,
@@ -850,7 +898,6 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass2_kernel(
     const double* __restrict__ cw,        // [K]
     val_t<T>* __restrict__ aggregate) {  // [d]
   __shared__ double tile[plan::kResidualPass2Tile];
-  __shared__ int bad[kRT];
   BlockColumn c{block_tile(tile, tiles, tile_doubles), K};
   const double Z = math::band_limit(lam, K);
   // The ranks' constants once per block, each thread its own ranks (the ones it reads below).
@@ -860,27 +907,36 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass2_kernel(
   }
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = load_ranked_column(TypedColumn<T>{u, d}, K, j, c, bad).finite;
+    const int b = static_cast<int>((t - group_begin()) % kPass2Batch);
+    const bool finite = load_ranked_column(TypedColumn<T>{u, d}, K, j, c).finite;
     const double b0 = beta0[j], b1 = beta1[j], tj = tau[j];
     // where the scale allows, each confidence's two quotients by reciprocals, as the CPU kernel's
     // copies with FMA take them (the same bits as dividing but at one overflow edge: math::confidence)
     const bool rcp = math::scale_allows_rcp(tj);
     const double rtau = 1.0 / tj;
+    double* term = c.terms(b);
     for (int64_t x = threadIdx.x; x < K; x += kRT) {
       if (finite) {
         const double y = c.ys()[x], line = b0 + b1 * static_cast<double>(x), s = c.rank_s()[x];
         const double w = rcp ? math::confidence<true>(y - line, tj, rtau, s, c.rank_rs()[x], Z, delta)
                              : math::confidence<false>(y - line, tj, 0.0, s, 0.0, Z, delta);
-        c.work()[x] = cw[static_cast<int64_t>(c.idx()[x])] * math::corrected_value(y, line, w);
+        term[x] = cw[static_cast<int64_t>(c.idx()[x])] * math::corrected_value(y, line, w);
       } else {
-        c.work()[x] = cw[x] * c.rows()[x];  // client x's raw value
+        term[x] = cw[x] * c.rows()[x];  // client x's raw value
       }
     }
     __syncthreads();  // every term
-    if (threadIdx.x == 0) {
-      double acc = 0.0;
-      for (int64_t x = 0; x < K; ++x) acc += c.work()[x];
-      aggregate[j] = static_cast<val_t<T>>(acc);
+    // After kPass2Batch coordinates (or the block's last), lane b' adds the
+    // terms of the batch's coordinate b', in order (the next terms are
+    // written after the next column's barriers).
+    if (b == kPass2Batch - 1 || t + 1 == t_end) {
+      const int lane = static_cast<int>(threadIdx.x);
+      if (lane <= b) {
+        const double* mine = c.terms(lane);
+        double acc = 0.0;
+        for (int64_t x = 0; x < K; ++x) acc += mine[x];
+        aggregate[j - b + lane] = static_cast<val_t<T>>(acc);
+      }
     }
   }
 }

@@ -146,10 +146,15 @@ constexpr int64_t residual_static_tile(int rows) {
   return rows > 0 ? 8 * (rows + 1) + residual_rows_area(rows + 1, rows) : 1;
 }
 static_assert(residual_static_tile(kResidualRegisterRows) == 1808, "14 KB at 112 rows");
-// Pass 2 (apply) reads the first 9K doubles only (sorted values, clients,
-// the ranks' constants, terms, their reciprocals, the raw column): a static
-// tile for K up to the networks' (8 KB).
-constexpr int64_t kResidualPass2Tile = 9 * (kResidualRegisterRows + 1);
+// Pass 2 (apply) uses 13K + 4 doubles (sorted values, clients, the ranks'
+// constants and their reciprocals, the raw column, then four coordinates'
+// terms K | 1 apart): a static tile for K up to the networks' (11.5 KB).
+// It is compiled for 16 blocks per SM (a cap of 128 registers, which it
+// meets without a spill; 133 uncapped would leave 12), and 16 of its tiles
+// fit the SM's shared memory.
+constexpr int64_t kResidualPass2Tile = 13 * (kResidualRegisterRows + 1) + 4;
+constexpr int kResidualPass2BlocksPerSM = 16;
+static_assert(kResidualPass2BlocksPerSM * (kResidualPass2Tile * 8 + 1024) <= 227 * 1024, "16 tiles a SM");
 
 struct ResidualLayout {
   int64_t cols, blocks_per_chunk, tile_doubles;

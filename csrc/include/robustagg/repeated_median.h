@@ -47,7 +47,7 @@ namespace cpu { ROBUSTAGG_REPEATED_MEDIAN_CPU_API }
 // CUDA twins (csrc/cuda/repeated_median.cu) (also compiled for the CPU under
 // csrc/emulate/, as device_math): a block of 32 threads per
 // math::kResidualBlock coordinates, one coordinate at a time in a shared tile
-// (K <= 102; beyond, a tile per block in `workspace`): the column ranked, the
+// (K <= 113; beyond, a tile per block in `workspace`): the column ranked, the
 // pair rows as float keys and their middle keys split among the threads, the
 // few rows whose median decides the outer ones again in double (the CPU
 // kernel's float-key path, math/residual.h), no pair value in global memory. W of eq. (10) is summed per block in coordinate order and the
