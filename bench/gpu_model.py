@@ -325,14 +325,13 @@ def _residual(K, _):
 
     it = lambda m: -(-m // W)  # noqa: E731  (a lane's share of m items)
     interval = dict(fp64=12 if n % 2 else 26, shared=2)  # key_low and key_high of the middle key(s)
-    # both passes: the column loaded (a value and its flags; then the flags
-    # ORed by a butterfly of 5 shuffles), and ranked: up to 128 values of float
+    # both passes: the column loaded (a value and its flags; then every
+    # thread reads the warp's flags), and ranked: up to 128 values of float
     # updates the warp sorts (value, client) keys, 4 per lane (the key, then
     # the value and client written to their rank); beyond, or for float64
     # updates, each lane counts the values before its own
     sorted_rank = K <= WARP_SORT_SLOTS
-    add("load and rank (both passes)", 2 * it(K), fp64=2, int=3, shared=1)
-    add("", 2 * 5, int=2, shared=1)
+    add("load and rank (both passes)", 2 * (it(K) + W), fp64=2, int=3, shared=1)
     if sorted_rank:
         add("", 2 * 4, fp64=1, int=5, shared=3)
         add_warp_sort(add, "", 2)
@@ -395,8 +394,8 @@ def _residual(K, _):
         add("outer ranks (2 lanes, one pass)", K, fp64=interval["fp64"] + 4, int=4, shared=4)
     # per lane's ranks: the residual, the leverage (a division and a square
     # root), the confidence (two divisions), the client kept, W's update
-    keep = 1 if kN else 0  # the rank's client kept for the batch's W updates
-    add("residuals, confidences, W", it(K), fp64=4 * F64_DIV + 14, int=4 + keep, shared=6 + keep)
+    # (and the client's rank kept for the batch's W updates, a thread per client)
+    add("residuals, confidences, W", it(K), fp64=4 * F64_DIV + 14, int=5, shared=7)
     if sorted_rank:  # the warp sorts the residuals' magnitudes (the residual scale)
         add("scale (warp sort) and sigma (a lane per coordinate)", 4, fp64=1, int=4, shared=1)
         add_warp_sort(add, "", 1)
@@ -405,11 +404,10 @@ def _residual(K, _):
     else:
         add("scale and sigma (1 lane)", v["flat"] * K, fp64=4, int=3, shared=5)
     # sigma's two in-order sums: lane b of a batch of SIGMA_BATCH coordinates
-    # (1 past the register networks) takes the b-th's; then W's updates of the
-    # batch, a barrier between coordinates
+    # (1 past the register networks) takes the b-th's (W's updates, a thread
+    # per client, are charged with the confidences above)
     batch = SIGMA_BATCH if kN else 1
     add("", 2 * K / batch, fp64=2, int=1, shared=2)
-    add("", 1, int=4)
     # pass 2: per lane, 1 / tau (a division) and the scale's test; per lane's
     # ranks the confidence again, its two quotients by the reciprocals
     # (math::div_rcp; the rank's sqrt(1 - h) and its reciprocal loaded, set

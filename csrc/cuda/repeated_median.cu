@@ -25,8 +25,8 @@
 // after every three coordinates (ConfBatch, in static shared memory; one
 // past K = 113), sigma a lane per coordinate. No pair value, key, sorted column or residual touches global
 // memory up to K = 113; global traffic is the column's K values, three
-// doubles of line and scale, and the block's W partials (K doubles, written
-// once per coordinate by the thread of each rank). W of eq. (10) is summed
+// doubles of line and scale, and the block's W partials (K doubles, each
+// client's by one thread, once per three coordinates). W of eq. (10) is summed
 // per block in coordinate order and then over blocks in order, as the CPU
 // kernel's tasks sum it (bitwise). Barriers: each one below separates a
 // phase's writes from the next phase's reads by other threads.
@@ -239,20 +239,23 @@ __device__ inline void store_value(void* out, DType dtype, int64_t j, double v) 
 }
 
 // Loads coordinate j's column (the raw values in c.rows()[0, K)) and ranks it
-// into c.ys() / c.idx. The threads' flags are ORed by a butterfly of
-// shuffles (every lane ends with the warp's OR).
+// into c.ys() / c.idx. bad: kRT flags. (ORing the flags by shuffles instead
+// would take ~11,000 warp slots less at K = 100, but the barrier after them
+// is then one the emulation cannot prove: a shuffle already orders its
+// fibers, while on the GPU it does not order shared memory.)
 template <typename Column>
-__device__ Loaded load_ranked_column(Column column, int64_t K, int64_t j, BlockColumn& c) {
-  int any = 0;
+__device__ Loaded load_ranked_column(Column column, int64_t K, int64_t j, BlockColumn& c, int* bad) {
+  int mine = 0;
   for (int64_t k = threadIdx.x; k < K; k += kRT) {
     const double v = column(k, j);
     c.rows()[k] = v;
     const int non_finite = !(v * 0.0 == 0.0), past_keys = !(math::abs_value(v) < math::kKeyedMagnitude);
-    any |= non_finite | (past_keys << 1);
+    mine |= non_finite | (past_keys << 1);
   }
-  ROBUSTAGG_UNROLL
-  for (int off = kRT / 2; off > 0; off /= 2) any |= __shfl_xor_sync(0xffffffffu, any, off);
-  __syncthreads();  // the raw column
+  bad[threadIdx.x] = mine;
+  __syncthreads();  // the raw column and every thread's flag
+  int any = 0;
+  for (int t = 0; t < kRT; ++t) any |= bad[t];
   const bool finite = (any & 1) == 0;
   if (!finite) {  // ranked as zeros: in the clients' order
     for (int64_t k = threadIdx.x; k < K; k += kRT) {
@@ -704,8 +707,8 @@ __device__ inline bool outer_median(int64_t K, int64_t k, const FitState& s, dou
 // column is finite.
 template <int kN, typename Column>
 __device__ bool fit_coordinate(Column column, int64_t K, int64_t j, math::InterceptMode mode, int64_t rows,
-                               BlockColumn& c, FitState& s, double* line) {
-  const Loaded col = load_ranked_column(column, K, j, c);
+                               BlockColumn& c, int* bad, FitState& s, double* line) {
+  const Loaded col = load_ranked_column(column, K, j, c, bad);
   if (K == 1) {
     if (threadIdx.x == 0) { line[1] = 0.0; line[0] = c.ys()[0]; }
     return col.finite;
@@ -757,13 +760,14 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) line_kernel(c
                                                    void* __restrict__ slope,        // [d], the value type
                                                    void* __restrict__ intercept) {  // [d]
   __shared__ double tile[plan::residual_static_tile(kN)];
+  __shared__ int bad[kRT];
   __shared__ double line[2];
   __shared__ FitState state;
   BlockColumn c{block_tile<(kN > 0)>(tile, tiles, tile_doubles), K};
   set_gap_reciprocals(K, c);
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, state, line);
+    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, bad, state, line);
     // The thread that chose a value stores it (no barrier: the next
     // coordinate's first writes to the tile and line come after its barriers).
     const double nan = math::quiet_nan<double>();
@@ -773,29 +777,32 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) line_kernel(c
   }
 }
 
-// Pass 1's confidences of up to kSize coordinates, kept until one lane each
-// has taken their sigma (eq. 10's two in-order sums, the lanes at once) and
-// the block has added them to W. With the register networks (K <= kN + 1 <
-// 256) three coordinates in static shared memory, kN + 1 (odd) apart so that
-// the lanes read different banks, their ranks' clients as bytes (3 KB at 112
-// rows: 12 blocks per SM still fit); past them one, in the tile (its work
-// row and clients: no fit comes between).
+// Pass 1's confidences of up to kSize coordinates (by rank), kept until one
+// lane each has taken their sigma (eq. 10's two in-order sums, the lanes at
+// once) and the block has added them to W, each client by one thread (the
+// rank of each client kept). With the register networks (K <= kN + 1 < 256)
+// three coordinates in static shared memory, kN + 1 (odd) apart so that the
+// lanes read different banks, the ranks as bytes (3 KB at 112 rows: 12
+// blocks per SM still fit); past them one, in the tile (its work row, and
+// the ranks in the fit's list, unused once the fit is done).
 template <int kN> struct ConfBatch {
   static constexpr int kSize = kN > 0 ? 3 : 1;
   static constexpr int kRanks = kN > 0 ? kN + 1 : 1;
   double conf[kSize * kRanks];
-  unsigned char client[kSize * kRanks];
+  unsigned char rank[kSize * kRanks];  // [b][client]
   double sigma[kSize];
   int finite[kSize];
   __device__ double* confs(int b, const BlockColumn& c) { return kN > 0 ? conf + b * kRanks : c.work(); }
-  __device__ void keep_client(int b, int64_t x, const BlockColumn& c) {
-    if (kN > 0) client[b * kRanks + x] = static_cast<unsigned char>(static_cast<int>(c.idx()[x]));
+  __device__ void keep_rank(int b, int64_t x, const BlockColumn& c) {  // of rank x's client
+    const int client = static_cast<int>(c.idx()[x]);
+    if (kN > 0) rank[b * kRanks + client] = static_cast<unsigned char>(x);
+    else c.list()[client] = static_cast<int>(x);
   }
-  __device__ int64_t client_of(int b, int64_t x, const BlockColumn& c) const {
-    return kN > 0 ? client[b * kRanks + x] : static_cast<int64_t>(c.idx()[x]);
+  __device__ int64_t rank_of(int b, int64_t client, const BlockColumn& c) const {
+    return kN > 0 ? rank[b * kRanks + client] : c.list()[client];
   }
 };
-static_assert(plan::kResidualRegisterRows < 255, "a client fits a byte");
+static_assert(plan::kResidualRegisterRows < 255, "a rank fits a byte");
 
 // Pass 1 of Algorithm 1 on the block's coordinates: lines, residual scales
 // and confidences, and partial[block, k] = sum over the block's coordinates,
@@ -809,6 +816,7 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
     double* __restrict__ partial) {  // [blocks_per_chunk, K]
   using Batch = ConfBatch<kN>;
   __shared__ double tile[plan::residual_static_tile(kN)];
+  __shared__ int bad[kRT];
   __shared__ double line[3];  // intercept, slope, tau
   __shared__ FitState state;
   __shared__ Batch batch;
@@ -820,7 +828,7 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
     const int b = static_cast<int>((t - group_begin()) % Batch::kSize);
-    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, state, line);
+    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, bad, state, line);
     const double b0 = line[0], b1 = line[1];  // written before the fit's last barrier
     for (int64_t x = threadIdx.x; x < K; x += kRT) {  // residuals, and their magnitudes for eq. (4)
       const double r = c.ys()[x] - (b0 + b1 * x);
@@ -838,7 +846,7 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
     double* conf = batch.confs(b, c);
     for (int64_t x = threadIdx.x; x < K; x += kRT) {
       conf[x] = math::confidence<false>(c.work()[x], tj, 0.0, math::rank_sqrt_one_minus_h(x, K), 0.0, Z, delta);
-      batch.keep_client(b, x, c);
+      batch.keep_rank(b, x, c);
     }
     __syncthreads();  // every confidence
     if (b + 1 < Batch::kSize && t + 1 < t_end) continue;
@@ -856,13 +864,11 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
       batch.sigma[lane] = math::sqrt_rn(var / static_cast<double>(K - 1));
     }
     __syncthreads();  // the batch's sigmas
-    for (int e = 0; e <= b; ++e) {  // W in the coordinates' order
-      if (batch.finite[e]) {
-        const double* ce = batch.confs(e, c);
-        const double sigma = batch.sigma[e];
-        for (int64_t x = threadIdx.x; x < K; x += kRT) W[batch.client_of(e, x, c)] += ce[x] * sigma;
-      }
-      if (e < b) __syncthreads();  // coordinate e's updates (a client's rank, so its thread, may change)
+    for (int64_t k = threadIdx.x; k < K; k += kRT) {  // client k's W, the coordinates in order (its thread's)
+      double acc = W[k];
+      for (int e = 0; e <= b; ++e)
+        if (batch.finite[e]) acc += batch.confs(e, c)[batch.rank_of(e, k, c)] * batch.sigma[e];
+      W[k] = acc;
     }
   }
 }
@@ -898,6 +904,7 @@ __global__ void __launch_bounds__(kRT, plan::kResidualPass2BlocksPerSM) pass2_ke
     const double* __restrict__ cw,        // [K]
     val_t<T>* __restrict__ aggregate) {  // [d]
   __shared__ double tile[plan::kResidualPass2Tile];
+  __shared__ int bad[kRT];
   BlockColumn c{block_tile(tile, tiles, tile_doubles), K};
   const double Z = math::band_limit(lam, K);
   // The ranks' constants once per block, each thread its own ranks (the ones it reads below).
@@ -908,7 +915,7 @@ __global__ void __launch_bounds__(kRT, plan::kResidualPass2BlocksPerSM) pass2_ke
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
     const int b = static_cast<int>((t - group_begin()) % kPass2Batch);
-    const bool finite = load_ranked_column(TypedColumn<T>{u, d}, K, j, c).finite;
+    const bool finite = load_ranked_column(TypedColumn<T>{u, d}, K, j, c, bad).finite;
     const double b0 = beta0[j], b1 = beta1[j], tj = tau[j];
     // where the scale allows, each confidence's two quotients by reciprocals, as the CPU kernel's
     // copies with FMA take them (the same bits as dividing but at one overflow edge: math::confidence)
