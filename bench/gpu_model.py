@@ -393,8 +393,8 @@ def _residual(K, _):
     else:
         add("outer ranks (2 lanes, one pass)", K, fp64=interval["fp64"] + 4, int=4, shared=4)
     # per lane's ranks: the residual, the leverage (a division and a square
-    # root), the confidence (two divisions), the client kept, W's update
-    # (and the client's rank kept for the batch's W updates, a thread per client)
+    # root), the confidence (two divisions), the client's rank kept, and W's
+    # update (the batch's, a thread per client)
     add("residuals, confidences, W", it(K), fp64=4 * F64_DIV + 14, int=5, shared=7)
     if sorted_rank:  # the warp sorts the residuals' magnitudes (the residual scale)
         add("scale (warp sort) and sigma (a lane per coordinate)", 4, fp64=1, int=4, shared=1)
