@@ -1,0 +1,321 @@
+"""The repeated medians by threshold probes instead of a network per row: an
+exact prototype and its count, behind docs/design.md's "threshold probes"
+(counted, not built).
+
+    python bench/residual_probes.py [--K 100] [--columns 100]
+
+Per sorted column (ranks x = 0..K-1) and statistic (slopes, eq. 1;
+intercepts, eq. 2) it finds the outer median of the rows' medians without
+selecting any row's K - 1 pair values, from counts at thresholds t:
+
+- A slope is below t exactly when z_j = y_j - t j is below z_i (i < j), an
+  intercept when w_i = (y_i - t) / i is below w_j (0 < i < j). Each point's
+  z (or w) is rounded outward to a float interval wide enough for every
+  rounding on the way (the margins below), so a pair whose intervals do not
+  meet is decided by one float compare each way, and the few whose
+  intervals meet (and the intercepts' pairs with the point of rank 0) are
+  computed exactly, as the reference computes them, and compared with t.
+  Every decision is checked against the exact values.
+- A row's counts of values below t and at most t say whether its median
+  (the midpoint of its two middle values) is below t, above it, equal to it
+  or undecided. Each of the outer median's two ranks keeps a bracket
+  (lo, hi) and the rows known below lo or above hi; only the other rows (the
+  candidates) are counted at the next probe.
+- The first threshold is the median of the pair values at distance K / 2
+  (K / 2 exact values); later ones come from each row's counts interpolated
+  between probes, aimed a few rows off the estimated rank so that one probe
+  closes one end of the bracket. A probe that leaves more than 60% of the
+  candidates is followed by one at a candidate row's exact median (a "pivot
+  row"), which lands on the mass points of tie-heavy columns (sparse or
+  quantised updates). A rank is resolved at a probe where its order lies
+  among the rows equal to t; otherwise it stops at 6 or fewer candidate rows,
+  whose medians are computed exactly.
+
+The result is compared bitwise with the all-double selection for every
+column (a zero's sign aside, as the kernels' bounds do not see it). The
+count charges the warp's issue slots as bench/gpu_model.py does (lanes over
+rows, idle lanes charged): per pair decision two float compares and two
+count adds (int pipe) and the partner's two bounds (a broadcast shared
+load each, shared by a lane's rows); per uncertain pair an exact value; per
+probe the points' bounds, the rows' classification and the next threshold
+(a warp sort of the candidates' estimates); per exact row today's cost of
+the kernel's exact rows (the warp a row).
+"""
+import argparse
+import math
+
+import numpy as np
+
+U = 2.0 ** -53       # double rounding
+TINY = 2.0 ** -1000  # absolute slack: underflow and subnormal roundings
+W = 32               # lanes of a warp
+CAP = 6              # candidate rows computed exactly at the end
+# lane-ops (issue slots of a lane), as bench/gpu_model.py charges them
+PAIR = dict(int=4, shared=2)     # two compares, two adds; two broadcast loads (per lane's rows)
+UNCERTAIN = 23                   # an exact pair value and its compares (gpu_model's exact value: fp64 11, int 9, ...)
+POINT = 14                       # a point's z or w, its margin, two directed conversions to float
+CLASSIFY = 12                    # a row's status from its counts, the warp's counts of each status
+ESTIMATE = 10                    # a row's interpolated median (a division, the probes' lookup)
+EXACT_ROW = 4 * (11 + 9 + 3.2) + 7 * 3 + 3 * (2 + 6 + 4)  # gpu_model's exact rows, per row and lane
+
+
+def pair_values(y: np.ndarray, slope: bool) -> np.ndarray:
+    """[K, K]: the reference's pair values (row i, partner j), eq. (1) or (2)."""
+    K = len(y)
+    x = np.arange(K, dtype=np.float64)
+    yi, yj, xi, xj = y[:, None], y[None, :], x[:, None], x[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (yj - yi) / (xj - xi) if slope else (xj * yi - xi * yj) / (xj - xi)
+
+
+def midpoint(a: float, b: float) -> float:
+    return a if a == b else 0.5 * a + 0.5 * b
+
+
+def row_medians(P: np.ndarray) -> np.ndarray:
+    K = len(P)
+    n = K - 1
+    rows = np.sort(P[~np.eye(K, dtype=bool)].reshape(K, n), axis=1)
+    return np.array([midpoint(r[(n - 1) // 2], r[n // 2]) for r in rows])
+
+
+def outer_median(meds: np.ndarray) -> float:
+    s = np.sort(meds)
+    K = len(s)
+    return midpoint(s[(K - 1) // 2], s[K // 2])
+
+
+def _down(x):  # to float, rounded toward -inf
+    f = x.astype(np.float32)
+    return np.where(f.astype(np.float64) > x, np.nextafter(f, np.float32(-np.inf)), f)
+
+
+def _up(x):
+    f = x.astype(np.float32)
+    return np.where(f.astype(np.float64) < x, np.nextafter(f, np.float32(np.inf)), f)
+
+
+class Probe:
+    """Counts of each row's pair values below t and at most t, exact: float
+    decisions outside the margins, the uncertain pairs by their exact value."""
+
+    def __init__(self, y: np.ndarray, slope: bool):
+        self.y, self.slope, self.K = y, slope, len(y)
+        self.P = pair_values(y, slope)
+        k = np.arange(self.K)
+        self.a, self.b = np.minimum(k[:, None], k[None, :]), np.maximum(k[:, None], k[None, :])
+        self.off = ~np.eye(self.K, dtype=bool)
+        self.uncertain = []
+
+    def __call__(self, t: float, rows: np.ndarray):
+        y, a, b = self.y, self.a[rows], self.b[rows]
+        x = np.arange(self.K, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.slope:  # p_ab < t iff z_b < z_a; z's rounding (2u) and p's (2u) within the margin
+                v = y - t * x
+                m = 8 * U * (np.abs(y) + abs(t) * x) + TINY
+            else:           # p_ab < t iff w_a < w_b (a >= 1); w's rounding and p's cancellation
+                v = (y - t) / x
+                m = 12 * U * (np.abs(y) + abs(t)) / x + TINY
+            lo, hi = _down(v - m), _up(v + m)
+        if self.slope:
+            below, above = hi[b] < lo[a], lo[b] > hi[a]
+        else:
+            below, above = hi[a] < lo[b], lo[a] > hi[b]
+            below &= a > 0
+            above &= a > 0
+        off, P = self.off[rows], self.P[rows]
+        unc = off & ~below & ~above
+        assert not np.any(below & off & ~(P < t)) and not np.any(above & off & ~(P > t)), "a decision is wrong"
+        self.uncertain.append(int(unc.sum()))
+        sure = (below & off).sum(1)
+        return sure + (unc & (P < t)).sum(1), sure + (unc & (P <= t)).sum(1)
+
+
+def _interpolate(samples, rows, n):
+    """Each row's median estimated from its counts at the probes so far."""
+    ts = np.array([s[0] for s in samples])
+    order = np.argsort(ts)
+    ts = ts[order]
+    est = np.full(len(rows), np.nan)
+    if len(ts) < 2:
+        return est
+    for q, i in enumerate(rows):
+        c = np.array([samples[k][1].get(i, np.nan) for k in order])
+        ok = ~np.isnan(c)
+        tt, c = ts[ok], c[ok]
+        if len(tt) < 2:
+            continue
+        k = int(np.searchsorted(c, n / 2.0))
+        k0, k1 = (0, 1) if k == 0 else (len(tt) - 2, len(tt) - 1) if k == len(tt) else (k - 1, k)
+        if c[k1] > c[k0]:
+            est[q] = tt[k0] + (n / 2.0 - c[k0]) * (tt[k1] - tt[k0]) / (c[k1] - c[k0])
+    return est
+
+
+def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 24):
+    """The outer median of row medians (the repeated median) by probes; with
+    the work done, for the count."""
+    K, n = len(y), len(y) - 1
+    pr = Probe(y, slope)
+    meds = row_medians(pr.P)  # exact medians: used only for the rows computed exactly
+    ranks = sorted({(K - 1) // 2, K // 2})
+    lo = {r: -math.inf for r in ranks}
+    hi = {r: math.inf for r in ranks}
+    low = {r: np.zeros(K, bool) for r in ranks}
+    high = {r: np.zeros(K, bool) for r in ranks}
+    resolved, samples, active_counts, pivots = {}, [], [], 0
+    h = K // 2
+    spread = np.array([pr.P[i, i + h] for i in range(K - h)])
+    t = float(np.median(spread))
+    q1, q3 = np.quantile(spread, [0.25, 0.75])
+    step = (q3 - q1) / math.sqrt(K) if q3 > q1 else abs(t) * 1e-3 + 1e-300
+
+    def candidates(r):
+        return ~low[r] & ~high[r]
+
+    def open_ranks():
+        return [r for r in ranks if r not in resolved and candidates(r).sum() > cap]
+
+    prev = {r: K for r in ranks}
+    while True:
+        active = np.zeros(K, bool)
+        for r in ranks:
+            if r not in resolved and lo[r] < t < hi[r]:
+                active |= candidates(r)
+        rows = np.nonzero(active)[0]
+        active_counts.append(len(rows))
+        below, atmost = pr(t, rows)
+        samples.append((t, {int(i): 0.5 * (bb + aa) for i, bb, aa in zip(rows, below, atmost)}))
+        lt = np.zeros(K, bool)
+        gt = np.zeros(K, bool)
+        eq = np.zeros(K, bool)
+        lt[rows] = below >= n // 2 + 1                         # both middle values below t
+        gt[rows] = atmost <= (n - 1) // 2                      # both above
+        eq[rows] = (below <= (n - 1) // 2) & (atmost >= n // 2 + 1)  # both equal to t
+        for r in ranks:
+            if r in resolved or not lo[r] < t < hi[r]:
+                continue
+            c = candidates(r)
+            L, G, E = low[r].sum() + (lt & c).sum(), high[r].sum() + (gt & c).sum(), (eq & c).sum()
+            undecided = K - L - G - E
+            if L + undecided <= r < L + E:
+                resolved[r] = t
+            elif L >= r + 1:
+                hi[r], high[r] = t, high[r] | (gt & c) | (eq & c)
+            elif G >= K - r:
+                lo[r], low[r] = t, low[r] | (lt & c) | (eq & c)
+        todo = open_ranks()
+        if not todo or len(samples) >= max_probes:
+            break
+        r = max(todo, key=lambda q: candidates(q).sum())
+        cand = np.nonzero(candidates(r))[0]
+        stalled = len(cand) > 0.6 * prev[r]
+        prev = {q: candidates(q).sum() for q in ranks}
+        est = _interpolate(samples, cand, n)
+        e = np.where(np.isnan(est), t, est)
+        if stalled and len(samples) >= 3:  # a mass point? probe at a candidate row's exact median
+            below_r = low[r].sum()
+            target = np.sort(e)[min(max(r - below_r, 0), len(e) - 1)]
+            pivots += 1
+            with np.errstate(invalid="ignore"):
+                t_new = float(meds[cand[np.argmin(np.abs(e - target))]])
+            if lo[r] < t_new < hi[r] and all(t_new != s[0] for s in samples):
+                t = t_new
+                continue
+        order = np.sort(e)
+        at = r - low[r].sum()  # the rank among the candidates
+        k = cap // 2 - 1
+        below_n = np.sum(order < order[min(max(at, 0), len(order) - 1)])
+        above_n = len(order) - 1 - below_n
+        t_new = order[max(at - k, 0)] if below_n >= above_n else order[min(at + k, len(order) - 1)]
+        if not lo[r] < t_new < hi[r] or any(t_new == s[0] for s in samples):
+            if math.isfinite(lo[r]) and math.isfinite(hi[r]):
+                t_new = 0.5 * (lo[r] + hi[r])
+            else:
+                t_new = hi[r] - step if math.isfinite(hi[r]) else lo[r] + step
+                step *= 2
+        t = float(t_new)
+    exact_rows = np.zeros(K, bool)
+    values = []
+    for r in ranks:
+        if r in resolved:
+            values.append(resolved[r])
+            continue
+        c = candidates(r)
+        exact_rows |= c
+        values.append(np.sort(meds[c])[r - low[r].sum()])
+    return dict(value=midpoint(values[0], values[-1]), probes=len(samples), active=active_counts,
+                uncertain=pr.uncertain, pivots=pivots, exact_rows=int(exact_rows.sum()), spread=len(spread))
+
+
+def lane_ops(run, K: int) -> float:
+    """The count of one statistic's search, in lane-ops (warp slots x 32 as
+    bench/gpu_model.py sums its phases; the shared pipe at half the int
+    pipe's lanes is charged twice)."""
+    n = K - 1
+    ops = 0.0
+    for active in run["active"]:
+        if active >= W:  # lanes over rows: a lane's rows against every partner
+            per_lane = -(-active // W)
+            ops += W * per_lane * n * (PAIR["int"] + 2 * PAIR["shared"] / per_lane)
+        elif active:     # a row's partners split over 32 // active lanes, their counts added by shuffles
+            g = W // active
+            ops += W * (-(-n // g)) * (PAIR["int"] + 2 * PAIR["shared"]) + W * 2 * 2 * int(math.log2(g))
+        ops += W * (-(-K // W)) * POINT + W * (-(-max(active, 1) // W)) * (CLASSIFY + ESTIMATE)
+        keys = max(active, 1)  # the next threshold: a warp sort of the candidates' estimates (32-bit keys)
+        per_lane = max(1, -(-keys // W))
+        slots = W * per_lane
+        stages = int(math.log2(slots)) * (int(math.log2(slots)) + 1) // 2
+        ops += W * per_lane * stages * 3
+    for u in run["uncertain"]:
+        ops += W * (-(-u // W)) * UNCERTAIN
+    ops += W * (-(-run["spread"] // W)) * (UNCERTAIN + 3 * 5)  # the first threshold: K / 2 values, a warp sort
+    ops += W * (run["pivots"] + run["exact_rows"]) * EXACT_ROW
+    return ops
+
+
+KINDS = {
+    "Gaussian": lambda rng, K: rng.standard_normal(K),
+    "Cauchy": lambda rng, K: rng.standard_cauchy(K),
+    "quantised": lambda rng, K: np.round(3 * rng.standard_normal(K)),
+    "sparse": lambda rng, K: np.where(rng.random(K) < 0.7, 0.0, rng.standard_normal(K)),
+    "float32": lambda rng, K: rng.standard_normal(K).astype(np.float32).astype(np.float64) * 1e-3,
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--K", type=int, default=100)
+    ap.add_argument("--columns", type=int, default=100)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    K = args.K
+    print(f"K = {K}, {args.columns} columns a kind; per statistic (means): probes, rows counted over the probes, "
+          f"uncertain pairs a probe, pivot rows, rows computed exactly, lane-ops")
+    total = {}
+    for kind, draw in KINDS.items():
+        for slope in (True, False):
+            runs = []
+            for _ in range(args.columns):
+                y = np.sort(draw(rng, K))
+                run = probe_search(y, slope)
+                want = outer_median(row_medians(pair_values(y, slope)))
+                assert run["value"] == want, (kind, slope, run["value"], want)
+                runs.append(run)
+            ops = np.mean([lane_ops(r, K) for r in runs])
+            total.setdefault(kind, 0.0)
+            total[kind] += ops
+            print(f"{kind:10s} {'slopes    ' if slope else 'intercepts'}: "
+                  f"{np.mean([r['probes'] for r in runs]):5.2f} probes, "
+                  f"{np.mean([sum(r['active']) for r in runs]):6.1f} rows counted, "
+                  f"{np.mean([np.mean(r['uncertain']) for r in runs]):6.1f} uncertain, "
+                  f"{np.mean([r['pivots'] for r in runs]):4.2f} pivots, "
+                  f"{np.mean([r['exact_rows'] for r in runs]):5.2f} exact rows, {ops:9,.0f} lane-ops")
+    for kind, ops in total.items():
+        print(f"{kind:10s} both statistics: {ops:9,.0f} lane-ops a coordinate")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
