@@ -21,8 +21,9 @@ selecting any row's K - 1 pair values, from counts at thresholds t:
   or undecided. Each of the outer median's two ranks keeps a bracket
   (lo, hi) and the rows known below lo or above hi; only the other rows (the
   candidates) are counted at the next probe.
-- The first threshold is the median of the pair values at distance K / 2
-  (K / 2 exact values); later ones come from each row's counts interpolated
+- The first threshold is the repeated median of 16 ranks spread evenly
+  among themselves (240 exact values); later ones come from each row's
+  counts interpolated
   between probes, aimed a few rows off the estimated rank so that one probe
   closes one end of the bracket. A probe that leaves more than 60% of the
   candidates is followed by one at a candidate row's exact median (a "pivot
@@ -33,13 +34,16 @@ selecting any row's K - 1 pair values, from counts at thresholds t:
 
 The result is compared bitwise with the all-double selection for every
 column (a zero's sign aside, as the kernels' bounds do not see it). The
-count charges the warp's issue slots as bench/gpu_model.py does (lanes over
-rows, idle lanes charged): per pair decision two float compares and two
-count adds (int pipe) and the partner's two bounds (a broadcast shared
-load each, shared by a lane's rows); per uncertain pair an exact value; per
-probe the points' bounds, the rows' classification and the next threshold
-(a warp sort of the candidates' estimates); per exact row today's cost of
-the kernel's exact rows (the warp a row).
+count charges the warp's issue slots as bench/gpu_model.py does (idle lanes
+charged): per pair decision two float compares and two count adds (int
+pipe), with the partner's two bounds broadcast to a lane's rows or, where
+few rows are counted, held by the lanes that take the partners (a row's
+counts then added by two warp reductions); per uncertain pair an exact
+value (a tie of equal values a compare); per probe the points' bounds, the
+rows' classification and the next threshold (a warp sort of the
+candidates' estimates); per exact row today's cost of the kernel's exact
+rows (the warp a row). It also prints the floor of any such search: one
+probe of every row against every partner per statistic.
 """
 import argparse
 import math
@@ -50,12 +54,15 @@ U = 2.0 ** -53       # double rounding
 TINY = 2.0 ** -1000  # absolute slack: underflow and subnormal roundings
 W = 32               # lanes of a warp
 CAP = 6              # candidate rows computed exactly at the end
+SAMPLE = 16          # ranks whose repeated median (among themselves) is the first threshold
 # lane-ops (issue slots of a lane), as bench/gpu_model.py charges them
 PAIR = dict(int=4, shared=2)     # two compares, two adds; two broadcast loads (per lane's rows)
 UNCERTAIN = 23                   # an exact pair value and its compares (gpu_model's exact value: fp64 11, int 9, ...)
 POINT = 14                       # a point's z or w, its margin, two directed conversions to float
 CLASSIFY = 12                    # a row's status from its counts, the warp's counts of each status
 ESTIMATE = 10                    # a row's interpolated median (a division, the probes' lookup)
+REDUCE = 2                       # a warp's sum of a count (one reduction instruction, its latency)
+TIE = 4                          # an uncertain pair of equal values (or two zeros): a compare, a count
 EXACT_ROW = 4 * (11 + 9 + 3.2) + 7 * 3 + 3 * (2 + 6 + 4)  # gpu_model's exact rows, per row and lane
 
 
@@ -97,7 +104,9 @@ def _up(x):
 
 class Probe:
     """Counts of each row's pair values below t and at most t, exact: float
-    decisions outside the margins, the uncertain pairs by their exact value."""
+    decisions outside the margins, the uncertain pairs by their exact value
+    (those of two equal values, a slope of 0, or of two zeros, an intercept
+    of 0, need no arithmetic: counted apart as ties)."""
 
     def __init__(self, y: np.ndarray, slope: bool):
         self.y, self.slope, self.K = y, slope, len(y)
@@ -105,7 +114,7 @@ class Probe:
         k = np.arange(self.K)
         self.a, self.b = np.minimum(k[:, None], k[None, :]), np.maximum(k[:, None], k[None, :])
         self.off = ~np.eye(self.K, dtype=bool)
-        self.uncertain = []
+        self.uncertain, self.ties = [], []
 
     def __call__(self, t: float, rows: np.ndarray):
         y, a, b = self.y, self.a[rows], self.b[rows]
@@ -117,17 +126,24 @@ class Probe:
             else:           # p_ab < t iff w_a < w_b (a >= 1); w's rounding and p's cancellation
                 v = (y - t) / x
                 m = 12 * U * (np.abs(y) + abs(t)) / x + TINY
+                # the point of rank 0: its pairs' values are y_0 within 2 ulps (j y_0 / j)
+                v[0], m[0] = y[0], 4 * U * abs(y[0]) + TINY
             lo, hi = _down(v - m), _up(v + m)
         if self.slope:
             below, above = hi[b] < lo[a], lo[b] > hi[a]
         else:
             below, above = hi[a] < lo[b], lo[a] > hi[b]
-            below &= a > 0
-            above &= a > 0
+            first = a == 0  # against t itself
+            below = np.where(first, hi[0] < t, below)
+            above = np.where(first, lo[0] > t, above)
         off, P = self.off[rows], self.P[rows]
         unc = off & ~below & ~above
         assert not np.any(below & off & ~(P < t)) and not np.any(above & off & ~(P > t)), "a decision is wrong"
-        self.uncertain.append(int(unc.sum()))
+        ya, yb = y[a], y[b]
+        tie = unc & ((ya == yb) if self.slope else ((ya == 0) & (yb == 0)))
+        assert np.all(P[tie] == 0)
+        self.ties.append(int(tie.sum()))
+        self.uncertain.append(int((unc & ~tie).sum()))
         sure = (below & off).sum(1)
         return sure + (unc & (P < t)).sum(1), sure + (unc & (P <= t)).sum(1)
 
@@ -153,7 +169,7 @@ def _interpolate(samples, rows, n):
     return est
 
 
-def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 24):
+def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 24, sample: int = SAMPLE):
     """The outer median of row medians (the repeated median) by probes; with
     the work done, for the count."""
     K, n = len(y), len(y) - 1
@@ -165,11 +181,18 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
     low = {r: np.zeros(K, bool) for r in ranks}
     high = {r: np.zeros(K, bool) for r in ranks}
     resolved, samples, active_counts, pivots = {}, [], [], 0
-    h = K // 2
-    spread = np.array([pr.P[i, i + h] for i in range(K - h)])
+    if sample:  # the repeated median of a sample of ranks, spread evenly
+        S = np.unique(np.round((np.arange(min(sample, K)) + 0.5) * K / min(sample, K)).astype(int))
+        spread = np.array([midpoint(*np.sort(pr.P[i, S[S != i]])[[(len(S) - 2) // 2, (len(S) - 1) // 2]])
+                           for i in S])
+        first = len(S) * (len(S) - 1)
+    else:       # the pair values at distance K / 2
+        h = K // 2
+        spread = np.array([pr.P[i, i + h] for i in range(K - h)])
+        first = len(spread)
     t = float(np.median(spread))
     q1, q3 = np.quantile(spread, [0.25, 0.75])
-    step = (q3 - q1) / math.sqrt(K) if q3 > q1 else abs(t) * 1e-3 + 1e-300
+    step = (q3 - q1) / math.sqrt(len(spread)) if q3 > q1 else abs(t) * 1e-3 + 1e-300
 
     def candidates(r):
         return ~low[r] & ~high[r]
@@ -246,7 +269,7 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
         exact_rows |= c
         values.append(np.sort(meds[c])[r - low[r].sum()])
     return dict(value=midpoint(values[0], values[-1]), probes=len(samples), active=active_counts,
-                uncertain=pr.uncertain, pivots=pivots, exact_rows=int(exact_rows.sum()), spread=len(spread))
+                uncertain=pr.uncertain, ties=pr.ties, pivots=pivots, exact_rows=int(exact_rows.sum()), first=first)
 
 
 def lane_ops(run, K: int) -> float:
@@ -256,21 +279,22 @@ def lane_ops(run, K: int) -> float:
     n = K - 1
     ops = 0.0
     for active in run["active"]:
-        if active >= W:  # lanes over rows: a lane's rows against every partner
-            per_lane = -(-active // W)
-            ops += W * per_lane * n * (PAIR["int"] + 2 * PAIR["shared"] / per_lane)
-        elif active:     # a row's partners split over 32 // active lanes, their counts added by shuffles
-            g = W // active
-            ops += W * (-(-n // g)) * (PAIR["int"] + 2 * PAIR["shared"]) + W * 2 * 2 * int(math.log2(g))
+        # the cheaper of two layouts: lanes over rows (a lane's rows against every partner, the partner's
+        # bounds broadcast), or lanes over partners (each lane's partners' bounds in registers, a row at a
+        # time, broadcast; its two counts added across the warp by two reductions, __reduce_add_sync)
+        per_lane = -(-active // W)
+        over_rows = W * per_lane * n * (PAIR["int"] + 2 * PAIR["shared"] / per_lane)
+        over_partners = W * active * (-(-K // W) * PAIR["int"] + 2 * REDUCE + 2 * 2)
+        ops += min(over_rows, over_partners)
         ops += W * (-(-K // W)) * POINT + W * (-(-max(active, 1) // W)) * (CLASSIFY + ESTIMATE)
         keys = max(active, 1)  # the next threshold: a warp sort of the candidates' estimates (32-bit keys)
         per_lane = max(1, -(-keys // W))
         slots = W * per_lane
         stages = int(math.log2(slots)) * (int(math.log2(slots)) + 1) // 2
         ops += W * per_lane * stages * 3
-    for u in run["uncertain"]:
-        ops += W * (-(-u // W)) * UNCERTAIN
-    ops += W * (-(-run["spread"] // W)) * (UNCERTAIN + 3 * 5)  # the first threshold: K / 2 values, a warp sort
+    for u, ties in zip(run["uncertain"], run["ties"]):
+        ops += W * (-(-u // W)) * UNCERTAIN + W * (-(-ties // W)) * TIE
+    ops += W * (-(-run["first"] // W)) * (UNCERTAIN + 3 * 5)  # the first threshold: its exact values, their sorts
     ops += W * (run["pivots"] + run["exact_rows"]) * EXACT_ROW
     return ops
 
@@ -314,6 +338,8 @@ def main(argv=None) -> int:
                   f"{np.mean([r['exact_rows'] for r in runs]):5.2f} exact rows, {ops:9,.0f} lane-ops")
     for kind, ops in total.items():
         print(f"{kind:10s} both statistics: {ops:9,.0f} lane-ops a coordinate")
+    floor = 2 * lane_ops(dict(active=[K], uncertain=[0], ties=[0], first=0, pivots=0, exact_rows=0), K)
+    print(f"floor: one probe of every row per statistic, {floor:,.0f} lane-ops a coordinate")
     return 0
 
 
