@@ -134,8 +134,8 @@ class Probe:
         else:
             below, above = hi[a] < lo[b], lo[a] > hi[b]
             first = a == 0  # against t itself
-            below = np.where(first, hi[0] < t, below)
-            above = np.where(first, lo[0] > t, above)
+            below = np.where(first, float(hi[0]) < t, below)
+            above = np.where(first, float(lo[0]) > t, above)
         off, P = self.off[rows], self.P[rows]
         unc = off & ~below & ~above
         assert not np.any(below & off & ~(P < t)) and not np.any(above & off & ~(P > t)), "a decision is wrong"
@@ -182,7 +182,7 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
     high = {r: np.zeros(K, bool) for r in ranks}
     resolved, samples, active_counts, pivots = {}, [], [], 0
     if sample:  # the repeated median of a sample of ranks, spread evenly
-        S = np.unique(np.round((np.arange(min(sample, K)) + 0.5) * K / min(sample, K)).astype(int))
+        S = np.unique(np.floor((np.arange(min(sample, K)) + 0.5) * K / min(sample, K)).astype(int))
         spread = np.array([midpoint(*np.sort(pr.P[i, S[S != i]])[[(len(S) - 2) // 2, (len(S) - 1) // 2]])
                            for i in S])
         first = len(S) * (len(S) - 1)
