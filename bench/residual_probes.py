@@ -13,8 +13,9 @@ selecting any row's K - 1 pair values, from counts at thresholds t:
   z (or w) is rounded outward to a float interval wide enough for every
   rounding on the way (the margins below), so a pair whose intervals do not
   meet is decided by one float compare each way, and the few whose
-  intervals meet (and the intercepts' pairs with the point of rank 0) are
-  computed exactly, as the reference computes them, and compared with t.
+  intervals meet are computed exactly, as the reference computes them, and
+  compared with t. The intercepts' pairs with the point of rank 0 are y_0
+  within two ulps (j y_0 / j): y_0's interval is compared with t itself.
   Every decision is checked against the exact values.
 - A row's counts of values below t and at most t say whether its median
   (the midpoint of its two middle values) is below t, above it, equal to it
@@ -23,9 +24,8 @@ selecting any row's K - 1 pair values, from counts at thresholds t:
   candidates) are counted at the next probe.
 - The first threshold is the repeated median of 16 ranks spread evenly
   among themselves (240 exact values); later ones come from each row's
-  counts interpolated
-  between probes, aimed a few rows off the estimated rank so that one probe
-  closes one end of the bracket. A probe that leaves more than 60% of the
+  counts interpolated between probes, aimed a few rows off the estimated
+  rank so that one probe closes one end of the bracket. A probe that leaves more than 60% of the
   candidates is followed by one at a candidate row's exact median (a "pivot
   row"), which lands on the mass points of tie-heavy columns (sparse or
   quantised updates). A rank is resolved at a probe where its order lies
