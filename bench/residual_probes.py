@@ -180,7 +180,7 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
     hi = {r: math.inf for r in ranks}
     low = {r: np.zeros(K, bool) for r in ranks}
     high = {r: np.zeros(K, bool) for r in ranks}
-    resolved, samples, active_counts, pivots = {}, [], [], 0
+    resolved, samples, active_counts, pivots, probed = {}, [], [], 0, set()
     if sample:  # the repeated median of a sample of ranks, spread evenly
         S = np.unique(np.floor((np.arange(min(sample, K)) + 0.5) * K / min(sample, K)).astype(int))
         spread = np.array([midpoint(*np.sort(pr.P[i, S[S != i]])[[(len(S) - 2) // 2, (len(S) - 1) // 2]])
@@ -209,6 +209,7 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
         rows = np.nonzero(active)[0]
         active_counts.append(len(rows))
         below, atmost = pr(t, rows)
+        probed.add(t)
         samples.append((t, {int(i): 0.5 * (bb + aa) for i, bb, aa in zip(rows, below, atmost)}))
         lt = np.zeros(K, bool)
         gt = np.zeros(K, bool)
@@ -243,7 +244,7 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
             pivots += 1
             with np.errstate(invalid="ignore"):
                 t_new = float(meds[cand[np.argmin(np.abs(e - target))]])
-            if lo[r] < t_new < hi[r] and all(t_new != s[0] for s in samples):
+            if lo[r] < t_new < hi[r] and t_new not in probed:
                 t = t_new
                 continue
         order = np.sort(e)
@@ -252,12 +253,20 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
         below_n = np.sum(order < order[min(max(at, 0), len(order) - 1)])
         above_n = len(order) - 1 - below_n
         t_new = order[max(at - k, 0)] if below_n >= above_n else order[min(at + k, len(order) - 1)]
-        if not lo[r] < t_new < hi[r] or any(t_new == s[0] for s in samples):
+        if not lo[r] < t_new < hi[r] or t_new in probed:
             if math.isfinite(lo[r]) and math.isfinite(hi[r]):
                 t_new = 0.5 * (lo[r] + hi[r])
-            else:
-                t_new = hi[r] - step if math.isfinite(hi[r]) else lo[r] + step
+            else:  # a step out from the finite end (or from t) that lands on a new threshold
+                base, sign = (hi[r], -1.0) if math.isfinite(hi[r]) else (lo[r], 1.0) if math.isfinite(lo[r]) \
+                    else (t, 1.0 if lo[r] < t else -1.0)
+                step = max(step, abs(base) * 2.0 ** -40, 2.0 ** -1000)
+                t_new = base + sign * step
+                while t_new in probed and math.isfinite(t_new):
+                    step *= 2
+                    t_new = base + sign * step
                 step *= 2
+            if t_new in probed or not lo[r] < t_new < hi[r] or not math.isfinite(t_new):
+                break  # the probes cannot split the bracket further (rows straddle it): the candidates exactly
         t = float(t_new)
     exact_rows = np.zeros(K, bool)
     values = []
@@ -268,7 +277,8 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
         c = candidates(r)
         exact_rows |= c
         values.append(np.sort(meds[c])[r - low[r].sum()])
-    return dict(value=midpoint(values[0], values[-1]), probes=len(samples), active=active_counts,
+    return dict(value=midpoint(values[0], values[-1]), probes=len(samples), thresholds=[q[0] for q in samples],
+                active=active_counts,
                 uncertain=pr.uncertain, ties=pr.ties, pivots=pivots, exact_rows=int(exact_rows.sum()), first=first)
 
 

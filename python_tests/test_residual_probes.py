@@ -43,3 +43,34 @@ def test_the_count_is_charged():
     run = rp.probe_search(np.sort(np.random.default_rng(0).standard_normal(100)), True)
     assert run["probes"] >= 1 and run["active"][0] == 100  # the first probe counts every row
     assert rp.lane_ops(run, 100) > 100 * 99 * rp.PAIR["int"]  # the first probe: every row against every partner
+
+
+def _adversarial(rng, K, kind):
+    k = np.arange(K, dtype=np.float64)
+    scale = 10.0 ** rng.uniform(-300, 118)
+    if kind == "collinear":      # every pair value about the same: probes cannot split some brackets
+        y = rng.standard_normal() * scale + rng.standard_normal() * scale * k
+        y = y + rng.integers(-2, 3, K) * np.spacing(np.abs(y))
+    elif kind == "last bits":    # values a few ulps apart
+        y = rng.standard_normal() * scale * (1 + rng.integers(-8, 9, K) * 2.0 ** -52)
+    elif kind == "mixed":        # magnitudes from 1e-320 to 1e120 in one column
+        y = rng.choice([-1.0, 1.0], K) * 10.0 ** rng.uniform(-320, 120, K)
+    elif kind == "denormal":
+        y = rng.integers(-2 ** 20, 2 ** 20, K).astype(np.float64) * 2.0 ** -1074
+    else:                        # equal values, zeros of both signs
+        y = rng.choice(np.array([0.0, -0.0, 1.0, -1.0, 5e-324, 3.5]), K)
+    return np.clip(y, -1e120, 1e120)
+
+
+@pytest.mark.parametrize("kind", ["collinear", "last bits", "mixed", "denormal", "ties"])
+def test_probes_on_adversarial_columns(kind):
+    # found by a fuzzer: thresholds of -inf, or ones already probed, wasted
+    # probes (never the value); every threshold is now finite and new
+    rng = np.random.default_rng(len(kind))
+    for _ in range(12):
+        K = int(rng.integers(3, 131))
+        y = _adversarial(rng, K, kind)
+        _check(y)
+        for slope in (True, False):
+            ts = rp.probe_search(np.sort(y), slope)["thresholds"]
+            assert all(np.isfinite(ts)) and len(set(ts)) == len(ts), ts
