@@ -325,13 +325,16 @@ def _residual(K, _):
 
     it = lambda m: -(-m // W)  # noqa: E731  (a lane's share of m items)
     interval = dict(fp64=12 if n % 2 else 26, shared=2)  # key_low and key_high of the middle key(s)
-    # both passes: the column loaded (a value and its flags; then every
-    # thread reads the warp's flags), and ranked: up to 128 values of float
-    # updates the warp sorts (value, client) keys, 4 per lane (the key, then
-    # the value and client written to their rank); beyond, or for float64
+    # both passes: the column loaded (a value and its flags), the flags ORed
+    # by a butterfly of 5 shuffles, the column loaded again (from the cache)
+    # and written to the tile, and ranked: up to 128 values of float updates
+    # the warp sorts (value, client) keys, 4 per lane (the key, then the
+    # value and client written to their rank); beyond, or for float64
     # updates, each lane counts the values before its own
     sorted_rank = K <= WARP_SORT_SLOTS
-    add("load and rank (both passes)", 2 * (it(K) + W), fp64=2, int=3, shared=1)
+    add("load and rank (both passes)", 2 * it(K), fp64=2, int=3)
+    add("", 2 * 5, int=1, shared=1)
+    add("", 2 * it(K), int=2, shared=1)
     if sorted_rank:
         add("", 2 * 4, fp64=1, int=5, shared=3)
         add_warp_sort(add, "", 2)

@@ -239,23 +239,24 @@ __device__ inline void store_value(void* out, DType dtype, int64_t j, double v) 
 }
 
 // Loads coordinate j's column (the raw values in c.rows()[0, K)) and ranks it
-// into c.ys() / c.idx. bad: kRT flags. (ORing the flags by shuffles instead
-// would take ~11,000 warp slots less at K = 100, but the barrier after them
-// is then one the emulation cannot prove: a shuffle already orders its
-// fibers, while on the GPU it does not order shared memory.)
+// into c.ys() / c.idx. The column's flags (a value not finite, or past the
+// keys' range) are ORed across the warp by a butterfly of shuffles before the
+// raw values are written: after the writes, a shuffle would order the
+// emulation's fibers and the barrier after them could not be proven (a
+// shuffle does not order shared memory on the GPU). So each value is loaded
+// twice, the second time from the cache.
 template <typename Column>
-__device__ Loaded load_ranked_column(Column column, int64_t K, int64_t j, BlockColumn& c, int* bad) {
-  int mine = 0;
+__device__ Loaded load_ranked_column(Column column, int64_t K, int64_t j, BlockColumn& c) {
+  int any = 0;
   for (int64_t k = threadIdx.x; k < K; k += kRT) {
     const double v = column(k, j);
-    c.rows()[k] = v;
     const int non_finite = !(v * 0.0 == 0.0), past_keys = !(math::abs_value(v) < math::kKeyedMagnitude);
-    mine |= non_finite | (past_keys << 1);
+    any |= non_finite | (past_keys << 1);
   }
-  bad[threadIdx.x] = mine;
-  __syncthreads();  // the raw column and every thread's flag
-  int any = 0;
-  for (int t = 0; t < kRT; ++t) any |= bad[t];
+  ROBUSTAGG_UNROLL
+  for (int lanes = kRT / 2; lanes > 0; lanes /= 2) any |= __shfl_xor_sync(0xffffffffu, any, lanes);
+  for (int64_t k = threadIdx.x; k < K; k += kRT) c.rows()[k] = column(k, j);
+  __syncthreads();  // the raw column
   const bool finite = (any & 1) == 0;
   if (!finite) {  // ranked as zeros: in the clients' order
     for (int64_t k = threadIdx.x; k < K; k += kRT) {
@@ -707,8 +708,8 @@ __device__ inline bool outer_median(int64_t K, int64_t k, const FitState& s, dou
 // column is finite.
 template <int kN, typename Column>
 __device__ bool fit_coordinate(Column column, int64_t K, int64_t j, math::InterceptMode mode, int64_t rows,
-                               BlockColumn& c, int* bad, FitState& s, double* line) {
-  const Loaded col = load_ranked_column(column, K, j, c, bad);
+                               BlockColumn& c, FitState& s, double* line) {
+  const Loaded col = load_ranked_column(column, K, j, c);
   if (K == 1) {
     if (threadIdx.x == 0) { line[1] = 0.0; line[0] = c.ys()[0]; }
     return col.finite;
@@ -760,14 +761,13 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) line_kernel(c
                                                    void* __restrict__ slope,        // [d], the value type
                                                    void* __restrict__ intercept) {  // [d]
   __shared__ double tile[plan::residual_static_tile(kN)];
-  __shared__ int bad[kRT];
   __shared__ double line[2];
   __shared__ FitState state;
   BlockColumn c{block_tile<(kN > 0)>(tile, tiles, tile_doubles), K};
   set_gap_reciprocals(K, c);
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
-    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, bad, state, line);
+    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, state, line);
     // The thread that chose a value stores it (no barrier: the next
     // coordinate's first writes to the tile and line come after its barriers).
     const double nan = math::quiet_nan<double>();
@@ -816,7 +816,6 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
     double* __restrict__ partial) {  // [blocks_per_chunk, K]
   using Batch = ConfBatch<kN>;
   __shared__ double tile[plan::residual_static_tile(kN)];
-  __shared__ int bad[kRT];
   __shared__ double line[3];  // intercept, slope, tau
   __shared__ FitState state;
   __shared__ Batch batch;
@@ -828,7 +827,7 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) pass1_kernel(
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
     const int b = static_cast<int>((t - group_begin()) % Batch::kSize);
-    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, bad, state, line);
+    const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, state, line);
     const double b0 = line[0], b1 = line[1];  // written before the fit's last barrier
     for (int64_t x = threadIdx.x; x < K; x += kRT) {  // residuals, and their magnitudes for eq. (4)
       const double r = c.ys()[x] - (b0 + b1 * x);
@@ -904,7 +903,6 @@ __global__ void __launch_bounds__(kRT, plan::kResidualPass2BlocksPerSM) pass2_ke
     const double* __restrict__ cw,        // [K]
     val_t<T>* __restrict__ aggregate) {  // [d]
   __shared__ double tile[plan::kResidualPass2Tile];
-  __shared__ int bad[kRT];
   BlockColumn c{block_tile(tile, tiles, tile_doubles), K};
   const double Z = math::band_limit(lam, K);
   // The ranks' constants once per block, each thread its own ranks (the ones it reads below).
@@ -915,7 +913,7 @@ __global__ void __launch_bounds__(kRT, plan::kResidualPass2BlocksPerSM) pass2_ke
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
     const int b = static_cast<int>((t - group_begin()) % kPass2Batch);
-    const bool finite = load_ranked_column(TypedColumn<T>{u, d}, K, j, c, bad).finite;
+    const bool finite = load_ranked_column(TypedColumn<T>{u, d}, K, j, c).finite;
     const double b0 = beta0[j], b1 = beta1[j], tj = tau[j];
     // where the scale allows, each confidence's two quotients by reciprocals, as the CPU kernel's
     // copies with FMA take them (the same bits as dividing but at one overflow edge: math::confidence)
