@@ -24,7 +24,8 @@
 // to K = 128) and the confidences follow on the tile; sigma and W's updates
 // after every three coordinates (ConfBatch, in static shared memory; one
 // past K = 113), sigma a lane per coordinate. No pair value, key, sorted column or residual touches global
-// memory up to K = 113; global traffic is the column's K values, three
+// memory up to K = 113; global traffic is the column's K values (loaded
+// twice, the second time from the cache), three
 // doubles of line and scale, and the block's W partials (K doubles, each
 // client's by one thread, once per three coordinates). W of eq. (10) is summed
 // per block in coordinate order and then over blocks in order, as the CPU
@@ -768,8 +769,8 @@ __global__ void __launch_bounds__(kRT, plan::kResidualBlocksPerSM) line_kernel(c
   for (int64_t t = group_begin(), t_end = group_end(n); t < t_end; ++t) {
     const int64_t j = c0 + t;
     const bool finite = fit_coordinate<kN>(AnyColumn{u, dtype, d}, K, j, mode, rows, c, state, line);
-    // The thread that chose a value stores it (no barrier: the next
-    // coordinate's first writes to the tile and line come after its barriers).
+    // The thread that chose a value stores it (no barrier: the stores read
+    // only line[], which the next coordinate writes after its barriers).
     const double nan = math::quiet_nan<double>();
     if (threadIdx.x == 0) store_value(slope, dtype, j, finite ? line[1] : nan);
     if (threadIdx.x == (mode == math::InterceptMode::Siegel && K > 1 ? 1 : 0))
