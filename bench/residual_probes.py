@@ -55,7 +55,7 @@ TINY = 2.0 ** -1000  # absolute slack: underflow and subnormal roundings
 W = 32               # lanes of a warp
 CAP = 6              # candidate rows computed exactly at the end
 SAMPLE = 16          # ranks whose repeated median (among themselves) is the first threshold
-# lane-ops (issue slots of a lane), as bench/gpu_model.py charges them
+# per lane: operations (issue slots of a lane), as bench/gpu_model.py charges them
 PAIR = dict(int=4, shared=2)     # two compares, two adds; two broadcast loads (per lane's rows)
 UNCERTAIN = 23                   # an exact pair value and its compares (gpu_model's exact value: fp64 11, int 9, ...)
 POINT = 14                       # a point's z or w, its margin, two directed conversions to float
@@ -258,7 +258,7 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
                 t_new = 0.5 * (lo[r] + hi[r])
             else:  # a step out from the finite end (or from t) that lands on a new threshold
                 base, sign = (hi[r], -1.0) if math.isfinite(hi[r]) else (lo[r], 1.0) if math.isfinite(lo[r]) \
-                    else (t, 1.0 if lo[r] < t else -1.0)
+                    else (t, 1.0)  # no end yet: t split nothing for this rank, try above it
                 step = max(step, abs(base) * 2.0 ** -40, 2.0 ** -1000)
                 t_new = base + sign * step
                 while t_new in probed and math.isfinite(t_new):
@@ -283,9 +283,11 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
 
 
 def lane_ops(run, K: int) -> float:
-    """The count of one statistic's search, in lane-ops (warp slots x 32 as
-    bench/gpu_model.py sums its phases; the shared pipe at half the int
-    pipe's lanes is charged twice)."""
+    """The count of one statistic's search in slots, a lane's operations
+    summed over the warp's 32 lanes as bench/gpu_model.py sums its phases,
+    except that a shared-memory word is charged twice (its pipe has half the
+    int pipe's lanes; the model's phase sums charge it once), which only
+    makes the probes' count the more conservative."""
     n = K - 1
     ops = 0.0
     for active in run["active"]:
@@ -326,7 +328,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     K = args.K
     print(f"K = {K}, {args.columns} columns a kind; per statistic (means): probes, rows counted over the probes, "
-          f"uncertain pairs a probe, pivot rows, rows computed exactly, lane-ops")
+          f"uncertain pairs a probe, pivot rows, rows computed exactly, slots")
     total = {}
     for kind, draw in KINDS.items():
         for slope in (True, False):
@@ -345,11 +347,11 @@ def main(argv=None) -> int:
                   f"{np.mean([sum(r['active']) for r in runs]):6.1f} rows counted, "
                   f"{np.mean([np.mean(r['uncertain']) for r in runs]):6.1f} uncertain, "
                   f"{np.mean([r['pivots'] for r in runs]):4.2f} pivots, "
-                  f"{np.mean([r['exact_rows'] for r in runs]):5.2f} exact rows, {ops:9,.0f} lane-ops")
+                  f"{np.mean([r['exact_rows'] for r in runs]):5.2f} exact rows, {ops:9,.0f} slots")
     for kind, ops in total.items():
-        print(f"{kind:10s} both statistics: {ops:9,.0f} lane-ops a coordinate")
+        print(f"{kind:10s} both statistics: {ops:9,.0f} slots a coordinate")
     floor = 2 * lane_ops(dict(active=[K], uncertain=[0], ties=[0], first=0, pivots=0, exact_rows=0), K)
-    print(f"floor: one probe of every row per statistic, {floor:,.0f} lane-ops a coordinate")
+    print(f"floor: one probe of every row per statistic, {floor:,.0f} slots a coordinate")
     return 0
 
 
