@@ -181,15 +181,11 @@ def probe_search(y: np.ndarray, slope: bool, cap: int = CAP, max_probes: int = 2
     low = {r: np.zeros(K, bool) for r in ranks}
     high = {r: np.zeros(K, bool) for r in ranks}
     resolved, samples, active_counts, pivots, probed = {}, [], [], 0, set()
-    if sample:  # the repeated median of a sample of ranks, spread evenly
-        S = np.unique(np.floor((np.arange(min(sample, K)) + 0.5) * K / min(sample, K)).astype(int))
-        spread = np.array([midpoint(*np.sort(pr.P[i, S[S != i]])[[(len(S) - 2) // 2, (len(S) - 1) // 2]])
-                           for i in S])
-        first = len(S) * (len(S) - 1)
-    else:       # the pair values at distance K / 2
-        h = K // 2
-        spread = np.array([pr.P[i, i + h] for i in range(K - h)])
-        first = len(spread)
+    # the first threshold: the repeated median of `sample` ranks spread evenly, among themselves
+    S = np.unique(np.floor((np.arange(min(sample, K)) + 0.5) * K / min(sample, K)).astype(int))
+    spread = np.array([midpoint(*np.sort(pr.P[i, S[S != i]])[[(len(S) - 2) // 2, (len(S) - 1) // 2]])
+                       for i in S])
+    first = len(S) * (len(S) - 1)
     t = float(np.median(spread))
     q1, q3 = np.quantile(spread, [0.25, 0.75])
     step = (q3 - q1) / math.sqrt(len(spread)) if q3 > q1 else abs(t) * 1e-3 + 1e-300
